@@ -1,0 +1,141 @@
+"""SED model: a timm backbone with an attention head giving clip- and frame-wise outputs.
+
+As in the public BirdCLEF SED notebooks: the backbone's feature map is averaged
+over frequency, a 1-d attention head weighs the time steps, and the clip score is
+the attention-weighted sum of the frame scores. The forward pass has no Python
+branching on tensor values, so `openvino.convert_model` traces it as is.
+
+Input: raw log-mel dB, shape (batch, 1, n_mels, frames). Per-example
+standardisation happens inside the model so that every caller (training, the
+exported IR, Kaggle inference) feeds the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+
+class AttentionHead(nn.Module):
+    """Attention pooling over time: clip logits = sum_t softmax(att)_t * frame logits_t."""
+
+    def __init__(self, in_features: int, n_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Conv1d(in_features, in_features, kernel_size=1)
+        self.att = nn.Conv1d(in_features, n_classes, kernel_size=1)
+        self.cla = nn.Conv1d(in_features, n_classes, kernel_size=1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, C, T) -> (clip logits (B, K), frame logits (B, K, T))."""
+        hidden = torch.relu(self.fc(self.dropout(features)))
+        hidden = self.dropout(hidden)
+        weights = torch.softmax(torch.tanh(self.att(hidden)), dim=-1)
+        frame_logits = self.cla(hidden)
+        clip_logits = (weights * frame_logits).sum(dim=-1)
+        return clip_logits, frame_logits
+
+
+class SEDModel(nn.Module):
+    """timm backbone + frequency pooling + attention head."""
+
+    def __init__(
+        self,
+        backbone: str,
+        n_classes: int,
+        in_chans: int = 1,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        drop_rate: float = 0.2,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        kwargs: dict[str, Any] = {}
+        if checkpoint_path:
+            if not Path(checkpoint_path).exists():
+                raise FileNotFoundError(
+                    f"backbone checkpoint {checkpoint_path!r} (train.backbones[].checkpoint) "
+                    "does not exist: expected a local timm/PyTorch weights file"
+                )
+            kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(checkpoint_path)}
+            pretrained = True
+        self.backbone = timm.create_model(
+            backbone,
+            pretrained=pretrained,
+            in_chans=in_chans,
+            num_classes=0,
+            global_pool="",
+            drop_path_rate=drop_path_rate,
+            **kwargs,
+        )
+        n_features = self.backbone.num_features
+        self.head = AttentionHead(n_features, n_classes, dropout=drop_rate)
+
+    def forward_logits(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel dB (B, 1, F, T) -> (clip logits (B, K), frame logits (B, K, T'))."""
+        mean = mel_db.mean(dim=(1, 2, 3), keepdim=True)
+        std = mel_db.std(dim=(1, 2, 3), keepdim=True) + 1e-5
+        x = (mel_db - mean) / std
+        if self.in_chans != 1:
+            x = x.expand(-1, self.in_chans, -1, -1)
+        features = self.backbone.forward_features(x)  # (B, C, F', T')
+        features = features.mean(dim=2)
+        return self.head(features)
+
+    def forward(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel dB -> (clip logits, frame logits)."""
+        return self.forward_logits(mel_db)
+
+
+class InferenceWrapper(nn.Module):
+    """The exported graph: log-mel dB in, clip-wise probabilities out."""
+
+    def __init__(self, model: SEDModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel_db: torch.Tensor) -> torch.Tensor:
+        """(B, 1, F, T) -> clip probabilities (B, K)."""
+        clip_logits, _ = self.model.forward_logits(mel_db)
+        return torch.sigmoid(clip_logits)
+
+
+def build_model(spec: Mapping[str, Any]) -> SEDModel:
+    """Build an `SEDModel` from a model spec (as stored in checkpoints)."""
+    return SEDModel(
+        backbone=spec["backbone"],
+        n_classes=int(spec["n_classes"]),
+        in_chans=int(spec.get("in_chans", 1)),
+        pretrained=bool(spec.get("pretrained", False)),
+        checkpoint_path=spec.get("checkpoint"),
+        drop_rate=float(spec.get("drop_rate", 0.2)),
+        drop_path_rate=float(spec.get("drop_path_rate", 0.0)),
+    )
+
+
+def save_checkpoint(path: str | os.PathLike, model: SEDModel, spec: Mapping[str, Any], **extra: Any) -> None:
+    """Save weights plus the spec needed to rebuild the model, atomically."""
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"spec": dict(spec), "state_dict": model.state_dict(), **extra}, tmp)
+
+
+def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[SEDModel, dict[str, Any]]:
+    """Rebuild a model from a checkpoint written by `save_checkpoint`; eval mode.
+
+    Pretrained weights are never fetched here: the state dict carries them.
+    """
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    spec = dict(payload["spec"])
+    model = build_model({**spec, "pretrained": False, "checkpoint": None})
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
