@@ -1,0 +1,35 @@
+# The two commands: `make submission` and `make test`. Both create .venv when it
+# is missing and install the pinned environment (requirements.lock).
+
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= all
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: submission test lint unit workflow-test bench kaggle-bundle clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+## make submission: demo data (or data.root) -> results/submission.csv
+submission: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) submission
+
+## make test: linters, then the unit and workflow tests
+test: lint
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests workflow_scripts bench
+	$(BIN)/snakefmt --check Snakefile rules
+	@out=$$($(BIN)/snakemake --lint --cores 1 2>&1); echo "$$out"; \
+	  if echo "$$out" | grep -q '^Lints for'; then echo 'snakemake --lint found problems'; exit 1; fi
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,226 @@
+# Paths and tags of every stage, computed once from the validated config.
+# The tag of a stage hashes its settings, the tags it reads and its format
+# version (birdclef.versioning.stage_tag); every rule writes under
+# results/<stage>/<tag>/ and receives the same settings as params.
+
+import os
+
+from birdclef.versioning import stage_tag
+
+DATA = config["data"]
+ROOT = os.path.normpath(DATA["root"])
+DEMO = DATA["demo"]["enabled"]
+
+if DEMO and not ROOT.startswith("resources"):
+    raise ValueError(
+        f"data.root is {ROOT!r} but data.demo.enabled is true: the demo generator writes into "
+        "data.root, so point data.root under resources/ (e.g. resources/demo) or set "
+        "data.demo.enabled: false to use a real BirdCLEF folder"
+    )
+if not DEMO:
+    if not os.path.isdir(ROOT):
+        raise ValueError(
+            f"data.root {ROOT!r} does not exist: expected a BirdCLEF 2025 folder with train.csv, "
+            "taxonomy.csv, sample_submission.csv, train_audio/, train_soundscapes/ and "
+            "test_soundscapes/ (or set data.demo.enabled: true for the demo data)"
+        )
+    for _name in ("train.csv", "taxonomy.csv", "sample_submission.csv"):
+        if not os.path.isfile(os.path.join(ROOT, _name)):
+            raise ValueError(
+                f"data.root {ROOT!r} has no {_name}: expected the BirdCLEF 2025 layout "
+                "(train.csv, taxonomy.csv, sample_submission.csv, train_audio/, ...)"
+            )
+
+# What identifies the input data itself: the folder, and the demo settings
+# when the folder is generated.
+DATA_IDENTITY = {"root": ROOT, "demo": DATA["demo"] if DEMO else None}
+ON_BAD_AUDIO = DATA["on_bad_audio"]
+GROUND_TRUTH = (
+    os.path.join(ROOT, DATA["ground_truth"])
+    if DATA["ground_truth"] is not None
+    else None
+)
+
+XC = config["xeno_canto"]
+XC_SETTINGS = {k: v for k, v in XC.items() if k not in ("enabled", "key_env")}
+XC_TAG = (
+    stage_tag("xc_scrape", XC_SETTINGS, {"data": DATA_IDENTITY})
+    if XC["enabled"]
+    else None
+)
+
+CATALOG_SETTINGS = {**DATA_IDENTITY, "on_bad_audio": ON_BAD_AUDIO}
+CATALOG_TAG = stage_tag("catalog", CATALOG_SETTINGS, {"xc_scrape": XC_TAG})
+
+VAD_SETTINGS = {**config["vad"], "on_bad_audio": ON_BAD_AUDIO}
+VAD_TAG = stage_tag("vad", VAD_SETTINGS, {"catalog": CATALOG_TAG})
+
+MEL_SETTINGS = dict(config["mels"])
+MELS_SETTINGS = {**MEL_SETTINGS, "on_bad_audio": ON_BAD_AUDIO}
+MELS_TAG = stage_tag("mels", MELS_SETTINGS, {"vad": VAD_TAG})
+
+SOUNDSCAPE_MELS_SETTINGS = {
+    **{k: v for k, v in MEL_SETTINGS.items() if k != "max_seconds"},
+    **DATA_IDENTITY,
+    "on_bad_audio": ON_BAD_AUDIO,
+}
+SOUNDSCAPE_MELS_TAG = stage_tag("soundscape_mels", SOUNDSCAPE_MELS_SETTINGS)
+
+FOLDS_SETTINGS = dict(config["folds"])
+FOLDS_TAG = stage_tag("folds", FOLDS_SETTINGS, {"mels": MELS_TAG})
+
+TRAIN = config["train"]
+# device only chooses where training runs; the folds list only which jobs exist.
+TRAIN_COMMON = {
+    k: v for k, v in TRAIN.items() if k not in ("backbones", "device", "folds")
+}
+FOLDS = (
+    TRAIN["folds"]
+    if TRAIN["folds"] is not None
+    else list(range(FOLDS_SETTINGS["n_folds"]))
+)
+for _fold in FOLDS:
+    if _fold >= FOLDS_SETTINGS["n_folds"]:
+        raise ValueError(
+            f"train.folds lists fold {_fold} but folds.n_folds is {FOLDS_SETTINGS['n_folds']}: "
+            f"expected folds between 0 and {FOLDS_SETTINGS['n_folds'] - 1}"
+        )
+ROUNDS = config["pseudo"]["rounds"]
+N_ROUNDS = len(ROUNDS)
+
+# TRAIN_RUNS: train tag -> everything its jobs need; PSEUDO_RUNS likewise.
+TRAIN_RUNS = {}
+PSEUDO_RUNS = {}
+ROUND_TRAIN_TAGS = []  # per round: the train tags of every backbone
+for _round in range(N_ROUNDS + 1):
+    _pseudo_tag = None
+    _round_settings = {}
+    if _round > 0:
+        _round_settings = dict(ROUNDS[_round - 1])
+        _previous = ROUND_TRAIN_TAGS[_round - 1]
+        _pseudo_tag = stage_tag(
+            "pseudo",
+            {**_round_settings, "round": _round, "folds": FOLDS},
+            {"train": _previous, "soundscape_mels": SOUNDSCAPE_MELS_TAG},
+        )
+        PSEUDO_RUNS[_pseudo_tag] = {
+            "round": _round,
+            "settings": {**_round_settings, "round": _round},
+            "train_tags": _previous,
+        }
+    _tags = []
+    for _backbone in TRAIN["backbones"]:
+        _settings = {
+            **TRAIN_COMMON,
+            "round": _round,
+            "pseudo_weight": _round_settings.get("pseudo_weight"),
+            "pseudo_ratio": _round_settings.get("pseudo_ratio"),
+        }
+        _tag = stage_tag(
+            "train",
+            {**_settings, "backbone": _backbone},
+            {
+                "mels": MELS_TAG,
+                "folds": FOLDS_TAG,
+                "soundscape_mels": SOUNDSCAPE_MELS_TAG,
+                "pseudo": _pseudo_tag,
+            },
+            prefix=f"{_backbone['name']}-r{_round}",
+        )
+        TRAIN_RUNS[_tag] = {
+            "round": _round,
+            "backbone": dict(_backbone),
+            "settings": _settings,
+            "pseudo_tag": _pseudo_tag,
+        }
+        _tags.append(_tag)
+    ROUND_TRAIN_TAGS.append(_tags)
+FINAL_TRAIN_TAGS = ROUND_TRAIN_TAGS[-1]
+
+ENSEMBLE_SETTINGS = {**config["ensemble"], "folds": FOLDS}
+ENSEMBLE_TAG = stage_tag("ensemble", ENSEMBLE_SETTINGS, {"train": FINAL_TRAIN_TAGS})
+
+EXPORT_SETTINGS = dict(config["export"])
+EXPORT_TAG = stage_tag(
+    "export", EXPORT_SETTINGS, {"ensemble": ENSEMBLE_TAG, "mels": MELS_TAG}
+)
+
+SUBMISSION_SETTINGS = {
+    **config["submission"],
+    **DATA_IDENTITY,
+    "ground_truth": DATA["ground_truth"],
+}
+SUBMISSION_TAG = stage_tag("submission", SUBMISSION_SETTINGS, {"export": EXPORT_TAG})
+
+
+def stage_dir(stage, tag):
+    """results/<stage>/<tag>: where one stage's versioned artifact lives."""
+    return f"results/{stage}/{tag}"
+
+
+def log_path(stage, tag):
+    """The log file of a stage's job."""
+    return f"results/logs/{stage}/{tag}.log"
+
+
+def benchmark_path(stage, tag):
+    """The benchmark file of a stage's job."""
+    return f"results/benchmarks/{stage}/{tag}.tsv"
+
+
+def root_path(name):
+    """A path inside data.root."""
+    return os.path.join(ROOT, name)
+
+
+def train_outputs(tag, fold):
+    """The files one (backbone, fold, round) training job writes."""
+    return f"{stage_dir('train', tag)}/fold{fold}"
+
+
+def fold_dirs(tags):
+    """Every fold folder of the given train tags."""
+    return [train_outputs(tag, fold) for tag in tags for fold in FOLDS]
+
+
+def xc_inputs(wildcards):
+    """The xeno-canto stage's rows and audio, when the stage is on."""
+    if not XC["enabled"]:
+        return {}
+    base = stage_dir("xc_scrape", XC_TAG)
+    return {"extra_csv": f"{base}/train_xc.csv", "extra_audio": f"{base}/audio"}
+
+
+def train_inputs(wildcards):
+    """Caches, folds and (rounds > 0) pseudo-labels of one train tag."""
+    run = TRAIN_RUNS[wildcards.tag]
+    inputs = {
+        "mels": rules.mels.output.mels,
+        "index": rules.mels.output.index,
+        "folds": rules.folds.output.folds,
+        "soundscape_mels": rules.soundscape_mels.output.mels,
+        "soundscape_index": rules.soundscape_mels.output.index,
+        "taxonomy": root_path("taxonomy.csv"),
+    }
+    if run["pseudo_tag"] is not None:
+        inputs["pseudo_labels"] = (
+            f"{stage_dir('pseudo', run['pseudo_tag'])}/labels.parquet"
+        )
+    return inputs
+
+
+def pseudo_inputs(wildcards):
+    """Every fold's soundscape predictions of the previous round's models."""
+    run = PSEUDO_RUNS[wildcards.tag]
+    return {
+        "predictions": [
+            f"{folder}/soundscape_preds.parquet"
+            for folder in fold_dirs(run["train_tags"])
+        ],
+        "taxonomy": root_path("taxonomy.csv"),
+    }
+
+
+def ground_truth_input(wildcards):
+    """The test ground truth (data.ground_truth), when configured."""
+    return {"ground_truth": GROUND_TRUTH} if GROUND_TRUTH else {}

@@ -1,0 +1,32 @@
+# Export: OpenVINO IR per ensemble member, NNCF int8, accuracy gate.
+
+
+rule export:
+    input:
+        ensemble=rules.ensemble.output.ensemble,
+        checkpoints=rules.ensemble.input.checkpoints,
+        mels=rules.mels.output.mels,
+        index=rules.mels.output.index,
+        folds=rules.folds.output.folds,
+    output:
+        bundle=f"{stage_dir('export', EXPORT_TAG)}/bundle.json",
+        filterbank=f"{stage_dir('export', EXPORT_TAG)}/mel_filterbank.npy",
+        members=directory(f"{stage_dir('export', EXPORT_TAG)}/members"),
+        manifest=f"{stage_dir('export', EXPORT_TAG)}/manifest.json",
+    log:
+        log_path("export", EXPORT_TAG),
+    benchmark:
+        benchmark_path("export", EXPORT_TAG)
+    conda:
+        "../envs/pipeline.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=EXPORT_SETTINGS,
+        tag=EXPORT_TAG,
+        upstream={"ensemble": ENSEMBLE_TAG, "mels": MELS_TAG},
+        mel=MEL_SETTINGS,
+    script:
+        "../workflow_scripts/export.py"

@@ -1,0 +1,254 @@
+"""Catalog: one table of every labelled recording, in train.csv's schema.
+
+Reads the competition's `train.csv` (and, when the xeno-canto stage is on, its
+extra rows), checks them against `taxonomy.csv` and the audio folder, and writes
+`catalog.parquet` with a resolved `path` and the duration of each recording.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .audio import BadAudioError, audio_seconds
+
+log = logging.getLogger("birdclef.catalog")
+
+TRAIN_COLUMNS = (
+    "primary_label",
+    "secondary_labels",
+    "type",
+    "filename",
+    "collection",
+    "rating",
+    "url",
+    "latitude",
+    "longitude",
+    "scientific_name",
+    "common_name",
+    "author",
+    "license",
+)
+REQUIRED_TRAIN_COLUMNS = ("primary_label", "secondary_labels", "filename")
+REQUIRED_TAXONOMY_COLUMNS = ("primary_label",)
+
+
+class DataError(ValueError):
+    """Input data that does not follow the BirdCLEF layout; the message names the file and row."""
+
+
+def read_taxonomy(taxonomy_csv: str | os.PathLike) -> list[str]:
+    """The class list (taxonomy.csv's primary_label column, file order)."""
+    frame = _read_csv(taxonomy_csv)
+    _require_columns(frame, REQUIRED_TAXONOMY_COLUMNS, taxonomy_csv, "taxonomy.csv")
+    labels = frame["primary_label"].astype(str).tolist()
+    duplicated = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicated:
+        raise DataError(f"{taxonomy_csv}: primary_label values repeat: {duplicated[:10]}")
+    return labels
+
+
+def parse_label_list(value: object, where: str) -> list[str]:
+    """Parse a train.csv list cell such as "['a', 'b']" (or empty) into a list of str."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text in ("", "[]", "['']"):
+        return []
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as error:
+        raise DataError(f"{where}: cannot parse {text!r}; expected a list like ['abc1', 'xyz2']") from error
+    if isinstance(parsed, str):
+        parsed = [parsed]
+    if not isinstance(parsed, (list, tuple)):
+        raise DataError(f"{where}: expected a list of labels, got {text!r}")
+    return [str(v) for v in parsed if str(v)]
+
+
+def load_train_table(
+    train_csv: str | os.PathLike, audio_dir: str | os.PathLike, classes: Sequence[str], source: str
+) -> tuple[pd.DataFrame, dict]:
+    """Read and check one train.csv-style table; returns rows with `path` and stats.
+
+    Raises `DataError` naming the file, row and column for a missing column, a
+    label not in the taxonomy, an unparsable list or a missing audio file.
+    """
+    frame = _read_csv(train_csv)
+    _require_columns(frame, REQUIRED_TRAIN_COLUMNS, train_csv, "train.csv")
+    for column in TRAIN_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    known = set(classes)
+    stats = {"rows": int(len(frame)), "unknown_secondary_labels": 0}
+    unknown_primary = frame.index[~frame["primary_label"].astype(str).isin(known)]
+    if len(unknown_primary):
+        row = unknown_primary[0]
+        raise DataError(
+            f"{train_csv} row {row + 2}: primary_label {frame.at[row, 'primary_label']!r} is not in "
+            f"taxonomy.csv ({len(unknown_primary)} rows like this); expected one of the taxonomy's labels"
+        )
+    secondary = []
+    for row, value in frame["secondary_labels"].items():
+        labels = parse_label_list(value, f"{train_csv} row {row + 2} column secondary_labels")
+        kept = [x for x in labels if x in known and x != frame.at[row, "primary_label"]]
+        stats["unknown_secondary_labels"] += len(labels) - len(kept)
+        secondary.append(kept)
+    frame["secondary_labels"] = secondary
+    frame["primary_label"] = frame["primary_label"].astype(str)
+    frame["filename"] = frame["filename"].astype(str)
+    frame["path"] = [str(Path(audio_dir) / name) for name in frame["filename"]]
+    exists = np.array([os.path.isfile(p) for p in frame["path"]])
+    if not exists.all():
+        missing = frame.index[~exists]
+        shown = ", ".join(f"row {r + 2}: {frame.at[r, 'filename']!r}" for r in missing[:5])
+        raise DataError(
+            f"{train_csv}: {len(missing)} filename(s) not found under {audio_dir} ({shown}); "
+            "expected train_audio/<primary_label>/<file>.ogg as in BirdCLEF 2025"
+        )
+    frame["source"] = source
+    return frame, stats
+
+
+def probe_durations(
+    frame: pd.DataFrame, on_bad_audio: str, threads: int = 4
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Add `duration_s` from each file's header; skip (or raise on) unreadable files.
+
+    Returns the kept rows and a list of {filename, reason} for the skipped ones.
+    """
+    if on_bad_audio not in ("skip", "fail"):
+        raise ValueError(f"data.on_bad_audio must be 'skip' or 'fail', got {on_bad_audio!r}")
+
+    def probe(path: str) -> float | str:
+        try:
+            return audio_seconds(path)
+        except BadAudioError as error:
+            return error.reason
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(probe, frame["path"]))
+    bad = [i for i, r in enumerate(results) if isinstance(r, str)]
+    bad_files = [
+        {"filename": frame["filename"].iat[i], "path": frame["path"].iat[i], "reason": results[i]}
+        for i in bad
+    ]
+    if bad_files and on_bad_audio == "fail":
+        first = bad_files[0]
+        raise BadAudioError(
+            first["path"],
+            f"{first['reason']} ({len(bad_files)} bad file(s); set data.on_bad_audio: skip to skip them)",
+        )
+    for item in bad_files:
+        log.warning("skipping bad audio %s: %s", item["path"], item["reason"])
+    kept = frame.drop(index=frame.index[bad]).copy()
+    kept["duration_s"] = [r for r in results if not isinstance(r, str)]
+    return kept.reset_index(drop=True), bad_files
+
+
+def build_catalog(
+    train_csv: str | os.PathLike,
+    taxonomy_csv: str | os.PathLike,
+    audio_dir: str | os.PathLike,
+    on_bad_audio: str = "skip",
+    extra_csv: str | os.PathLike | None = None,
+    extra_audio_dir: str | os.PathLike | None = None,
+    threads: int = 4,
+) -> tuple[pd.DataFrame, dict]:
+    """The catalog of every labelled recording, and its stats.
+
+    `extra_csv` (scraped xeno-canto rows in train.csv's schema, with audio under
+    `extra_audio_dir`) joins the competition's rows; a recording present in both
+    (same filename) is kept once, from train.csv.
+    """
+    classes = read_taxonomy(taxonomy_csv)
+    frame, stats = load_train_table(train_csv, audio_dir, classes, source="train")
+    if extra_csv is not None:
+        extra, extra_stats = load_train_table(extra_csv, extra_audio_dir, classes, source="xeno_canto")
+        extra = extra[~extra["filename"].isin(set(frame["filename"]))]
+        stats["extra_rows"] = int(len(extra))
+        stats["extra_unknown_secondary_labels"] = extra_stats["unknown_secondary_labels"]
+        frame = pd.concat([frame, extra], ignore_index=True)
+    catalog, bad_files = probe_durations(frame, on_bad_audio, threads=threads)
+    columns = [*TRAIN_COLUMNS, "path", "duration_s", "source"]
+    catalog = catalog[columns]
+    for column in ("type", "collection", "url", "scientific_name", "common_name", "author", "license"):
+        catalog[column] = catalog[column].astype("string")
+    for column in ("rating", "latitude", "longitude"):
+        catalog[column] = pd.to_numeric(catalog[column], errors="coerce")
+    stats.update(
+        {
+            "recordings": int(len(catalog)),
+            "classes": len(classes),
+            "classes_with_recordings": int(catalog["primary_label"].nunique()),
+            "bad_audio": len(bad_files),
+            "bad_audio_files": bad_files,
+            "audio_seconds": float(catalog["duration_s"].sum()),
+            "recordings_per_collection": {
+                str(k): int(v) for k, v in catalog["collection"].fillna("unknown").value_counts().items()
+            },
+        }
+    )
+    return catalog, stats
+
+
+def _read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV ({error})") from error
+
+
+def _require_columns(frame: pd.DataFrame, required: Sequence[str], path, kind: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing required column(s) {missing}; a BirdCLEF {kind} has "
+            f"{list(required)} (found {list(frame.columns)})"
+        )
+
+
+def catalog_stage(
+    train_csv: str,
+    taxonomy_csv: str,
+    audio_dir: str,
+    out_catalog: str,
+    out_manifest: str,
+    settings: dict,
+    tag: str,
+    upstream: dict,
+    extra_csv: str | None = None,
+    extra_audio_dir: str | None = None,
+    threads: int = 4,
+) -> dict:
+    """The catalog stage: build the table, write it and its manifest."""
+    from .io import write_parquet
+    from .manifest import StageManifest
+
+    inputs = [train_csv, taxonomy_csv] + ([extra_csv] if extra_csv else [])
+    manifest = StageManifest("catalog", tag, settings, upstream, inputs)
+    catalog, stats = build_catalog(
+        train_csv,
+        taxonomy_csv,
+        audio_dir,
+        on_bad_audio=settings["on_bad_audio"],
+        extra_csv=extra_csv,
+        extra_audio_dir=extra_audio_dir,
+        threads=threads,
+    )
+    write_parquet(out_catalog, catalog)
+    manifest.headline.update(stats)
+    manifest.write(out_manifest)
+    log.info("catalog: %d recordings, %d bad audio skipped", stats["recordings"], stats["bad_audio"])
+    return stats

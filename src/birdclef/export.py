@@ -1,0 +1,506 @@
+"""Export a trained ensemble to OpenVINO IR (f32, fp16 or int8) behind an accuracy gate.
+
+Each member checkpoint is rebuilt with `model.load_model`, wrapped in
+`model.InferenceWrapper` (log-mel dB in, clip probabilities out) and converted
+with `openvino.convert_model` with a dynamic batch dimension. The f32 IR is
+always written; an fp16 IR (weights stored in half precision) or an int8 IR
+(NNCF post-training quantization calibrated on windows from the mel cache) is
+written next to it when asked for.
+
+Precision of the numbers: OpenVINO's CPU plugin runs in bf16 on CPUs that have
+it unless told otherwise, so every OpenVINO model this module compiles is
+compiled with ``INFERENCE_PRECISION_HINT=f32``. "int8" numbers are therefore
+int8 weights/activations where NNCF inserted quantizers, with f32 for the rest;
+"fp16" numbers are fp16-stored weights computed in f32.
+
+The bundle (``bundle.json`` + ``mel_filterbank.npy`` + ``members/<i>/*.xml``)
+is what `birdclef.inference.load_bundle` reads; its IR paths are relative to the
+bundle folder, so the folder can be uploaded to Kaggle as is.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .features import frames_for, mel_filterbank
+from .io import atomic_dir, write_json
+from .metrics import macro_roc_auc
+
+logger = logging.getLogger("birdclef.export")
+
+PRECISIONS = ("f32", "fp16", "int8")
+PRESETS = ("performance", "mixed")
+GATE_ACTIONS = ("fail", "fp16", "warn")
+INFERENCE_PRECISION_HINT = "f32"
+INPUT_NAME = "mel_db"
+OUTPUT_NAME = "probabilities"
+EVAL_BATCH = 64
+
+
+class ExportGateError(RuntimeError):
+    """The exported precision lost more ROC-AUC than allowed; carries the numbers.
+
+    ``report`` holds the partial export report (AUCs per precision, ensemble and
+    per member) so a caller can log it before failing.
+    """
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def window_frames(ensemble: Mapping[str, Any]) -> int:
+    """Mel frames of one window for an ensemble definition (313 for 5 s, 32 kHz, hop 512)."""
+    mel = ensemble["mel"]
+    samples = int(float(ensemble["window_seconds"]) * int(mel["sample_rate"]))
+    return frames_for(samples, int(mel["hop_length"]))
+
+
+def _check_mels(name: str, mels: np.ndarray, n_mels: int, frames: int) -> np.ndarray:
+    mels = np.asarray(mels)
+    if mels.ndim != 4 or mels.shape[1:] != (1, n_mels, frames):
+        raise ValueError(
+            f"{name} must have shape (N, 1, {n_mels}, {frames}) (n_mels, window frames from "
+            f"the ensemble's mel settings), got {mels.shape}"
+        )
+    if mels.shape[0] == 0:
+        raise ValueError(f"{name} is empty: need at least one window")
+    if not np.all(np.isfinite(mels)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(mels, dtype=np.float32)
+
+
+def _check_ensemble(ensemble: Mapping[str, Any]) -> None:
+    for key in ("classes", "window_seconds", "mel", "members"):
+        if key not in ensemble:
+            raise ValueError(f"ensemble definition lacks {key!r}")
+    if not ensemble["members"]:
+        raise ValueError("ensemble definition has no members")
+    for key in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax"):
+        if key not in ensemble["mel"]:
+            raise ValueError(f"ensemble mel settings lack {key!r}")
+    weights = [float(member.get("weight", 1.0)) for member in ensemble["members"]]
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"member weights must be finite, >= 0 and not all 0, got {weights}")
+
+
+def _ir_files(xml: Path) -> list[Path]:
+    return [xml, xml.with_suffix(".bin")]
+
+
+def _ir_bytes(xml: Path) -> int:
+    return sum(path.stat().st_size for path in _ir_files(xml) if path.exists())
+
+
+def _compile(core, model_or_path, threads: int):
+    import openvino as ov
+
+    config = {
+        ov.properties.inference_num_threads: int(threads),
+        ov.properties.hint.inference_precision: ov.Type.f32,
+        ov.properties.hint.performance_mode: ov.properties.hint.PerformanceMode.LATENCY,
+    }
+    return core.compile_model(model_or_path, "CPU", config)
+
+
+def _run_openvino(compiled, mels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Probabilities for `mels` in batches, and the throughput in windows per second."""
+    request = compiled.create_infer_request()
+    request.infer({0: mels[:1]})  # warm-up, not timed
+    outputs = []
+    start = time.perf_counter()
+    for begin in range(0, len(mels), EVAL_BATCH):
+        request.infer({0: mels[begin : begin + EVAL_BATCH]})
+        outputs.append(request.get_output_tensor(0).data.copy())
+    seconds = time.perf_counter() - start
+    return np.concatenate(outputs).astype(np.float32), len(mels) / max(seconds, 1e-9)
+
+
+def _run_torch(wrapper, mels: np.ndarray) -> tuple[np.ndarray, float]:
+    import torch
+
+    outputs = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for begin in range(0, len(mels), EVAL_BATCH):
+            outputs.append(wrapper(torch.from_numpy(mels[begin : begin + EVAL_BATCH])).numpy())
+    seconds = time.perf_counter() - start
+    return np.concatenate(outputs).astype(np.float32), len(mels) / max(seconds, 1e-9)
+
+
+def _convert(wrapper, example: np.ndarray, n_mels: int, frames: int):
+    import openvino as ov
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace deprecation
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        ov_model = ov.convert_model(
+            wrapper, example_input=torch.from_numpy(example), input=[(-1, 1, n_mels, frames)]
+        )
+    ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    return ov_model
+
+
+def _quantize(ov_model, calibration: np.ndarray, calibration_size: int, preset: str):
+    import nncf
+
+    items = [calibration[i : i + 1] for i in range(len(calibration))]
+    return nncf.quantize(
+        ov_model,
+        nncf.Dataset(items),
+        preset=(
+            nncf.QuantizationPreset.PERFORMANCE
+            if preset == "performance"
+            else nncf.QuantizationPreset.MIXED
+        ),
+        target_device=nncf.TargetDevice.CPU,
+        subset_size=int(min(calibration_size, len(items))),
+    )
+
+
+def _weighted_mean(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    total = float(sum(weights))
+    out = np.zeros_like(probabilities[0], dtype=np.float64)
+    for probs, weight in zip(probabilities, weights, strict=True):
+        out += probs.astype(np.float64) * (weight / total)
+    return out.astype(np.float32)
+
+
+def _auc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
+    value = macro_roc_auc(targets, probabilities)
+    return None if math.isnan(value) else round(float(value), 6)
+
+
+def export_ensemble(
+    ensemble: dict,
+    out_dir: str | os.PathLike,
+    calibration_mels: np.ndarray,
+    precision: str = "int8",
+    calibration_size: int = 300,
+    preset: str = "performance",
+    eval_mels: np.ndarray | None = None,
+    eval_targets: np.ndarray | None = None,
+    max_auc_drop: float = 0.003,
+    on_gate_fail: str = "fail",
+    threads: int = 2,
+) -> dict:
+    """Export every ensemble member to OpenVINO IR and write a self-contained bundle.
+
+    Writes, atomically (the whole folder appears only when complete):
+    ``out_dir/members/<i>/model_f32.xml`` (+ ``.bin``) for every member, plus
+    ``model_fp16.xml`` or ``model_int8.xml`` for those precisions,
+    ``out_dir/mel_filterbank.npy`` and ``out_dir/bundle.json`` (the ensemble
+    definition with each member's ``"ir"`` path relative to ``out_dir``, the
+    precision used, classes, mel settings and window length).
+
+    `calibration_mels` (N, 1, n_mels, frames) float32 log-mel dB windows feed
+    NNCF's int8 calibration (at most `calibration_size` of them, `preset`
+    "performance" = symmetric, "mixed" = asymmetric activations).
+
+    With `eval_mels` and binary `eval_targets` (N, n_classes) an accuracy gate
+    runs: macro ROC-AUC of torch fp32, OpenVINO f32 and the chosen precision,
+    for the weighted ensemble and for each member (all OpenVINO runs compiled
+    with INFERENCE_PRECISION_HINT=f32). When the ensemble AUC of the chosen
+    precision is more than `max_auc_drop` below OpenVINO f32, `on_gate_fail`
+    decides: "fail" raises `ExportGateError` (nothing is written), "fp16"
+    exports fp16 IRs instead and records it, "warn" keeps the IRs and records
+    a warning. The gate does not apply to precision "f32".
+
+    Returns the report: AUCs with the precision of each, per member, the gate
+    result, IR sizes in bytes, throughput of the gate runs and seconds taken.
+    """
+    import openvino as ov
+    import torch
+
+    from .model import InferenceWrapper, load_model
+
+    start = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    if on_gate_fail not in GATE_ACTIONS:
+        raise ValueError(f"on_gate_fail must be one of {GATE_ACTIONS}, got {on_gate_fail!r}")
+    if (eval_mels is None) != (eval_targets is None):
+        raise ValueError("eval_mels and eval_targets must be given together")
+    _check_ensemble(ensemble)
+
+    classes = list(ensemble["classes"])
+    n_classes = len(classes)
+    n_mels = int(ensemble["mel"]["n_mels"])
+    frames = window_frames(ensemble)
+    calibration = _check_mels("calibration_mels", calibration_mels, n_mels, frames)
+    gate_on = eval_mels is not None
+    if gate_on:
+        eval_mels = _check_mels("eval_mels", eval_mels, n_mels, frames)
+        eval_targets = np.asarray(eval_targets)
+        if eval_targets.shape != (len(eval_mels), n_classes):
+            raise ValueError(
+                f"eval_targets must have shape ({len(eval_mels)}, {n_classes}), "
+                f"got {eval_targets.shape}"
+            )
+    members = ensemble["members"]
+    weights = [float(member.get("weight", 1.0)) for member in members]
+
+    core = ov.Core()
+    out_dir = Path(out_dir)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    report: dict[str, Any] = {
+        "requested_precision": precision,
+        "precision": precision,
+        "inference_precision_hint": INFERENCE_PRECISION_HINT,
+        "preset": preset if precision == "int8" else None,
+        "calibration_windows": int(min(calibration_size, len(calibration)))
+        if precision == "int8"
+        else 0,
+        "threads": int(threads),
+        "window_frames": frames,
+        "members": [],
+        "warnings": [],
+    }
+    try:
+        with atomic_dir(out_dir) as tmp:
+            member_probs: dict[str, list[np.ndarray]] = {"torch_fp32": [], "openvino_f32": []}
+            member_probs[f"openvino_{precision}"] = []
+            ov_models = []
+            for index, member in enumerate(members):
+                t0 = time.perf_counter()
+                model, payload = load_model(member["checkpoint"])
+                spec_classes = int(payload["spec"]["n_classes"])
+                if spec_classes != n_classes:
+                    raise ValueError(
+                        f"member {member['name']!r} ({member['checkpoint']}) has {spec_classes} "
+                        f"outputs but the ensemble lists {n_classes} classes"
+                    )
+                if "classes" in payload and list(payload["classes"]) != classes:
+                    raise ValueError(
+                        f"member {member['name']!r} was trained on a different class list or "
+                        "order than the ensemble's"
+                    )
+                wrapper = InferenceWrapper(model).eval()
+                ov_model = _convert(
+                    wrapper, calibration[: min(2, len(calibration))], n_mels, frames
+                )
+                member_dir = tmp / "members" / str(index)
+                member_dir.mkdir(parents=True)
+                ov.save_model(ov_model, member_dir / "model_f32.xml", compress_to_fp16=False)
+                entry: dict[str, Any] = {
+                    "name": member["name"],
+                    "weight": float(member.get("weight", 1.0)),
+                    "ir_f32": f"members/{index}/model_f32.xml",
+                    "ir_bytes": {"f32": _ir_bytes(member_dir / "model_f32.xml")},
+                }
+                if precision == "fp16":
+                    ov.save_model(ov_model, member_dir / "model_fp16.xml", compress_to_fp16=True)
+                    entry["ir_bytes"]["fp16"] = _ir_bytes(member_dir / "model_fp16.xml")
+                elif precision == "int8":
+                    t_quant = time.perf_counter()
+                    quantized = _quantize(ov_model, calibration, calibration_size, preset)
+                    ov.save_model(quantized, member_dir / "model_int8.xml", compress_to_fp16=False)
+                    entry["ir_bytes"]["int8"] = _ir_bytes(member_dir / "model_int8.xml")
+                    entry["quantize_seconds"] = round(time.perf_counter() - t_quant, 2)
+                entry["ir"] = f"members/{index}/model_{precision}.xml"
+                ov_models.append(ov_model)
+
+                if gate_on:
+                    probs, speed = _run_torch(wrapper, eval_mels)
+                    member_probs["torch_fp32"].append(probs)
+                    entry["clips_per_second"] = {"torch_fp32": round(speed, 1)}
+                    runs = ["f32"] if precision == "f32" else ["f32", precision]
+                    for run in runs:
+                        compiled = _compile(core, member_dir / f"model_{run}.xml", threads)
+                        probs, speed = _run_openvino(compiled, eval_mels)
+                        member_probs[f"openvino_{run}"].append(probs)
+                        entry["clips_per_second"][f"openvino_{run}"] = round(speed, 1)
+                    entry["auc"] = {
+                        key: _auc(eval_targets, values[-1]) for key, values in member_probs.items()
+                    }
+                entry["seconds"] = round(time.perf_counter() - t0, 2)
+                report["members"].append(entry)
+                logger.info("exported member %d %s: %s", index, member["name"], entry)
+
+            used = precision
+            if gate_on:
+                aucs = {
+                    key: _auc(eval_targets, _weighted_mean(values, weights))
+                    for key, values in member_probs.items()
+                }
+                report["auc"] = aucs
+                report["auc_precision"] = {
+                    "torch_fp32": "PyTorch float32",
+                    "openvino_f32": "OpenVINO f32 IR, INFERENCE_PRECISION_HINT=f32",
+                    f"openvino_{precision}": (
+                        f"OpenVINO {precision} IR, INFERENCE_PRECISION_HINT=f32"
+                        + (
+                            " (int8 where NNCF quantized, f32 elsewhere)"
+                            if precision == "int8"
+                            else ""
+                        )
+                    ),
+                }
+                report["eval_windows"] = int(len(eval_mels))
+                report["gate"] = _gate(aucs, precision, max_auc_drop, report, members, on_gate_fail)
+                if report["gate"]["status"] == "failed":
+                    if on_gate_fail == "fail":
+                        raise ExportGateError(report["gate"]["message"], report)
+                    if on_gate_fail == "fp16" and precision != "fp16":
+                        used = "fp16"
+                        _fallback_fp16(
+                            ov_models,
+                            tmp,
+                            core,
+                            threads,
+                            eval_mels,
+                            eval_targets,
+                            weights,
+                            report,
+                            max_auc_drop,
+                        )
+                    else:
+                        report["warnings"].append(report["gate"]["message"])
+                        logger.warning(
+                            "%s; keeping %s (on_gate_fail=warn)",
+                            report["gate"]["message"],
+                            precision,
+                        )
+            else:
+                report["gate"] = {"status": "not run", "reason": "no eval_mels/eval_targets given"}
+            report["precision"] = used
+            for index, entry in enumerate(report["members"]):
+                entry["ir"] = f"members/{index}/model_{used}.xml"
+
+            np.save(tmp / "mel_filterbank.npy", mel_filterbank(ensemble["mel"]))
+            bundle = _bundle_definition(ensemble, report, used)
+            write_json(tmp / "bundle.json", bundle)
+            report["ir_bytes_total"] = {
+                key: sum(entry["ir_bytes"].get(key, 0) for entry in report["members"])
+                for key in ("f32", "fp16", "int8")
+                if any(key in entry["ir_bytes"] for entry in report["members"])
+            }
+    finally:
+        torch.set_num_threads(previous_threads)
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    logger.info(
+        "export finished in %.1f s: precision %s, gate %s",
+        report["seconds"],
+        report["precision"],
+        report["gate"]["status"],
+    )
+    return report
+
+
+def _gate(
+    aucs: Mapping[str, float | None],
+    precision: str,
+    max_auc_drop: float,
+    report: dict[str, Any],
+    members: list[Mapping[str, Any]],
+    on_gate_fail: str,
+) -> dict[str, Any]:
+    """Compare the chosen precision's ensemble AUC with OpenVINO f32's."""
+    if precision == "f32":
+        return {"status": "not applicable", "reason": "precision f32 is the reference"}
+    reference, chosen = aucs["openvino_f32"], aucs[f"openvino_{precision}"]
+    member_drops = []
+    for entry in report["members"]:
+        ref, val = entry["auc"]["openvino_f32"], entry["auc"][f"openvino_{precision}"]
+        member_drops.append(None if ref is None or val is None else round(ref - val, 6))
+    if reference is None or chosen is None:
+        return {
+            "status": "not run",
+            "reason": "macro ROC-AUC undefined: no class has both positives and negatives "
+            "in eval_targets",
+            "member_drops": member_drops,
+        }
+    drop = round(reference - chosen, 6)
+    gate = {
+        "status": "passed" if drop <= max_auc_drop else "failed",
+        "drop": drop,
+        "max_auc_drop": float(max_auc_drop),
+        "reference": "openvino_f32",
+        "reference_auc": reference,
+        "candidate": f"openvino_{precision}",
+        "candidate_auc": chosen,
+        "member_drops": dict(zip([m["name"] for m in members], member_drops, strict=True)),
+        "on_gate_fail": on_gate_fail,
+    }
+    if gate["status"] == "failed":
+        gate["message"] = (
+            f"{precision} export loses {drop:.6f} ensemble macro ROC-AUC vs OpenVINO f32 "
+            f"({chosen:.6f} vs {reference:.6f}, both run with INFERENCE_PRECISION_HINT=f32; "
+            f"torch fp32 {aucs['torch_fp32']}), more than max_auc_drop={max_auc_drop}; "
+            f"per-member drops {gate['member_drops']}"
+        )
+    return gate
+
+
+def _fallback_fp16(
+    ov_models, tmp: Path, core, threads: int, eval_mels, eval_targets, weights, report, max_drop
+) -> None:
+    """Write fp16 IRs after a failed gate, evaluate them and record the fallback."""
+    import openvino as ov
+
+    probs = []
+    for index, (ov_model, entry) in enumerate(zip(ov_models, report["members"], strict=True)):
+        xml = tmp / "members" / str(index) / "model_fp16.xml"
+        ov.save_model(ov_model, xml, compress_to_fp16=True)
+        entry["ir_bytes"]["fp16"] = _ir_bytes(xml)
+        member_probs, speed = _run_openvino(_compile(core, xml, threads), eval_mels)
+        probs.append(member_probs)
+        entry["clips_per_second"]["openvino_fp16"] = round(speed, 1)
+        entry["auc"]["openvino_fp16"] = _auc(eval_targets, member_probs)
+    auc = _auc(eval_targets, _weighted_mean(probs, weights))
+    report["auc"]["openvino_fp16"] = auc
+    report["auc_precision"]["openvino_fp16"] = "OpenVINO fp16 IR, INFERENCE_PRECISION_HINT=f32"
+    reference = report["auc"]["openvino_f32"]
+    drop = None if auc is None or reference is None else round(reference - auc, 6)
+    report["gate"]["fallback"] = {"precision": "fp16", "auc": auc, "drop": drop}
+    for index in range(len(ov_models)):  # the bundle ships only what inference loads
+        dropped = tmp / "members" / str(index) / f"model_{report['requested_precision']}.xml"
+        for path in _ir_files(dropped):
+            path.unlink(missing_ok=True)
+    message = f"{report['gate']['message']}; fell back to fp16 IR (ensemble AUC {auc})"
+    if drop is not None and drop > max_drop:
+        message += f", which also exceeds max_auc_drop (drop {drop:.6f}); kept anyway"
+    report["warnings"].append(message)
+    logger.warning(message)
+
+
+def _bundle_definition(ensemble: Mapping[str, Any], report: Mapping[str, Any], used: str) -> dict:
+    bundle = copy.deepcopy(dict(ensemble))
+    bundle["precision"] = used
+    bundle["inference_precision_hint"] = INFERENCE_PRECISION_HINT
+    bundle["window_frames"] = report["window_frames"]
+    bundle["mel_filterbank"] = "mel_filterbank.npy"
+    bundle["input_name"] = INPUT_NAME
+    bundle["output_name"] = OUTPUT_NAME
+    bundle["members"] = [
+        {
+            **dict(member),
+            "weight": float(member.get("weight", 1.0)),
+            "ir": entry["ir"],
+            "ir_f32": entry["ir_f32"],
+        }
+        for member, entry in zip(ensemble["members"], report["members"], strict=True)
+    ]
+    gate = report["gate"]
+    bundle["export"] = {
+        "requested_precision": report["requested_precision"],
+        "gate_status": gate["status"],
+        "auc": report.get("auc"),
+        "auc_precision": report.get("auc_precision"),
+    }
+    return bundle

@@ -1,0 +1,351 @@
+"""Export to OpenVINO (f32 / fp16 / int8, accuracy gate) and torch-free soundscape inference."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+import soundfile as sf
+import torch
+
+from birdclef.export import ExportGateError, export_ensemble, window_frames
+from birdclef.features import log_mel, mel_filterbank, window_waves
+from birdclef.inference import load_bundle, predict_soundscapes, soundscape_mels
+from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+CLASSES = ["sp01", "sp02", "sp03", "sp04"]
+MEL = {
+    "sample_rate": 32000,
+    "n_fft": 1024,
+    "hop_length": 512,
+    "n_mels": 32,
+    "fmin": 50,
+    "fmax": 14000,
+    "top_db": 80,
+}
+F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
+
+
+def synthetic_mels(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel-like windows: noise floor plus a band of energy per present class."""
+    frames = window_frames({"mel": MEL, "window_seconds": 5.0})
+    mels = rng.normal(-60.0, 6.0, size=(n, 1, MEL["n_mels"], frames)).astype(np.float32)
+    labels = rng.random((n, len(CLASSES))) < 0.4
+    labels[0], labels[1] = True, False  # every class has positives and negatives
+    for i in range(n):
+        for k in range(len(CLASSES)):
+            if labels[i, k]:
+                band, start = 4 + 7 * k, rng.integers(0, frames - 60)
+                mels[i, 0, band : band + 4, start : start + 60] += 30.0
+    return mels, labels.astype(np.float32)
+
+
+def make_model(backbone: str, seed: int, mels: np.ndarray):
+    """A tiny model whose outputs vary with the input (BN statistics set on data)."""
+    torch.manual_seed(seed)
+    spec = {"backbone": backbone, "n_classes": len(CLASSES), "pretrained": False}
+    model = build_model(spec)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+            module.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(mels))
+        model.head.cla.weight.mul_(20.0)
+    model.eval()
+    return model, spec
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two checkpoints, an ensemble definition, calibration and evaluation windows."""
+    root = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(0)
+    calibration, _ = synthetic_mels(rng, 24)
+    eval_mels, eval_targets = synthetic_mels(rng, 48)
+    members = []
+    for index, (backbone, weight) in enumerate([("lcnet_050", 0.7), ("test_efficientnet", 0.3)]):
+        model, spec = make_model(backbone, index, calibration)
+        path = root / "train" / f"m{index}" / "best.pt"
+        save_checkpoint(path, model, spec, classes=CLASSES)
+        members.append(
+            {"name": f"{backbone}-r1/fold{index}", "checkpoint": str(path), "weight": weight}
+        )
+    ensemble = {"classes": CLASSES, "window_seconds": 5.0, "mel": MEL, "members": members}
+    return {
+        "root": root,
+        "ensemble": ensemble,
+        "calibration": calibration,
+        "eval_mels": eval_mels,
+        "eval_targets": eval_targets,
+    }
+
+
+def torch_ensemble(ensemble: dict, mels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Weighted mean of the members' torch fp32 probabilities, and each member's."""
+    members = []
+    with torch.no_grad():
+        for member in ensemble["members"]:
+            model, _ = load_model(member["checkpoint"])
+            members.append(InferenceWrapper(model).eval()(torch.from_numpy(mels)).numpy())
+    weights = np.array([m["weight"] for m in ensemble["members"]])
+    mean = sum(w * p for w, p in zip(weights / weights.sum(), members, strict=True))
+    return mean, members
+
+
+@pytest.fixture(scope="module")
+def f32_bundle(setup):
+    """An f32 export with the accuracy gate data."""
+    out = setup["root"] / "bundle_f32"
+    report = export_ensemble(
+        setup["ensemble"],
+        out,
+        setup["calibration"],
+        precision="f32",
+        eval_mels=setup["eval_mels"],
+        eval_targets=setup["eval_targets"],
+    )
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(setup):
+    """An int8 export with the accuracy gate data (a loose threshold: random models)."""
+    out = setup["root"] / "bundle_int8"
+    report = export_ensemble(
+        setup["ensemble"],
+        out,
+        setup["calibration"],
+        precision="int8",
+        calibration_size=16,
+        eval_mels=setup["eval_mels"],
+        eval_targets=setup["eval_targets"],
+        max_auc_drop=0.5,
+    )
+    return out, report
+
+
+def test_f32_ir_matches_torch(setup, f32_bundle):
+    out, report = f32_bundle
+    mels = setup["eval_mels"]
+    _, torch_members = torch_ensemble(setup["ensemble"], mels)
+    core = ov.Core()
+    for index, expected in enumerate(torch_members):
+        xml = out / "members" / str(index) / "model_f32.xml"
+        compiled = core.compile_model(xml, "CPU", F32)
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+        got = compiled(mels)[0]
+        assert got.shape == (len(mels), len(CLASSES))
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+        # dynamic batch: a single window works too
+        np.testing.assert_allclose(compiled(mels[:1])[0], expected[:1], atol=1e-4, rtol=0)
+    assert report["precision"] == "f32"
+    assert report["gate"]["status"] == "not applicable"
+    assert set(report["auc"]) == {"torch_fp32", "openvino_f32"}
+    assert report["auc"]["torch_fp32"] == pytest.approx(report["auc"]["openvino_f32"], abs=1e-3)
+    assert report["ir_bytes_total"]["f32"] > 0
+    assert not list(out.glob("members/*/model_int8.xml"))
+
+
+def test_bundle_json_is_relative_and_complete(setup, int8_bundle):
+    out, report = int8_bundle
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert bundle["precision"] == "int8" == report["precision"]
+    assert bundle["classes"] == CLASSES
+    assert bundle["mel"] == MEL
+    assert bundle["window_seconds"] == 5.0
+    assert bundle["inference_precision_hint"] == "f32"
+    for index, member in enumerate(bundle["members"]):
+        assert member["ir"] == f"members/{index}/model_int8.xml"
+        assert not os.path.isabs(member["ir"])
+        assert (out / member["ir"]).exists() and (out / member["ir"]).with_suffix(".bin").exists()
+        assert member["weight"] == setup["ensemble"]["members"][index]["weight"]
+    filterbank = np.load(out / "mel_filterbank.npy")
+    np.testing.assert_array_equal(filterbank, mel_filterbank(MEL))
+
+
+def test_int8_close_to_f32_and_gate_reported(setup, int8_bundle):
+    out, report = int8_bundle
+    mels = setup["eval_mels"]
+    core = ov.Core()
+    for index in range(2):
+        member_dir = out / "members" / str(index)
+        f32 = core.compile_model(member_dir / "model_f32.xml", "CPU", F32)(mels)[0]
+        int8 = core.compile_model(member_dir / "model_int8.xml", "CPU", F32)(mels)[0]
+        assert np.all((int8 >= 0) & (int8 <= 1))
+        assert np.abs(int8 - f32).mean() < 0.05
+        assert np.corrcoef(int8.ravel(), f32.ravel())[0, 1] > 0.9
+        sizes = report["members"][index]["ir_bytes"]
+        assert sizes["int8"] < sizes["f32"]
+    auc = report["auc"]
+    assert set(auc) == {"torch_fp32", "openvino_f32", "openvino_int8"}
+    assert all(0.0 <= value <= 1.0 for value in auc.values())
+    assert "f32" in report["auc_precision"]["openvino_int8"]
+    gate = report["gate"]
+    assert gate["status"] == "passed"
+    assert gate["drop"] == pytest.approx(auc["openvino_f32"] - auc["openvino_int8"], abs=2e-6)
+    assert set(gate["member_drops"]) == {m["name"] for m in setup["ensemble"]["members"]}
+    for entry in report["members"]:
+        assert set(entry["auc"]) == set(auc)
+        assert entry["clips_per_second"]["openvino_int8"] > 0
+    assert report["seconds"] > 0
+
+
+def test_gate_failure_raises_and_writes_nothing(setup):
+    out = setup["root"] / "bundle_fail"
+    with pytest.raises(ExportGateError) as caught:
+        export_ensemble(
+            setup["ensemble"],
+            out,
+            setup["calibration"],
+            precision="int8",
+            calibration_size=8,
+            eval_mels=setup["eval_mels"],
+            eval_targets=setup["eval_targets"],
+            max_auc_drop=-1.0,
+        )
+    assert "max_auc_drop=-1.0" in str(caught.value)
+    assert caught.value.report["gate"]["status"] == "failed"
+    assert "openvino_int8" in caught.value.report["auc"]
+    assert not out.exists()
+
+
+def test_gate_failure_fallbacks(setup):
+    out = setup["root"] / "bundle_fallback"
+    report = export_ensemble(
+        setup["ensemble"],
+        out,
+        setup["calibration"],
+        precision="int8",
+        calibration_size=8,
+        eval_mels=setup["eval_mels"],
+        eval_targets=setup["eval_targets"],
+        max_auc_drop=-1.0,
+        on_gate_fail="fp16",
+    )
+    assert report["precision"] == "fp16" and report["requested_precision"] == "int8"
+    assert report["gate"]["fallback"]["precision"] == "fp16"
+    assert "openvino_fp16" in report["auc"] and report["warnings"]
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert bundle["precision"] == "fp16"
+    assert [m["ir"] for m in bundle["members"]] == [f"members/{i}/model_fp16.xml" for i in range(2)]
+    assert all((out / m["ir"]).exists() for m in bundle["members"])
+
+    out = setup["root"] / "bundle_warn"
+    report = export_ensemble(
+        setup["ensemble"],
+        out,
+        setup["calibration"],
+        precision="int8",
+        calibration_size=8,
+        eval_mels=setup["eval_mels"],
+        eval_targets=setup["eval_targets"],
+        max_auc_drop=-1.0,
+        on_gate_fail="warn",
+    )
+    assert report["precision"] == "int8" and report["gate"]["status"] == "failed"
+    assert report["warnings"]
+    assert json.loads((out / "bundle.json").read_text())["precision"] == "int8"
+
+
+def test_export_rejects_bad_input(setup, tmp_path):
+    with pytest.raises(ValueError, match="calibration_mels must have shape"):
+        export_ensemble(setup["ensemble"], tmp_path / "b", setup["calibration"][:, :, :16])
+    with pytest.raises(ValueError, match="precision"):
+        export_ensemble(setup["ensemble"], tmp_path / "b", setup["calibration"], precision="int4")
+    wrong = {**setup["ensemble"], "classes": CLASSES[:3]}
+    with pytest.raises(ValueError, match="outputs"):
+        export_ensemble(wrong, tmp_path / "b", setup["calibration"], precision="f32")
+    assert not (tmp_path / "b").exists()
+
+
+def write_soundscapes(folder: Path) -> dict[str, Path]:
+    """60 s and 7 s mono 32 kHz, 12 s stereo 44.1 kHz, a corrupt and an empty file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+
+    def tones(seconds: float, rate: int) -> np.ndarray:
+        t = np.arange(int(seconds * rate)) / rate
+        wave = 0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 2500 * t)
+        return (wave * (np.sin(2 * np.pi * 0.3 * t) > 0)).astype(np.float32)
+
+    paths = {
+        name: folder / f"{name}.ogg" for name in ("long", "short", "stereo", "corrupt", "empty")
+    }
+    sf.write(paths["long"], tones(60.0, 32000), 32000, format="OGG", subtype="VORBIS")
+    sf.write(paths["short"], tones(7.0, 32000), 32000, format="OGG", subtype="VORBIS")
+    stereo = np.stack([tones(12.0, 44100), tones(12.0, 44100)], axis=1)
+    sf.write(paths["stereo"], stereo, 44100, format="OGG", subtype="VORBIS")
+    paths["corrupt"].write_bytes(b"OggS" + rng.bytes(5000))
+    paths["empty"].write_bytes(b"")
+    return paths
+
+
+def test_load_bundle_elsewhere_and_predict_soundscapes(setup, f32_bundle, tmp_path, monkeypatch):
+    source, _ = f32_bundle
+    moved = tmp_path / "kaggle" / "input" / "bundle"
+    shutil.copytree(source, moved)
+    paths = write_soundscapes(tmp_path / "audio")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    bundle = load_bundle(os.path.relpath(moved, elsewhere), threads=2)
+    assert bundle.precision == "f32" and bundle.precision_hint == "f32"
+    assert bundle.frames == 313 and len(bundle.members) == 2
+    for member in bundle.members:
+        assert member.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+        assert member.compiled.get_property("INFERENCE_NUM_THREADS") == 2
+
+    frame = predict_soundscapes([paths[name] for name in paths], bundle, progress=True)
+    assert list(frame.columns) == ["row_id", *CLASSES]
+    expected = (
+        [f"long_{s}" for s in range(5, 65, 5)]
+        + ["short_5", "short_10"]
+        + ["stereo_5", "stereo_10", "stereo_15"]
+        + [f"corrupt_{s}" for s in range(5, 65, 5)]
+        + [f"empty_{s}" for s in range(5, 65, 5)]
+    )
+    assert frame["row_id"].tolist() == expected
+    values = frame[CLASSES].to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+
+    # end to end: the bundle's probabilities are the weighted torch ensemble on the same mels
+    mels, row_ids = soundscape_mels(paths["long"], bundle)
+    assert mels.shape == (12, 1, 32, 313) and mels.dtype == np.float32
+    assert row_ids == expected[:12]
+    torch_mean, _ = torch_ensemble(setup["ensemble"], mels)
+    np.testing.assert_allclose(values[:12], torch_mean, atol=1e-4, rtol=0)
+    # the windows are features.log_mel of consecutive 5 s of audio
+    wave, _ = sf.read(paths["long"], dtype="float32")
+    first = window_waves(wave, 32000, 5.0, 12)[3]
+    np.testing.assert_allclose(
+        mels[3, 0], log_mel(first, bundle.filterbank, 1024, 512, 80), atol=1e-3
+    )
+    # a 7 s file: the second window is zero-padded audio, not dropped
+    short, _ = soundscape_mels(paths["short"], bundle)
+    assert short.shape[0] == 2
+
+
+def test_inference_imports_without_torch():
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'timm', 'librosa', 'sklearn', 'snakemake'):\n"
+        "    sys.modules[name] = None\n"
+        "import birdclef.inference\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

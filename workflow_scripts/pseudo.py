@@ -1,0 +1,15 @@
+"""Snakemake entry point of rule pseudo (logic: birdclef.pseudo)."""
+
+from birdclef.logs import setup_logging
+from birdclef.pseudo import pseudo_stage
+
+setup_logging(snakemake.log[0])
+pseudo_stage(
+    prediction_paths=list(snakemake.input.predictions),
+    taxonomy_csv=snakemake.input.taxonomy,
+    out_labels=snakemake.output.labels,
+    out_manifest=snakemake.output.manifest,
+    settings=snakemake.params.settings,
+    tag=snakemake.wildcards.tag,
+    upstream=snakemake.params.upstream,
+)

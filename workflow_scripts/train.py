@@ -1,0 +1,18 @@
+"""Snakemake entry point of rule train (logic: birdclef.train)."""
+
+from birdclef.logs import setup_logging
+from birdclef.train import train_stage
+
+setup_logging(snakemake.log[0])
+train_stage(
+    inputs=dict(snakemake.input.items()),
+    outputs=dict(snakemake.output.items()),
+    fold=int(snakemake.wildcards.fold),
+    tag=snakemake.wildcards.tag,
+    settings=snakemake.params.settings,
+    backbone=snakemake.params.backbone,
+    upstream=snakemake.params.upstream,
+    mel=snakemake.params.mel,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)
