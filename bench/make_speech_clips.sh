@@ -30,14 +30,18 @@ done
 
 # espeak-ng writes 22050 Hz mono 16-bit WAV: resample to 32 kHz with soxr
 # (HQ), trim leading/trailing silence, peak-normalise to -3 dBFS and write
-# Ogg Vorbis (libsndfile's encoder, default quality).
-"$PYTHON" - "$WORK" "$OUT" <<'PY'
+# Ogg Vorbis (libsndfile's encoder, default quality), with the Ogg stream
+# serial number fixed so that reruns give byte-identical files.
+PYTHONPATH=src "$PYTHON" - "$WORK" "$OUT" <<'PY'
 import pathlib
 import sys
+import zlib
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from birdclef.demo import set_ogg_serial
 
 work, out = map(pathlib.Path, sys.argv[1:3])
 for wav in sorted(work.glob("*.wav")):
@@ -48,6 +52,8 @@ for wav in sorted(work.glob("*.wav")):
     pad = int(0.05 * 32000)
     wave = wave[max(loud[0] - pad, 0) : loud[-1] + pad]
     wave = wave / np.abs(wave).max() * 10 ** (-3 / 20)
-    sf.write(out / f"{wav.stem}.ogg", wave, 32000, format="OGG", subtype="VORBIS")
+    target = out / f"{wav.stem}.ogg"
+    sf.write(target, wave, 32000, format="OGG", subtype="VORBIS")
+    target.write_bytes(set_ogg_serial(target.read_bytes(), zlib.crc32(target.name.encode())))
     print(f"{wav.stem}.ogg: {len(wave) / 32000:.2f} s")
 PY

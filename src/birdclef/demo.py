@@ -10,10 +10,11 @@ voice-activity stage).
 
 Species are synthetic: each has its own call shape (pitch, frequency
 modulation, rhythm, harmonics, bandwidth) so that a small CNN on log-mel
-spectrograms can tell them apart. Two are non-birds with numeric labels, like
-the iNaturalist taxon-id labels of the real 2025 data. The speech clips are
-espeak-ng output shipped as package data (see `data/speech/README.md`);
-espeak-ng is never called here.
+spectrograms can tell them apart. The lowest- and highest-pitched species are
+non-birds (a frog and a cricket) whose labels are numeric, like the iNaturalist
+taxon-id labels of the real 2025 data: read label columns as strings. The
+speech clips are espeak-ng output shipped as package data (see
+`data/speech/README.md`); espeak-ng is never called here.
 
 Everything is a function of `seed`: the same arguments give byte-identical
 files. libsndfile picks a random Ogg stream serial number for each file, so
@@ -24,11 +25,13 @@ page checksums) after encoding.
 from __future__ import annotations
 
 import importlib.resources
+import inspect
+import logging
 import math
 import os
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
@@ -40,6 +43,8 @@ import pandas as pd
 
 from .audio import BadAudioError, read_audio, write_ogg
 from .io import atomic_dir, atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = [
     "primary_label",
@@ -56,7 +61,13 @@ TRAIN_COLUMNS = [
     "author",
     "license",
 ]
-TAXONOMY_COLUMNS = ["primary_label", "inat_taxon_id", "scientific_name", "common_name", "class_name"]
+TAXONOMY_COLUMNS = [
+    "primary_label",
+    "inat_taxon_id",
+    "scientific_name",
+    "common_name",
+    "class_name",
+]
 WINDOW_SECONDS = 5
 # A species is present in a 5 s test window when one of its calls overlaps the
 # window by at least this long (or by half the call, for calls shorter than 1 s).
@@ -72,7 +83,11 @@ _STREAM_TEST_SOUNDSCAPE = 3
 # Call archetypes, ordered by the centre frequency they are given.
 _KINDS: list[tuple[str, str, dict[str, Any]]] = [
     ("croak", "Amphibia", {"duration_s": 0.45, "pulse_hz": 45.0, "n_harmonics": 7}),
-    ("harmonic_stack", "Aves", {"duration_s": 0.35, "slide": -0.08, "harmonics": [1, 0.7, 0.45, 0.3]}),
+    (
+        "harmonic_stack",
+        "Aves",
+        {"duration_s": 0.35, "slide": -0.08, "harmonics": [1, 0.7, 0.45, 0.3]},
+    ),
     ("two_note", "Aves", {"notes": [1.15, 0.85], "note_s": [0.18, 0.28], "gap_s": 0.06}),
     ("down_sweep", "Aves", {"duration_s": 0.3, "start": 1.4, "end": 0.7}),
     ("vibrato", "Aves", {"duration_s": 0.7, "fm_hz": 28.0, "fm_depth": 0.07}),
@@ -80,48 +95,82 @@ _KINDS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "phrase",
         "Aves",
-        {"notes": [1.0, 1.2, 0.9], "note_s": 0.1, "gap_s": 0.04, "repeats": 2, "repeat_gap_s": 0.15},
+        {
+            "notes": [1.0, 1.2, 0.9],
+            "note_s": 0.1,
+            "gap_s": 0.04,
+            "repeats": 2,
+            "repeat_gap_s": 0.15,
+        },
     ),
     ("up_sweep", "Aves", {"duration_s": 0.25, "start": 0.7, "end": 1.4}),
-    ("trill", "Aves", {"duration_s": 0.8, "pulse_hz": 18.0, "pulse_s": 0.03, "start": 1.1, "end": 0.9}),
-    ("chirp_series", "Aves", {"n_chirps": 5, "chirp_s": 0.045, "period_s": 0.12, "start": 1.25, "end": 0.8}),
+    (
+        "trill",
+        "Aves",
+        {"duration_s": 0.8, "pulse_hz": 18.0, "pulse_s": 0.03, "start": 1.1, "end": 0.9},
+    ),
+    (
+        "chirp_series",
+        "Aves",
+        {"n_chirps": 5, "chirp_s": 0.045, "period_s": 0.12, "start": 1.25, "end": 0.8},
+    ),
     ("buzz", "Aves", {"duration_s": 0.6, "bandwidth": 0.3, "am_hz": 60.0}),
     ("stridulation", "Insecta", {"duration_s": 1.4, "pulse_hz": 35.0, "bandwidth": 0.08}),
 ]
 _LOW_HZ, _HIGH_HZ = 1000.0, 9500.0
 
-# Made-up names. Bird labels follow the eBird pattern (3 + 3 letters, sometimes
-# a digit); non-bird labels are their iNaturalist-style taxon id, as in 2025.
-_BIRDS = [
-    ("Azure Whistler", "Sibilator caeruleus", "azuwhi"),
-    ("Rufous Cawbill", "Corvirostra rufa", "rufcaw1"),
-    ("Andean Tinkerbird", "Tintinnus andinus", "andtin"),
-    ("Sooty Swiftlet-Wren", "Fuliginura celer", "sooswi"),
-    ("Quivering Piha", "Tremulipiha vibrans", "quipih"),
-    ("Pale Flutist", "Tibicen pallidus", "palflu1"),
-    ("Chestnut Phrasewing", "Verbicanta castanea", "chephr"),
-    ("Rising Tyrannulet", "Ascendia surgens", "ristyr"),
-    ("Golden Trillbird", "Trillops aureus", "goltri"),
-    ("Cinnamon Chirper", "Pipilator cinnamomeus", "cinchi1"),
-    ("Buzzing Hermit", "Bombylornis susurrans", "buzher"),
-    ("Silver Warbler", "Argentiparula cantans", "silwar"),
-    ("Lesser Cloudsinger", "Nubicantor minor", "lescl1"),
-    ("Olive Ridgetail", "Jugicauda olivacea", "oliri1"),
-    ("Crested Foliage-Hopper", "Frondisaltor cristatus", "crefol"),
-    ("Dusky Marshbird", "Paludicola fusca", "dusmar"),
-    ("Banded Reedling", "Harundinella fasciata", "banree"),
-    ("Scarlet Seedeater", "Granivora coccinea", "scasee1"),
-    ("Montane Solitaire", "Eremita montana", "monsol"),
-    ("Speckled Antvireo", "Formicivora guttata", "speant"),
-]
-_NON_BIRDS = {
-    "Amphibia": [
-        ("Marsh Tink Frog", "Pristimantis paludis", 1480133),
-        ("Clicking Rain Frog", "Craugastor crepitans", 1480151),
+# Made-up names, two per archetype (the second for n_species > 12, when
+# archetypes repeat). Bird labels follow the eBird pattern (3 + 3 letters,
+# sometimes a digit); non-bird labels are their iNaturalist-style taxon id, as
+# in the 2025 data.
+_NAMES: dict[str, list[tuple[str, str, str]]] = {
+    "croak": [
+        ("Marsh Tink Frog", "Pristimantis paludis", "1480133"),
+        ("Clicking Rain Frog", "Craugastor crepitans", "1480151"),
     ],
-    "Insecta": [
-        ("Silver Bush Cricket", "Conocephalus argenteus", 1560270),
-        ("Green Bell Katydid", "Neoconocephalus viridis", 1560318),
+    "harmonic_stack": [
+        ("Rufous Cawbill", "Corvirostra rufa", "rufcaw1"),
+        ("Dusky Marshbird", "Paludicola fusca", "dusmar"),
+    ],
+    "two_note": [
+        ("Andean Tinkerbird", "Tintinnus andinus", "andtin"),
+        ("Banded Reedling", "Harundinella fasciata", "banree"),
+    ],
+    "down_sweep": [
+        ("Sooty Swiftlet-Wren", "Fuliginura celer", "sooswi"),
+        ("Montane Solitaire", "Eremita montana", "monsol"),
+    ],
+    "vibrato": [
+        ("Quivering Piha", "Tremulipiha vibrans", "quipih"),
+        ("Lesser Cloudsinger", "Nubicantor minor", "lesclo1"),
+    ],
+    "flat_whistle": [
+        ("Azure Whistler", "Sibilator caeruleus", "azuwhi"),
+        ("Pale Flutist", "Tibicen pallidus", "palflu1"),
+    ],
+    "phrase": [
+        ("Chestnut Phrasewing", "Verbicanta castanea", "chephr"),
+        ("Silver Warbler", "Argentiparula cantans", "silwar"),
+    ],
+    "up_sweep": [
+        ("Rising Tyrannulet", "Ascendia surgens", "ristyr"),
+        ("Olive Ridgetail", "Jugicauda olivacea", "olirid1"),
+    ],
+    "trill": [
+        ("Golden Trillbird", "Trillops aureus", "goltri"),
+        ("Speckled Antvireo", "Formicivora guttata", "speant"),
+    ],
+    "chirp_series": [
+        ("Cinnamon Chirper", "Pipilator cinnamomeus", "cinchi1"),
+        ("Scarlet Seedeater", "Granivora coccinea", "scasee1"),
+    ],
+    "buzz": [
+        ("Buzzing Hermit", "Bombylornis susurrans", "buzher"),
+        ("Crested Foliage-Hopper", "Frondisaltor cristatus", "crefol"),
+    ],
+    "stridulation": [
+        ("Silver Bush Cricket", "Conocephalus argenteus", "1560270"),
+        ("Green Bell Katydid", "Neoconocephalus viridis", "1560318"),
     ],
 }
 
@@ -179,8 +228,7 @@ def demo_species(n_species: int = 12) -> list[Species]:
         raise ValueError(f"n_species must be between 2 and {MAX_SPECIES}, got {n_species}")
     centres = np.geomspace(_LOW_HZ, _HIGH_HZ, n_species)
     n_kinds = len(_KINDS)
-    birds = iter(_BIRDS)
-    non_birds = {name: iter(rows) for name, rows in _NON_BIRDS.items()}
+    uses: dict[str, int] = {}
     species = []
     for i, centre in enumerate(centres):
         if n_species <= n_kinds:
@@ -188,12 +236,9 @@ def demo_species(n_species: int = 12) -> list[Species]:
         else:
             kind_index = i * n_kinds // n_species
         kind, class_name, params = _KINDS[kind_index]
-        if class_name == "Aves":
-            common, scientific, label = next(birds)
-            taxon_id = 7000000 + zlib.crc32(label.encode()) % 1000000
-        else:
-            common, scientific, taxon_id = next(non_birds[class_name])
-            label = str(taxon_id)
+        common, scientific, label = _NAMES[kind][uses.get(kind, 0)]
+        uses[kind] = uses.get(kind, 0) + 1
+        taxon_id = int(label) if label.isdigit() else 7000000 + zlib.crc32(label.encode()) % 1000000
         species.append(
             Species(label, taxon_id, scientific, common, class_name, kind, float(centre), params)
         )
@@ -229,12 +274,29 @@ def _sweep(start_hz: float, end_hz: float, n: int) -> np.ndarray:
     return start_hz * (end_hz / start_hz) ** np.linspace(0.0, 1.0, max(n, 1))
 
 
+def _fft_len(n: int) -> int:
+    """The smallest 5-smooth length (2**a * 3**b * 5**c) >= `n`: FFTs stay fast."""
+    best = 1 << max(n - 1, 0).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
 def _band_noise(rng: np.random.Generator, n: int, sample_rate: int, centre: float, width: float):
     """Gaussian-shaped band of noise around `centre` (standard deviation `width` / 2)."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    m = _fft_len(n)
+    spectrum = np.fft.rfft(rng.standard_normal(m))
+    freqs = np.fft.rfftfreq(m, 1.0 / sample_rate)
     spectrum *= np.exp(-0.5 * ((freqs - centre) / (width / 2)) ** 2)
-    return np.fft.irfft(spectrum, n)
+    return np.fft.irfft(spectrum, m)[:n]
 
 
 def _call(
@@ -316,23 +378,47 @@ def _call(
     return wave / rms if rms > 0 else wave
 
 
-def _background(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
-    """Coloured noise at unit RMS, sometimes with a wind-like low rumble."""
-    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    alpha = rng.uniform(0.6, 1.8)
-    shape = (freqs + 150.0) ** (-alpha / 2)
-    spectrum = (rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)) * shape
-    noise = np.fft.irfft(spectrum, n)
-    noise /= np.std(noise) + 1e-12
-    if rng.random() < 0.4:
-        rumble_spec = np.fft.rfft(rng.standard_normal(n)) / (1 + (freqs / 120.0) ** 4)
-        rumble = np.fft.irfft(rumble_spec, n)
-        t = np.arange(n) / sample_rate
-        gust = 1 + 0.8 * np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * t + rng.uniform(0, 2 * np.pi))
-        rumble *= gust / (np.std(rumble) + 1e-12)
-        noise += rng.uniform(0.5, 2.0) * rumble
+class _Noise:
+    """Background noise at unit RMS and the share of its power in a frequency band."""
+
+    def __init__(self, rng: np.random.Generator, n: int, sample_rate: int) -> None:
+        m = _fft_len(n)
+        freqs = np.fft.rfftfreq(m, 1.0 / sample_rate)
+        alpha = rng.uniform(0.6, 1.8)  # coloured: power falls as 1/f**alpha
+        shape = (freqs + 150.0) ** (-alpha / 2)
+        spectrum = (rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)) * shape
+        noise = np.fft.irfft(spectrum, m)[:n]
         noise /= np.std(noise) + 1e-12
-    return noise
+        if rng.random() < 0.4:  # wind-like low rumble that comes and goes
+            white = np.fft.rfft(rng.standard_normal(m))
+            rumble = np.fft.irfft(white / (1 + (freqs / 120.0) ** 4), m)[:n]
+            t = np.arange(n) / sample_rate
+            rate, phase = rng.uniform(0.05, 0.3), rng.uniform(0, 2 * np.pi)
+            rumble *= 1 + 0.8 * np.sin(2 * np.pi * rate * t + phase)
+            noise += rng.uniform(0.5, 2.0) * rumble / (np.std(rumble) + 1e-12)
+            noise /= np.std(noise) + 1e-12
+        self.wave = noise
+        power = np.abs(np.fft.rfft(noise, m)) ** 2
+        self._cumulative = np.concatenate([[0.0], np.cumsum(power)]) / power.sum()
+        self._hz_per_bin = sample_rate / m
+
+    def band_power(self, low_hz: float, high_hz: float) -> float:
+        """Mean power of the noise between `low_hz` and `high_hz` (total power is 1)."""
+        last = self._cumulative.size - 1
+        lo = int(np.clip(round(low_hz / self._hz_per_bin), 0, last))
+        hi = int(np.clip(round(high_hz / self._hz_per_bin), lo + 1, last))
+        return float(self._cumulative[hi] - self._cumulative[lo])
+
+    def call_gain(self, species: Species, pitch: float, snr_db: float) -> float:
+        """Amplitude that puts a unit-RMS call of `species` at `snr_db` in its band.
+
+        The signal-to-noise ratio is measured against the noise between 0.85 and
+        1.18 times the call's centre frequency, so calls at every pitch are about
+        as visible at the same ratio, whatever the noise colour.
+        """
+        centre = species.centre_hz * pitch
+        noise = self.band_power(0.85 * centre, 1.18 * centre)
+        return math.sqrt(max(noise, 1e-12) * 10 ** (snr_db / 10))
 
 
 def _add(wave: np.ndarray, part: np.ndarray, start: int) -> int:
@@ -451,27 +537,47 @@ def _render_recording(
     """Synthesise and write one training recording; return its calls and speech event."""
     rng = np.random.default_rng([seed, _STREAM_RECORDING, plan.index])
     n = int(round(plan.seconds * sample_rate))
-    wave = _background(rng, n, sample_rate)  # unit-RMS noise
-    # Lower rating: lower signal-to-noise ratio.
-    snr_db = -1.0 + 3.6 * plan.rating + rng.normal(0.0, 1.5)
+    noise = _Noise(rng, n, sample_rate)
+    wave = noise.wave.copy()
+    # Lower rating: lower in-band signal-to-noise ratio (0 dB at 0, +17.5 dB at 5).
+    snr_db = 3.5 * plan.rating + rng.normal(0.0, 1.5)
     pitch = rng.normal(1.0, 0.03)
     stretch = float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.25))
     calls: list[list[Any]] = []
 
-    def place(sp: Species, count: int, level_db: float, sp_pitch: float, sp_stretch: float):
+    def make(sp: Species, count: int, level_db: float, sp_pitch: float, sp_stretch: float):
+        out = []
         for _ in range(count):
-            call = _call(sp, sample_rate, rng, sp_pitch * rng.normal(1.0, 0.01), sp_stretch)
-            call *= 10 ** ((level_db + rng.uniform(-3.0, 3.0)) / 20)
-            start = int(rng.integers(0, max(n - call.size, 1)))
-            end = _add(wave, call, start)
-            calls.append([sp.label, round(start / sample_rate, 3), round(end / sample_rate, 3)])
+            call_pitch = sp_pitch * rng.normal(1.0, 0.01)
+            call = _call(sp, sample_rate, rng, call_pitch, sp_stretch)
+            out.append(call * noise.call_gain(sp, call_pitch, level_db + rng.uniform(-3.0, 3.0)))
+        return out
 
+    def place(sp: Species, part: np.ndarray, start: int) -> None:
+        end = _add(wave, part, start)
+        calls.append([sp.label, round(start / sample_rate, 3), round(end / sample_rate, 3)])
+
+    # Primary calls in sequence with random gaps, covering at most 3/4 of the recording.
     low = max(2, int(plan.seconds / 5))
     high = max(low + 1, int(plan.seconds / 1.5))
-    place(plan.species, int(rng.integers(low, high + 1)), snr_db, pitch, stretch)
+    primary = make(plan.species, int(rng.integers(low, high + 1)), snr_db, pitch, stretch)
+    while len(primary) > 1 and sum(c.size for c in primary) > 0.75 * n:
+        primary.pop()
+    gaps = rng.dirichlet(np.ones(len(primary) + 1)) * max(n - sum(c.size for c in primary), 0)
+    start = 0.0
+    for gap, call in zip(gaps, primary, strict=False):
+        start += gap
+        place(plan.species, call, int(start))
+        start += call.size
+    # Secondary species: fewer, quieter calls anywhere.
     for sp in plan.secondary:
-        sp_pitch, sp_stretch = rng.normal(1.0, 0.03), float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.25))
-        place(sp, int(rng.integers(1, 4)), snr_db - rng.uniform(6.0, 12.0), sp_pitch, sp_stretch)
+        sp_pitch, sp_stretch = (
+            rng.normal(1.0, 0.03),
+            float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.25)),
+        )
+        level_db = snr_db - rng.uniform(6.0, 12.0)
+        for call in make(sp, int(rng.integers(1, 4)), level_db, sp_pitch, sp_stretch):
+            place(sp, call, int(rng.integers(0, max(n - call.size, 1))))
     calls.sort(key=lambda c: (c[1], c[0]))
 
     speech = None
@@ -496,24 +602,32 @@ def _render_recording(
 
 
 def _render_soundscape(
-    stem: str, index: int, stream: int, seed: int, species: list[Species], seconds: float,
-    sample_rate: int, folder: Path,
+    stem: str,
+    index: int,
+    stream: int,
+    seed: int,
+    species: list[Species],
+    seconds: float,
+    sample_rate: int,
+    folder: Path,
 ) -> list[list[Any]]:
     """Synthesise and write one soundscape; return its calls `[label, start_s, end_s]`."""
     rng = np.random.default_rng([seed, stream, index])
     n = int(round(seconds * sample_rate))
-    wave = _background(rng, n, sample_rate)
+    noise = _Noise(rng, n, sample_rate)
+    wave = noise.wave.copy()
     n_present = int(rng.integers(min(3, len(species)), min(8, len(species)) + 1))
     present = [species[int(i)] for i in sorted(rng.choice(len(species), n_present, replace=False))]
     scale = seconds / 60.0
     calls: list[list[Any]] = []
     for sp in present:
         pitch, stretch = rng.normal(1.0, 0.03), float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.25))
-        level_db = rng.uniform(-6.0, 8.0)
+        level_db = rng.uniform(-3.0, 8.0)  # in-band SNR: fainter than most recordings
         count = max(1, int(round(rng.integers(1, 7) * scale)))
         for _ in range(count):
-            call = _call(sp, sample_rate, rng, pitch * rng.normal(1.0, 0.01), stretch)
-            call *= 10 ** ((level_db + rng.uniform(-3.0, 3.0)) / 20)
+            call_pitch = pitch * rng.normal(1.0, 0.01)
+            call = _call(sp, sample_rate, rng, call_pitch, stretch)
+            call *= noise.call_gain(sp, call_pitch, level_db + rng.uniform(-3.0, 3.0))
             if calls and rng.random() < 0.2:  # overlap a call already placed
                 other = calls[int(rng.integers(len(calls)))]
                 start_s = other[1] + rng.uniform(-0.3, 0.3)
@@ -597,6 +711,18 @@ def window_labels(
     return matrix
 
 
+def _open_permissions(root: Path) -> None:
+    """Give the dataset ordinary permissions (0777 / 0666 less the umask).
+
+    The atomic temporary files and folder are created private (0600 / 0700).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for path in root.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
@@ -638,16 +764,22 @@ def generate_demo(
         raise ValueError("recordings_per_species must be at least 1")
     low, high = (float(x) for x in recording_seconds)
     if not 1.0 <= low <= high:
-        raise ValueError(f"recording_seconds must be (low, high) with 1 <= low <= high, got {recording_seconds}")
+        raise ValueError(
+            f"recording_seconds must be (low, high) with 1 <= low <= high, got {recording_seconds}"
+        )
     if n_train_soundscapes < 0 or n_test_soundscapes < 1:
         raise ValueError("need n_train_soundscapes >= 0 and n_test_soundscapes >= 1")
     windows = soundscape_seconds / WINDOW_SECONDS
     if soundscape_seconds <= 0 or abs(windows - round(windows)) > 1e-9:
-        raise ValueError(f"soundscape_seconds must be a positive multiple of 5, got {soundscape_seconds}")
+        raise ValueError(
+            f"soundscape_seconds must be a positive multiple of 5, got {soundscape_seconds}"
+        )
     if not 0.0 <= speech_fraction <= 1.0:
         raise ValueError(f"speech_fraction must be in [0, 1], got {speech_fraction}")
     if sample_rate < 24000:
-        raise ValueError(f"sample_rate must be at least 24000 Hz (calls reach ~11 kHz), got {sample_rate}")
+        raise ValueError(
+            f"sample_rate must be at least 24000 Hz (calls reach ~11 kHz), got {sample_rate}"
+        )
 
     species = demo_species(n_species)
     labels = [s.label for s in species]
@@ -661,32 +793,56 @@ def generate_demo(
     test_stems = _soundscape_stems(meta_rng, n_test_soundscapes, taken)
 
     workers = max(1, min(8, os.cpu_count() or 1))
-    with atomic_dir(out_root) as tmp, ThreadPoolExecutor(max_workers=workers) as pool:
+    with atomic_dir(out_root) as tmp:
         audio_dir = tmp / "train_audio"
         for sp in species:
             (audio_dir / sp.label).mkdir(parents=True, exist_ok=True)
-        for name in ("train_soundscapes", "test_soundscapes"):
-            (tmp / name).mkdir()
-        rec_jobs = [pool.submit(_render_recording, p, seed, sample_rate, audio_dir) for p in plans]
-        scape_jobs = [
-            pool.submit(
-                _render_soundscape, stem, i, stream, seed, species, soundscape_seconds,
-                sample_rate, tmp / folder,
-            )
+        scape_tasks = [
+            (stem, i, stream, tmp / folder)
             for folder, stream, stems in (
                 ("train_soundscapes", _STREAM_TRAIN_SOUNDSCAPE, train_stems),
                 ("test_soundscapes", _STREAM_TEST_SOUNDSCAPE, test_stems),
             )
             for i, stem in enumerate(stems)
         ]
-        rec_results = [job.result() for job in rec_jobs]
-        scape_calls = [job.result() for job in scape_jobs]
+        for name in ("train_soundscapes", "test_soundscapes"):
+            (tmp / name).mkdir()
+        # Every file has its own random stream, so the thread count and the
+        # order of completion cannot change the output. Longest files first.
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            scape_jobs = [
+                pool.submit(
+                    _render_soundscape,
+                    stem,
+                    i,
+                    stream,
+                    seed,
+                    species,
+                    soundscape_seconds,
+                    sample_rate,
+                    folder,
+                )
+                for stem, i, stream, folder in scape_tasks
+            ]
+            rec_jobs = [
+                pool.submit(_render_recording, plan, seed, sample_rate, audio_dir) for plan in plans
+            ]
+            # Stop at the first failure instead of rendering everything first.
+            wait([*scape_jobs, *rec_jobs], return_when=FIRST_EXCEPTION)
+            scape_calls = [job.result() for job in scape_jobs]
+            rec_results = [job.result() for job in rec_jobs]
+        finally:  # on an error, drop the queued files rather than render them
+            pool.shutdown(wait=True, cancel_futures=True)
         train_calls = scape_calls[: len(train_stems)]
         test_calls = scape_calls[len(train_stems) :]
 
         _write_csv(tmp / "train.csv", pd.DataFrame([p.row for p in plans], columns=TRAIN_COLUMNS))
         taxonomy = pd.DataFrame(
-            [[s.label, s.inat_taxon_id, s.scientific_name, s.common_name, s.class_name] for s in species],
+            [
+                [s.label, s.inat_taxon_id, s.scientific_name, s.common_name, s.class_name]
+                for s in species
+            ],
             columns=TAXONOMY_COLUMNS,
         )
         _write_csv(tmp / "taxonomy.csv", taxonomy)
@@ -755,7 +911,28 @@ def generate_demo(
             ],
         }
         write_json(tmp / "demo_info.json", info)
+        _open_permissions(tmp)
         total_bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     summary["bytes"] = total_bytes
     summary["out_root"] = str(Path(out_root))
+    return summary
+
+
+def demo_stage(out_root: str | os.PathLike, settings: dict[str, Any]) -> dict:
+    """Workflow stage `demo_data`: generate the demo folder at `out_root` from config settings.
+
+    `settings` is the config's `data.demo` section without `enabled`; its keys
+    are `generate_demo` keyword arguments (seed, n_species, ...). Unknown keys
+    raise a `ValueError` naming them. Returns the summary of `generate_demo`.
+    """
+    known = set(inspect.signature(generate_demo).parameters) - {"out_root"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown demo settings {unknown}: expected some of {sorted(known)}")
+    kwargs = dict(settings)
+    if "recording_seconds" in kwargs:
+        kwargs["recording_seconds"] = tuple(kwargs["recording_seconds"])
+    log.info("generating demo data in %s with %s", out_root, kwargs)
+    summary = generate_demo(out_root, **kwargs)
+    log.info("demo data: %s", summary)
     return summary
