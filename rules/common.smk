@@ -42,7 +42,18 @@ GROUND_TRUTH = (
 )
 
 XC = config["xeno_canto"]
-XC_SETTINGS = {k: v for k, v in XC.items() if k not in ("enabled", "key_env")}
+# How fast and how hard to ask does not change what is scraped: those keys
+# reach the script through the config, so changing them reruns nothing.
+XC_EXECUTION_KEYS = (
+    "enabled",
+    "key_env",
+    "requests_per_second",
+    "download_workers",
+    "timeout_seconds",
+    "max_retries",
+    "backoff_seconds",
+)
+XC_SETTINGS = {k: v for k, v in XC.items() if k not in XC_EXECUTION_KEYS}
 XC_TAG = (
     stage_tag("xc_scrape", XC_SETTINGS, {"data": DATA_IDENTITY})
     if XC["enabled"]

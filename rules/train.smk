@@ -36,6 +36,5 @@ rule train:
             "pseudo": TRAIN_RUNS[wildcards.tag]["pseudo_tag"],
         },
         mel=MEL_SETTINGS,
-        device=TRAIN["device"],
     script:
         "../workflow_scripts/train.py"

@@ -22,7 +22,6 @@ rule xc_scrape:
         runtime=24 * 60,
     params:
         settings=XC_SETTINGS,
-        key_env=XC["key_env"],
         tag=XC_TAG,
     script:
         "../workflow_scripts/xc_scrape.py"

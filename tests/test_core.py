@@ -108,9 +108,8 @@ def test_macro_roc_auc_skips_classes_without_positives():
 @pytest.mark.parametrize("name", ["config.yaml", "config/birdclef2025.yaml"])
 def test_shipped_configs_are_valid(name):
     import yaml
-    from snakemake.utils import validate
-
     from conftest import REPO
+    from snakemake.utils import validate
 
     config = yaml.safe_load((REPO / name).read_text())
     validate(config, str(REPO / "schemas/config.schema.yaml"))

@@ -91,7 +91,6 @@ def test_mel_cache_matches_direct_computation(mini_dataset, tmp_path):
 
 def test_soundscape_cache_windows_and_row_ids(tmp_path):
     import soundfile as sf
-
     from conftest import tone
 
     folder = tmp_path / "sc"

@@ -13,6 +13,6 @@ train_stage(
     backbone=snakemake.params.backbone,
     upstream=snakemake.params.upstream,
     mel=snakemake.params.mel,
-    device=snakemake.params.device,
+    device=snakemake.config["train"]["device"],  # where it runs, not what it computes
     threads=snakemake.threads,
 )
