@@ -49,7 +49,12 @@ def synthetic_mels(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nda
 
 
 def make_model(backbone: str, seed: int, mels: np.ndarray):
-    """A tiny model whose outputs vary with the input (BN statistics set on data)."""
+    """A tiny model whose outputs vary with the input (BN statistics set on data).
+
+    test_efficientnet rather than lcnet_050: a randomly initialised lcnet_050
+    has near-degenerate features that int8 cannot represent (a briefly trained
+    one kept 0.898 of 0.902 AUC), which would make the int8-vs-f32 check meaningless.
+    """
     torch.manual_seed(seed)
     spec = {"backbone": backbone, "n_classes": len(CLASSES), "pretrained": False}
     model = build_model(spec)
@@ -73,7 +78,9 @@ def setup(tmp_path_factory):
     calibration, _ = synthetic_mels(rng, 24)
     eval_mels, eval_targets = synthetic_mels(rng, 48)
     members = []
-    for index, (backbone, weight) in enumerate([("lcnet_050", 0.7), ("test_efficientnet", 0.3)]):
+    for index, (backbone, weight) in enumerate(
+        [("test_efficientnet", 0.7), ("test_efficientnet", 0.3)]
+    ):
         model, spec = make_model(backbone, index, calibration)
         path = root / "train" / f"m{index}" / "best.pt"
         save_checkpoint(path, model, spec, classes=CLASSES)
@@ -183,7 +190,13 @@ def test_int8_close_to_f32_and_gate_reported(setup, int8_bundle):
         int8 = core.compile_model(member_dir / "model_int8.xml", "CPU", F32)(mels)[0]
         assert np.all((int8 >= 0) & (int8 <= 1))
         assert np.abs(int8 - f32).mean() < 0.05
-        assert np.corrcoef(int8.ravel(), f32.ravel())[0, 1] > 0.9
+        assert np.corrcoef(int8.ravel(), f32.ravel())[0, 1] > 0.95
+        quantized = core.read_model(member_dir / "model_int8.xml")
+        types = [op.get_type_name() for op in quantized.get_ops()]
+        assert types.count("FakeQuantize") > 5
+        # the per-example standardisation stays f32: no quantizer right on the input
+        consumers = quantized.get_parameters()[0].output(0).get_target_inputs()
+        assert "FakeQuantize" not in {c.get_node().get_type_name() for c in consumers}
         sizes = report["members"][index]["ir_bytes"]
         assert sizes["int8"] < sizes["f32"]
     auc = report["auc"]
@@ -200,11 +213,16 @@ def test_int8_close_to_f32_and_gate_reported(setup, int8_bundle):
     assert report["seconds"] > 0
 
 
+def one_member(setup) -> dict:
+    """The ensemble cut to its first member (faster exports for the gate-path tests)."""
+    return {**setup["ensemble"], "members": setup["ensemble"]["members"][:1]}
+
+
 def test_gate_failure_raises_and_writes_nothing(setup):
     out = setup["root"] / "bundle_fail"
     with pytest.raises(ExportGateError) as caught:
         export_ensemble(
-            setup["ensemble"],
+            one_member(setup),
             out,
             setup["calibration"],
             precision="int8",
@@ -222,7 +240,7 @@ def test_gate_failure_raises_and_writes_nothing(setup):
 def test_gate_failure_fallbacks(setup):
     out = setup["root"] / "bundle_fallback"
     report = export_ensemble(
-        setup["ensemble"],
+        one_member(setup),
         out,
         setup["calibration"],
         precision="int8",
@@ -237,12 +255,13 @@ def test_gate_failure_fallbacks(setup):
     assert "openvino_fp16" in report["auc"] and report["warnings"]
     bundle = json.loads((out / "bundle.json").read_text())
     assert bundle["precision"] == "fp16"
-    assert [m["ir"] for m in bundle["members"]] == [f"members/{i}/model_fp16.xml" for i in range(2)]
+    assert [m["ir"] for m in bundle["members"]] == ["members/0/model_fp16.xml"]
     assert all((out / m["ir"]).exists() for m in bundle["members"])
+    assert not list(out.glob("members/*/model_int8.*"))  # the bundle ships what it loads
 
     out = setup["root"] / "bundle_warn"
     report = export_ensemble(
-        setup["ensemble"],
+        one_member(setup),
         out,
         setup["calibration"],
         precision="int8",

@@ -38,6 +38,9 @@ def make_cache(seed: int = 0, per_class: int = 8):
             band = slice(k * N_MELS // 4, (k + 1) * N_MELS // 4)
             mel[:, band] += 25.0
             secondary = [CLASSES[(k + 1) % 4]] if i == 0 else []
+            if secondary:  # a fainter band of the secondary class
+                j = (k + 1) % 4
+                mel[:, j * N_MELS // 4 : (j + 1) * N_MELS // 4] += 12.0
             chunks.append(mel.astype(np.float16))
             rows.append(
                 {
@@ -80,8 +83,8 @@ def run(out_dir, cache, fold=0, **overrides):
     mels, index, folds = cache
     kwargs = {k: overrides.pop(k) for k in list(overrides) if k in (
         "soundscape_mels", "soundscape_index", "pseudo_mels", "pseudo_labels", "epoch_callback")}
-    values = {"epochs": 4, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.5,
-              "samples_per_epoch": 96, "crop_seconds_max": 2.0, **overrides}
+    values = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
+              "samples_per_epoch": 48, "crop_seconds_max": 2.0, **overrides}
     return train_fold(mels, index, folds, fold, CLASSES, SPEC, TrainSettings(**values), WINDOW,
                       FPS, out_dir, threads=2, device="cpu", progress=False, **kwargs)
 
@@ -96,17 +99,18 @@ def trained(tmp_path_factory, cache):
     """One full run (fold 0) with soundscape predictions, shared by the output tests."""
     out = tmp_path_factory.mktemp("fold0")
     scape_mels, scape_index = make_soundscapes()
-    metrics = run(out, cache, soundscape_mels=scape_mels, soundscape_index=scape_index)
+    metrics = run(out, cache, epochs=3, samples_per_epoch=256, soundscape_mels=scape_mels,
+                  soundscape_index=scape_index)
     return out, metrics
 
 
 def test_training_lowers_loss_and_beats_chance(trained):
     _, metrics = trained
     history = metrics["epochs"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert metrics["oof_auc"] > 0.8
-    assert metrics["best_epoch"] in {1, 2, 3, 4}
+    assert metrics["best_epoch"] in {1, 2, 3}
     best = history[metrics["best_epoch"] - 1]
     assert best["oof_auc"] == max(h["oof_auc"] for h in history)
     assert metrics["oof_auc"] == pytest.approx(best["oof_auc"], abs=1e-6)
@@ -134,7 +138,7 @@ def test_outputs_have_the_right_columns(trained, cache):
 
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_epoch"] == metrics["best_epoch"]
-    assert len(saved["epochs"]) == 4
+    assert len(saved["epochs"]) == 3
     for key in ("train_loss", "val_loss", "oof_auc", "lr", "seconds", "samples_per_s"):
         assert key in saved["epochs"][0]
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -149,22 +153,22 @@ def test_outputs_have_the_right_columns(trained, cache):
 
 
 def test_resume_continues_after_the_last_epoch(tmp_path, cache):
-    first = run(tmp_path, cache, epochs=2)
+    first = run(tmp_path, cache, epochs=2, samples_per_epoch=32)
     assert len(first["epochs"]) == 2 and first["resumed_from_epoch"] == 0
-    second = run(tmp_path, cache, epochs=4)
+    second = run(tmp_path, cache, epochs=4, samples_per_epoch=32)
     assert second["resumed_from_epoch"] == 2
     assert [h["epoch"] for h in second["epochs"]] == [1, 2, 3, 4]
     assert second["epochs"][:2] == first["epochs"]
     last = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 4 and len(last["history"]) == 4
     # Nothing left to do: a third call only rewrites the outputs.
-    third = run(tmp_path, cache, epochs=4)
+    third = run(tmp_path, cache, epochs=4, samples_per_epoch=32)
     assert third["resumed_from_epoch"] == 4 and third["epochs"] == second["epochs"]
 
 
 def test_killed_job_resumes_to_the_same_result(tmp_path, cache):
     """A run killed after epoch 2 and rerun equals an uninterrupted run."""
-    settings = {"epochs": 3, "mixup_alpha": 0.4, "mixup_prob": 0.5}
+    settings = {"epochs": 3, "samples_per_epoch": 32, "mixup_alpha": 0.4, "mixup_prob": 0.5}
     straight = run(tmp_path / "straight", cache, **settings)
 
     def kill_after_two(entry):
@@ -182,8 +186,8 @@ def test_killed_job_resumes_to_the_same_result(tmp_path, cache):
 
 
 def test_changed_settings_restart_from_scratch(tmp_path, cache):
-    run(tmp_path, cache, epochs=1)
-    again = run(tmp_path, cache, epochs=2, lr=1e-3)
+    run(tmp_path, cache, epochs=1, samples_per_epoch=16)
+    again = run(tmp_path, cache, epochs=2, samples_per_epoch=16, lr=2e-3)
     assert again["resumed_from_epoch"] == 0 and len(again["epochs"]) == 2
 
 
@@ -191,7 +195,7 @@ def test_changed_settings_restart_from_scratch(tmp_path, cache):
     ("loss", "optimizer"), [("focal", "adamw"), ("bce+focal", "radam")]
 )
 def test_focal_losses_and_mixup_run(tmp_path, cache, loss, optimizer):
-    metrics = run(tmp_path, cache, epochs=2, loss=loss, optimizer=optimizer, mixup_alpha=0.4,
+    metrics = run(tmp_path, cache, epochs=1, loss=loss, optimizer=optimizer, mixup_alpha=0.4,
                   mixup_prob=1.0, label_smoothing=0.05, spec_augment=True)
     assert all(np.isfinite(h["train_loss"]) and h["train_loss"] > 0 for h in metrics["epochs"])
     assert metrics["settings"]["loss"] == loss
@@ -263,3 +267,57 @@ def test_targets_schedule_and_focal_loss():
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     torch.testing.assert_close(focal_loss(logits, targets, gamma=0.0), bce)
     assert (focal_loss(logits, targets, gamma=2.0) < bce).all()
+
+
+def test_train_stage_reads_the_caches_from_disk(tmp_path, cache):
+    from birdclef.train import train_stage
+
+    mels, index, folds = cache
+    np.save(tmp_path / "mels.npy", mels)
+    index.assign(secondary_labels=[list(x) for x in index["secondary_labels"]]).to_parquet(
+        tmp_path / "index.parquet", index=False
+    )
+    folds.to_parquet(tmp_path / "folds.parquet", index=False)
+    scape_mels, scape_index = make_soundscapes(6)
+    np.save(tmp_path / "scape.npy", scape_mels)
+    scape_index.to_parquet(tmp_path / "scape.parquet", index=False)
+    pd.DataFrame({"primary_label": CLASSES}).to_csv(tmp_path / "taxonomy.csv", index=False)
+    pseudo = scape_index.iloc[[4, 1]].reset_index(drop=True)
+    pseudo[CLASSES] = np.eye(len(CLASSES), dtype=np.float32)[[0, 1]]
+    pseudo.to_parquet(tmp_path / "pseudo.parquet", index=False)
+
+    out = tmp_path / "train" / "fold1"
+    outputs = {
+        "checkpoint": out / "best.pt",
+        "oof": out / "oof.parquet",
+        "soundscape_preds": out / "soundscape_preds.parquet",
+        "metrics": out / "metrics.json",
+        "curve": out / "training_curve.png",
+        "manifest": out / "manifest.json",
+    }
+    inputs = {
+        "mels": tmp_path / "mels.npy",
+        "index": tmp_path / "index.parquet",
+        "folds": tmp_path / "folds.parquet",
+        "soundscape_mels": tmp_path / "scape.npy",
+        "soundscape_index": tmp_path / "scape.parquet",
+        "taxonomy": tmp_path / "taxonomy.csv",
+        "pseudo_labels": tmp_path / "pseudo.parquet",
+    }
+    mel = {"sample_rate": 32000, "hop_length": 512, "n_mels": N_MELS, "window_seconds": 1.01}
+    settings = {"epochs": 1, "batch_size": 8, "samples_per_epoch": 16, "crop_seconds_max": 2.0,
+                "round": 1, "pseudo_weight": 0.5, "pseudo_ratio": 0.25, "mixup_alpha": 0.0}
+    metrics = train_stage(
+        {k: str(v) for k, v in inputs.items()}, {k: str(v) for k, v in outputs.items()},
+        fold=1, tag="test_efficientnet-r1-abc", settings=settings,
+        backbone={"name": BACKBONE, "drop_rate": 0.1}, upstream={"mels": "m"}, mel=mel,
+        device="cpu", threads=2, progress=False,
+    )
+    assert metrics["n_pseudo"] == 2 and metrics["settings"]["pseudo_weight"] == 0.5
+    for path in outputs.values():
+        assert path.exists(), path
+    manifest = json.loads(outputs["manifest"].read_text())
+    assert manifest["stage"] == "train" and manifest["headline"]["n_pseudo"] == 2
+    assert (out / "last.pt").exists()
+    oof = pd.read_parquet(outputs["oof"])
+    assert set(oof["fold"]) == {1}

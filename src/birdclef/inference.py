@@ -35,9 +35,8 @@ from .features import frames_for, log_mel, window_waves
 logger = logging.getLogger("birdclef.inference")
 
 DEFAULT_WINDOWS = 12  # a 60 s soundscape in 5 s windows: used for unreadable files
-TAIL_TOLERANCE_SECONDS = 0.01  # a tail shorter than this is decoder padding, not a window
 MAX_BATCH = 64
-PRECISION_HINTS = ("f32", "bf16", "f16")
+PRECISION_HINTS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
 
 
 @dataclass
@@ -79,7 +78,7 @@ class Bundle:
     @property
     def frames(self) -> int:
         """Mel frames in one window (313 for 5 s at 32 kHz, hop 512)."""
-        return frames_for(int(self.window_seconds * self.sample_rate), int(self.mel["hop_length"]))
+        return frames_for(self.window_samples, int(self.mel["hop_length"]))
 
     def predict(self, mels: np.ndarray) -> np.ndarray:
         """Ensemble clip probabilities (n_windows, n_classes) for log-mel windows.
@@ -117,7 +116,9 @@ def load_bundle(
     `bundle_dir`, so the bundle works from any working directory.
     """
     if precision_hint not in PRECISION_HINTS:
-        raise ValueError(f"precision_hint must be one of {PRECISION_HINTS}, got {precision_hint!r}")
+        raise ValueError(
+            f"precision_hint must be one of {sorted(PRECISION_HINTS)}, got {precision_hint!r}"
+        )
     root = Path(bundle_dir).resolve()
     definition = json.loads((root / "bundle.json").read_text())
     mel = dict(definition["mel"])
@@ -131,12 +132,17 @@ def load_bundle(
     core = ov.Core()
     config = {
         ov.properties.inference_num_threads: int(threads),
-        ov.properties.hint.inference_precision: ov.Type(precision_hint),
+        ov.properties.hint.inference_precision: PRECISION_HINTS[precision_hint],
         ov.properties.hint.performance_mode: ov.properties.hint.PerformanceMode.LATENCY,
     }
     classes = list(definition["classes"])
+    window_samples = int(round(float(definition["window_seconds"]) * int(mel["sample_rate"])))
+    expected_input = [1, int(mel["n_mels"]), frames_for(window_samples, int(mel["hop_length"]))]
     members = []
     for entry in definition["members"]:
+        if float(entry.get("weight", 1.0)) == 0.0:
+            logger.info("skipping member %r: weight 0", entry.get("name"))
+            continue
         ir = root / entry["ir"]
         if Path(entry["ir"]).is_absolute() or not ir.exists():
             raise FileNotFoundError(
@@ -144,6 +150,13 @@ def load_bundle(
                 f"relative to the bundle folder {root}"
             )
         compiled = core.compile_model(ir, "CPU", config)
+        shape = compiled.inputs[0].get_partial_shape()
+        dims = [dim.get_length() if dim.is_static else None for dim in shape]
+        if len(dims) != 4 or dims[1:] != expected_input:
+            raise ValueError(
+                f"member {entry.get('name')!r} takes input {shape}, the bundle's mel settings "
+                f"give (batch, {', '.join(map(str, expected_input))})"
+            )
         n_out = compiled.outputs[0].get_partial_shape()[1]
         if n_out.is_static and n_out.get_length() != len(classes):
             raise ValueError(
@@ -194,8 +207,8 @@ def soundscape_mels(
     """Log-mel windows of one soundscape and their row ids.
 
     Decodes `path` (mono, resampled to the bundle's sample rate), cuts it into
-    ceil(duration / window_seconds) windows (at least 1; the last one
-    zero-padded, a tail under 10 ms ignored) and computes `features.log_mel`
+    ceil(duration / window_seconds) windows (at least 1, the last one
+    zero-padded; the count the soundscape mel cache uses) and computes `features.log_mel`
     per window. Returns ((n_windows, 1, n_mels, frames) float32, row ids
     ``"<stem>_<end second>"``, e.g. ``soundscape_1_5`` ... ``soundscape_1_60``).
     A corrupt or empty file is logged as a warning and gives `default_windows`
@@ -204,8 +217,8 @@ def soundscape_mels(
     stem = Path(path).stem
     try:
         wave = read_audio(path, bundle.sample_rate)
-        usable = max(wave.size - TAIL_TOLERANCE_SECONDS * bundle.sample_rate, 0.0)
-        n_windows = max(1, math.ceil(usable / bundle.window_samples))
+        # the same count as the soundscape mel cache (mels.py), so row ids agree
+        n_windows = max(1, math.ceil(wave.size / bundle.sample_rate / bundle.window_seconds - 1e-6))
     except BadAudioError as error:
         logger.warning("%s; predicting %d silent windows for it", error, default_windows)
         wave = np.zeros(0, dtype=np.float32)

@@ -41,7 +41,7 @@ def align_to_sample(predictions: pd.DataFrame, sample: pd.DataFrame) -> tuple[pd
             "sample_submission.csv", int(missing.sum()), len(sample)
         )
         fill = sample.set_index("row_id")[classes].to_numpy(dtype=np.float64)
-        values = aligned.to_numpy(dtype=np.float64)
+        values = np.array(aligned.to_numpy(dtype=np.float64))
         values[missing] = fill[missing]
         aligned = pd.DataFrame(values, index=aligned.index, columns=classes)
     out = aligned.reset_index()

@@ -234,8 +234,9 @@ class TrainWindows(Dataset):
         self.spec_augment = settings.spec_augment
         self.pseudo_weight = float(settings.pseudo_weight)
         self.pseudo_mels = pseudo_mels
-        self.pseudo_labels = None if pseudo_labels is None else np.asarray(pseudo_labels,
-                                                                           dtype=np.float32)
+        # A copy: pandas (copy-on-write) hands out read-only arrays, which torch warns about.
+        self.pseudo_labels = None if pseudo_labels is None else np.array(pseudo_labels,
+                                                                         dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.offsets) + (0 if self.pseudo_mels is None else len(self.pseudo_mels))
@@ -639,13 +640,18 @@ def train_fold(
         raise ValueError("pseudo_mels were given without pseudo_labels")
     if pseudo_mels is not None and len(pseudo_mels) == 0:
         pseudo_mels = pseudo_labels = None
-    if pseudo_mels is not None:
-        if len(pseudo_mels) != len(pseudo_labels) or pseudo_labels.shape[1] != len(classes):
-            raise ValueError(f"pseudo_labels {pseudo_labels.shape} do not match pseudo_mels "
-                             f"{pseudo_mels.shape} and {len(classes)} classes")
-        if pseudo_mels.shape[2] != window_frames:
-            raise ValueError(f"pseudo windows have {pseudo_mels.shape[2]} frames, "
-                             f"expected {window_frames}")
+    if pseudo_mels is not None and (
+        len(pseudo_mels) != len(pseudo_labels) or pseudo_labels.shape[1] != len(classes)
+    ):
+        raise ValueError(f"pseudo_labels {pseudo_labels.shape} do not match pseudo_mels "
+                         f"{pseudo_mels.shape} and {len(classes)} classes")
+    n_mels = int(mels.shape[1])
+    for name, windows in (("pseudo", pseudo_mels), ("soundscape", soundscape_mels)):
+        if windows is not None and len(windows) and tuple(windows.shape[1:]) != (
+            n_mels, int(window_frames)
+        ):
+            raise ValueError(f"{name} windows have shape {tuple(windows.shape[1:])}, "
+                             f"expected (n_mels, window_frames) = ({n_mels}, {window_frames})")
 
     # Seeds, threads, device, precision.
     base_seed = (int(settings.seed) + int(fold)) % 2**32
@@ -660,7 +666,7 @@ def train_fold(
     amp_name = {None: None, torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
     # Split.
-    table = mel_index.reset_index(drop=True).merge(
+    table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
         folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
     )
     if table["fold"].isna().any():
@@ -903,3 +909,116 @@ def train_fold(
 def _worker_init(worker_id: int) -> None:
     """Loader workers use one thread each (the model owns the other cores)."""
     torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------- workflow stage
+
+
+class _RowView:
+    """Rows `rows` of a (memmapped) array, read lazily: pseudo windows without a copy."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+        self.array = array
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.array[self.rows[index]]
+
+
+def settings_from_config(values: Mapping[str, Any]) -> TrainSettings:
+    """`TrainSettings` from the workflow's train settings (config train + round keys).
+
+    Keys that are not training hyper-parameters (``round``) are dropped, and None
+    (e.g. round 0's pseudo_weight) means the default.
+    """
+    known = {field.name for field in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+def train_stage(
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    fold: int,
+    tag: str,
+    settings: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    upstream: Mapping[str, Any],
+    mel: Mapping[str, Any],
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The train stage: read the caches, run `train_fold`, write the manifest.
+
+    `inputs`: mels, index, folds, soundscape_mels, soundscape_index, taxonomy and,
+    from round 1, pseudo_labels (row_id, soundscape, end_s, one column per class).
+    `outputs`: checkpoint (``<dir>/best.pt``), oof, soundscape_preds, metrics,
+    curve, manifest; every output but the manifest must lie in one folder with
+    the names `train_fold` writes. ``last.pt`` (for resuming) is written there too
+    and is deliberately not a declared output, so that Snakemake keeps it when a
+    job fails.
+    """
+    from .catalog import read_taxonomy
+    from .manifest import StageManifest
+    from .mels import window_frames as mel_window_frames
+
+    out_dir = Path(outputs["checkpoint"]).parent
+    expected = {"checkpoint": "best.pt", "oof": "oof.parquet",
+                "soundscape_preds": "soundscape_preds.parquet", "metrics": "metrics.json",
+                "curve": "training_curve.png"}
+    for key, name in expected.items():
+        if key in outputs and Path(outputs[key]) != out_dir / name:
+            raise ValueError(f"train output {key} must be {out_dir / name}, got {outputs[key]}")
+    manifest = StageManifest("train", tag, {**settings, "backbone": dict(backbone), "fold": fold},
+                             upstream, list(inputs.values()))
+    classes = read_taxonomy(inputs["taxonomy"])
+    model_spec = {
+        "backbone": backbone["name"],
+        "n_classes": len(classes),
+        "in_chans": int(backbone.get("in_chans", 1)),
+        "pretrained": bool(backbone.get("pretrained", False)),
+        "checkpoint": backbone.get("checkpoint"),
+        "drop_rate": float(backbone.get("drop_rate", 0.2)),
+        "drop_path_rate": float(backbone.get("drop_path_rate", 0.0)),
+    }
+    train_settings = settings_from_config(settings)
+    mels = np.load(inputs["mels"], mmap_mode="r")
+    mel_index = pd.read_parquet(inputs["index"])
+    folds = pd.read_parquet(inputs["folds"])
+    soundscape_mels = np.load(inputs["soundscape_mels"], mmap_mode="r")
+    soundscape_index = pd.read_parquet(inputs["soundscape_index"])
+    pseudo_mels = pseudo_labels = None
+    if inputs.get("pseudo_labels"):
+        labels = pd.read_parquet(inputs["pseudo_labels"])
+        position = pd.Series(np.arange(len(soundscape_index)),
+                             index=soundscape_index["row_id"].astype(str))
+        missing = ~labels["row_id"].astype(str).isin(position.index)
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} pseudo-labelled windows are not in the "
+                             f"soundscape cache, e.g. {labels['row_id'][missing].iloc[0]!r}")
+        rows = position.loc[labels["row_id"].astype(str)].to_numpy()
+        pseudo_mels = _RowView(soundscape_mels, rows)
+        pseudo_labels = labels[classes].to_numpy(dtype=np.float32)
+    metrics = train_fold(
+        mels, mel_index, folds, int(fold), classes, model_spec, train_settings,
+        window_frames=mel_window_frames(mel),
+        frames_per_second=float(mel["sample_rate"]) / float(mel["hop_length"]),
+        out_dir=out_dir, threads=int(threads), device=device,
+        soundscape_mels=soundscape_mels, soundscape_index=soundscape_index,
+        pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
+    )
+    manifest.headline.update({
+        key: metrics[key] for key in ("oof_auc", "best_epoch", "device", "amp", "n_train",
+                                      "n_val", "n_pseudo", "resumed_from_epoch")
+    })
+    manifest.headline["epochs_run"] = len(metrics["epochs"])
+    manifest.headline["samples_per_s"] = (
+        float(np.mean([h["samples_per_s"] for h in metrics["epochs"] if h["samples_per_s"]]))
+        if metrics["epochs"] else None
+    )
+    manifest.write(outputs["manifest"])
+    return metrics

@@ -1,0 +1,130 @@
+"""Benchmark: the demo pipeline per stage, and the no-op dry run.
+
+1. Runs the demo config end to end in a fresh directory and tabulates each
+   job's Snakemake `benchmark:` file (wall seconds, max RSS).
+2. Runs a "wide" config (5 folds x 2 backbones, one pseudo round, tiny
+   schedules) to completion, then times the no-op `snakemake -n submission`
+   (target: under 3 s).
+
+Usage: python bench/bench_pipeline.py [--workdir DIR] [--cores 2] [--repeats 5]
+Prints markdown tables for bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from workflow_utils import copy_workflow, load_config, snakemake, write_config  # noqa: E402
+
+
+def machine() -> str:
+    """A one-line description of this machine."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def stage_table(workdir: Path) -> pd.DataFrame:
+    """One row per rule: jobs, total and max wall seconds, max RSS, from the benchmark files."""
+    rows = []
+    for path in (workdir / "results/benchmarks").rglob("*.tsv"):
+        relative = path.relative_to(workdir / "results/benchmarks")
+        rule = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+        record = pd.read_csv(path, sep="\t").iloc[0]
+        rows.append({"stage": rule, "seconds": float(record["s"]), "max_rss_mb": float(record["max_rss"])})
+    frame = pd.DataFrame(rows)
+    table = frame.groupby("stage").agg(
+        jobs=("seconds", "size"), total_s=("seconds", "sum"), max_job_s=("seconds", "max"), max_rss_mb=("max_rss_mb", "max")
+    )
+    order = ["demo_data", "catalog", "vad", "mels", "soundscape_mels", "folds", "train", "pseudo", "ensemble", "export", "submission"]
+    return table.reindex([s for s in order if s in table.index])
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A small markdown table without extra dependencies."""
+    header = "| " + " | ".join([frame.index.name or "", *frame.columns]) + " |"
+    rule = "|" + "---|" * (len(frame.columns) + 1)
+    lines = [header, rule]
+    for index, row in frame.iterrows():
+        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join([str(index), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def time_noop(workdir: Path, repeats: int, *extra: str) -> list[float]:
+    """Wall seconds of `snakemake -n submission` on a finished run."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = snakemake(workdir, "-n", "submission", *extra)
+        times.append(time.perf_counter() - start)
+        text = result.stdout + result.stderr
+        if "Nothing to be done" not in text:
+            raise RuntimeError(f"dry run is not a no-op:\n{text[-3000:]}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--cores", default="2")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    print(f"Machine: {machine()}  \nDate: {dt.date.today().isoformat()}  \nWork dir: {base}\n")
+
+    demo = copy_workflow(base / "demo")
+    start = time.perf_counter()
+    snakemake(demo, "--cores", args.cores, "submission", timeout=3600)
+    total = time.perf_counter() - start
+    table = stage_table(demo)
+    print(f"### Demo pipeline, `snakemake --cores {args.cores} submission` (total wall {total:.0f} s)\n")
+    print(to_markdown(table))
+    score = yaml.safe_load(next((demo / "results/submission").glob("*/manifest.json")).read_text())["headline"]
+    print(f"\nDemo submission macro ROC-AUC: {score['macro_roc_auc']:.4f} (OpenVINO {score['model_precision']} model, "
+          f"inference precision {score['inference_precision']})\n")
+    demo_noop = time_noop(demo, args.repeats)
+
+    wide = copy_workflow(base / "wide")
+    config = load_config(wide)
+    config["folds"]["n_folds"] = 5
+    config["train"]["backbones"] = [{"name": "lcnet_050"}, {"name": "test_efficientnet"}]
+    config["train"]["epochs"] = 1
+    config["train"]["samples_per_epoch"] = 64
+    path = write_config(wide, "wide.yaml", config)
+    start = time.perf_counter()
+    snakemake(wide, "--cores", args.cores, "--configfile", str(path), "submission", timeout=3600)
+    wide_total = time.perf_counter() - start
+    wide_noop = time_noop(wide, args.repeats, "--configfile", str(path))
+    print("### No-op dry run, `snakemake -n submission` on a finished run\n")
+    print("| config | jobs in the DAG | median s | min s | max s | target |")
+    print("|---|---|---|---|---|---|")
+    for name, times, jobs in (
+        ("demo (2 folds x 1 backbone x 2 rounds)", demo_noop, len(list((demo / "results/benchmarks").rglob("*.tsv")))),
+        ("5 folds x 2 backbones x 2 rounds", wide_noop, len(list((wide / "results/benchmarks").rglob("*.tsv")))),
+    ):
+        print(f"| {name} | {jobs} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} | < 3 s |")
+    print(f"\n(wide run itself took {wide_total:.0f} s with 1-epoch schedules)")
+
+
+if __name__ == "__main__":
+    main()

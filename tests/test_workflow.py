@@ -1,0 +1,137 @@
+"""Snakemake on the demo config, in a temporary directory: the whole product.
+
+One full run is shared by the tests of this module (module-scoped fixture);
+they then check what came out, the incremental reruns and the no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+COMPUTE_STAGES = {"catalog", "vad", "mels", "soundscape_mels", "folds"}
+
+
+def mtimes(workdir: Path, stages: set[str]) -> dict[str, float]:
+    """mtime of every file under results/<stage>/ for the given stages."""
+    out = {}
+    for stage in stages:
+        for path in (workdir / "results" / stage).rglob("*"):
+            if path.is_file():
+                out[str(path.relative_to(workdir))] = path.stat().st_mtime_ns
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo workflow, run once end to end."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    result = snakemake(workdir, "--cores", "2", "submission")
+    (first_submission,) = (workdir / "results/submission").iterdir()
+    return workdir, result, first_submission
+
+
+def test_full_run_writes_a_scored_submission(demo_run):
+    workdir, result, _ = demo_run
+    submission = pd.read_csv(workdir / "results/submission.csv")
+    sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
+    assert list(submission.columns) == list(sample.columns)
+    assert submission["row_id"].tolist() == sample["row_id"].tolist()
+    values = submission.drop(columns="row_id").to_numpy()
+    assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
+    manifests = list((workdir / "results/submission").glob("*/manifest.json"))
+    assert len(manifests) == 1
+    headline = json.loads(manifests[0].read_text())["headline"]
+    assert headline["macro_roc_auc"] >= 0.80, headline
+    log = next((workdir / "results/logs/submission").glob("*.log")).read_text()
+    assert "macro ROC-AUC" in log and "precision f32" in log
+
+
+def test_every_stage_wrote_a_versioned_artifact_with_manifest(demo_run):
+    workdir, _, _ = demo_run
+    for stage in ("catalog", "vad", "mels", "soundscape_mels", "folds", "pseudo", "ensemble", "export", "submission"):
+        folders = [p for p in (workdir / "results" / stage).iterdir() if p.is_dir()]
+        assert len(folders) == 1, stage
+        manifest = json.loads((folders[0] / "manifest.json").read_text())
+        assert manifest["stage"] == stage and manifest["tag"] == folders[0].name
+        for key in ("settings", "upstream", "inputs", "packages", "started", "finished", "headline"):
+            assert key in manifest, (stage, key)
+    train_runs = sorted(p.name for p in (workdir / "results/train").iterdir())
+    assert [name.split("-")[0] for name in train_runs] == ["lcnet_050", "lcnet_050"]
+    assert sorted(name.split("-")[1] for name in train_runs) == ["r0", "r1"]
+    for run in train_runs:
+        for fold in (0, 1):
+            folder = workdir / "results/train" / run / f"fold{fold}"
+            for name in ("best.pt", "oof.parquet", "soundscape_preds.parquet", "metrics.json", "manifest.json"):
+                assert (folder / name).is_file(), folder / name
+    ensemble = json.loads(next((workdir / "results/ensemble").glob("*/ensemble.json")).read_text())
+    assert all("-r1-" in m["name"] for m in ensemble["members"])
+    mel_manifest = json.loads(next((workdir / "results/mels").glob("*/manifest.json")).read_text())
+    assert mel_manifest["headline"]["recordings"] > 100
+
+
+def test_vad_cleaned_the_speech_recordings(demo_run):
+    workdir, _, _ = demo_run
+    info = json.loads((workdir / "resources/demo/demo_info.json").read_text())
+    vad_dir = next((workdir / "results/vad").iterdir())
+    spans = pd.read_parquet(vad_dir / "speech_spans.parquet")
+    with_speech = {item["filename"] for item in info["speech"]}
+    assert with_speech, "the demo mixes speech into some recordings"
+    found = set(spans["filename"])
+    assert len(found & with_speech) >= 0.8 * len(with_speech)
+    catalog = pd.read_parquet(vad_dir / "catalog.parquet")
+    cleaned = catalog[catalog["vad_status"] == "cleaned"]
+    assert len(cleaned) >= 0.8 * len(with_speech)
+    assert all(Path(workdir / p).is_file() for p in cleaned["audio_path"])
+
+
+def test_noop_rerun_has_nothing_to_do(demo_run):
+    workdir, _, _ = demo_run
+    assert planned_jobs(workdir, "submission") == {}
+
+
+def test_training_change_reruns_training_and_after_only(demo_run):
+    workdir, _, _ = demo_run
+    config = load_config(workdir)
+    config["train"]["epochs"] = config["train"]["epochs"] - 2
+    changed = write_config(workdir, "changed_train.yaml", config)
+    jobs = planned_jobs(workdir, "--configfile", str(changed), "submission")
+    assert not COMPUTE_STAGES & set(jobs), jobs
+    assert jobs["train"] == 4 and {"pseudo", "ensemble", "export", "submission_predict"} <= set(jobs)
+    before = mtimes(workdir, COMPUTE_STAGES)
+    snakemake(workdir, "--cores", "2", "--configfile", str(changed), "submission")
+    assert mtimes(workdir, COMPUTE_STAGES) == before
+    assert len(list((workdir / "results/train").iterdir())) == 4
+    assert planned_jobs(workdir, "--configfile", str(changed), "submission") == {}
+
+
+def test_submission_change_reruns_submission_only(demo_run):
+    workdir, _, _ = demo_run
+    config = load_config(workdir)
+    config["submission"]["precision_hint"] = "bf16"
+    changed = write_config(workdir, "changed_submission.yaml", config)
+    jobs = planned_jobs(workdir, "--configfile", str(changed), "submission")
+    assert set(jobs) == {"submission_predict", "publish_submission", "submission"}, jobs
+    snakemake(workdir, "--cores", "2", "--configfile", str(changed), "submission")
+    log = sorted((workdir / "results/logs/submission").glob("*.log"), key=lambda p: p.stat().st_mtime)[-1]
+    assert "precision bf16" in log.read_text()
+
+
+def test_switching_back_finds_the_old_artifacts(demo_run):
+    workdir, _, first_submission = demo_run
+    runs_before = sorted(p.name for p in (workdir / "results").glob("*/*") if p.is_dir())
+    jobs = planned_jobs(workdir, "submission")
+    # No stage runs again: only the stable copy results/submission.csv is
+    # re-pointed at the old artifact.
+    assert set(jobs) <= {"publish_submission", "submission"}, jobs
+    snakemake(workdir, "--cores", "2", "submission")
+    assert (workdir / "results/submission.csv").read_bytes() == (first_submission / "submission.csv").read_bytes()
+    assert sorted(p.name for p in (workdir / "results").glob("*/*") if p.is_dir()) == runs_before
+    assert planned_jobs(workdir, "submission") == {}

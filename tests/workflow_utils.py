@@ -1,0 +1,79 @@
+"""Run the workflow in a temporary directory, the way a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "schemas", "rules", "workflow_scripts", "profiles", "envs")
+
+
+def copy_workflow(destination: Path) -> Path:
+    """Copy the workflow (not results) into `destination`; returns it."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def load_config(workdir: Path) -> dict:
+    """The workflow's default config."""
+    return yaml.safe_load((workdir / "config.yaml").read_text())
+
+
+def write_config(workdir: Path, name: str, config: dict) -> Path:
+    """Write a config file beside the default one; returns its path."""
+    path = workdir / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` with this interpreter's environment."""
+    binary = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [str(binary), *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule name -> job count that `snakemake -n` plans (empty when nothing to do)."""
+    result = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    text = result.stdout + result.stderr
+    jobs: dict[str, int] = {}
+    in_table = False
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if not parts or parts[0] == "total":
+                break
+            if set(parts[0]) == {"-"}:
+                continue
+            if len(parts) == 2 and parts[1].isdigit():
+                jobs[parts[0]] = int(parts[1])
+    return jobs
