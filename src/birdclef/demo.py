@@ -610,6 +610,7 @@ def _render_soundscape(
     seconds: float,
     sample_rate: int,
     folder: Path,
+    snr_db: tuple[float, float] = (2.0, 12.0),
 ) -> list[list[Any]]:
     """Synthesise and write one soundscape; return its calls `[label, start_s, end_s]`."""
     rng = np.random.default_rng([seed, stream, index])
@@ -622,7 +623,7 @@ def _render_soundscape(
     calls: list[list[Any]] = []
     for sp in present:
         pitch, stretch = rng.normal(1.0, 0.03), float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.25))
-        level_db = rng.uniform(-3.0, 8.0)  # in-band SNR: fainter than most recordings
+        level_db = rng.uniform(*snr_db)  # in-band SNR of this species in this soundscape
         count = max(1, int(round(rng.integers(1, 7) * scale)))
         for _ in range(count):
             call_pitch = pitch * rng.normal(1.0, 0.01)
@@ -742,6 +743,7 @@ def generate_demo(
     soundscape_seconds: float = 60.0,
     speech_fraction: float = 0.15,
     sample_rate: int = 32000,
+    soundscape_snr_db: tuple[float, float] = (2.0, 12.0),
 ) -> dict:
     """Write a synthetic BirdCLEF 2025 competition folder at `out_root`; return a summary.
 
@@ -756,6 +758,9 @@ def generate_demo(
     The same arguments always give byte-identical files. The folder is built
     beside `out_root` and renamed into place when complete, replacing an
     existing `out_root`. `soundscape_seconds` must be a multiple of 5.
+    `soundscape_snr_db` is the range of each species' in-band SNR in the
+    soundscapes: the default is about that of mid-rated training recordings;
+    lower it (e.g. (-3, 8)) for a harder variant.
     """
     seed = int(seed)
     if seed < 0:
@@ -822,6 +827,7 @@ def generate_demo(
                     soundscape_seconds,
                     sample_rate,
                     folder,
+                    (float(soundscape_snr_db[0]), float(soundscape_snr_db[1])),
                 )
                 for stem, i, stream, folder in scape_tasks
             ]
@@ -889,6 +895,7 @@ def generate_demo(
                 "soundscape_seconds": soundscape_seconds,
                 "speech_fraction": speech_fraction,
                 "sample_rate": sample_rate,
+                "soundscape_snr_db": [float(soundscape_snr_db[0]), float(soundscape_snr_db[1])],
             },
             "label_rule": (
                 f"a label is 1 in a {WINDOW_SECONDS} s window when one of its calls overlaps the "
@@ -930,8 +937,9 @@ def demo_stage(out_root: str | os.PathLike, settings: dict[str, Any]) -> dict:
     if unknown:
         raise ValueError(f"unknown demo settings {unknown}: expected some of {sorted(known)}")
     kwargs = dict(settings)
-    if "recording_seconds" in kwargs:
-        kwargs["recording_seconds"] = tuple(kwargs["recording_seconds"])
+    for key in ("recording_seconds", "soundscape_snr_db"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
     log.info("generating demo data in %s with %s", out_root, kwargs)
     summary = generate_demo(out_root, **kwargs)
     log.info("demo data: %s", summary)

@@ -12,6 +12,7 @@ exported IR, Kaggle inference) feeds the same thing.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,10 @@ class AttentionHead(nn.Module):
         self.fc = nn.Conv1d(in_features, in_features, kernel_size=1)
         self.att = nn.Conv1d(in_features, n_classes, kernel_size=1)
         self.cla = nn.Conv1d(in_features, n_classes, kernel_size=1)
+        # Start from the prior (about one class present per clip), not from
+        # p = 0.5 for every class: the first hundred steps then learn calls
+        # instead of the base rate (the RetinaNet initialisation).
+        nn.init.constant_(self.cla.bias, -math.log(max(n_classes - 1, 1)))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, C, T) -> (clip logits (B, K), frame logits (B, K, T))."""

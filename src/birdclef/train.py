@@ -362,6 +362,21 @@ def loader_workers(threads: int, device: torch.device) -> int:
 # --------------------------------------------------------------------------- loss
 
 
+def mix_batch(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup of log-mel dB batches as two sources sounding together.
+
+    The spectrograms are mixed in the power domain (10 log10 of the weighted
+    power sum), so both calls stay audible as in an overlapping soundscape,
+    and the targets are their union (element-wise max): both species are
+    present. Example weights mix linearly.
+    """
+    power = lam * torch.pow(10.0, x / 10.0) + (1.0 - lam) * torch.pow(10.0, x[perm] / 10.0)
+    mixed = 10.0 * torch.log10(torch.clamp(power, min=1e-10))
+    return mixed, torch.maximum(y, y[perm]), lam * w + (1.0 - lam) * w[perm]
+
+
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Sigmoid focal loss per element (no alpha term): BCE * (1 - p_t) ** gamma."""
     bce = functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -780,9 +795,7 @@ def train_fold(
             if settings.mixup_alpha > 0 and mix_rng.random() < settings.mixup_prob:
                 lam = float(mix_rng.beta(settings.mixup_alpha, settings.mixup_alpha))
                 perm = torch.from_numpy(mix_rng.permutation(len(x)))
-                x = lam * x + (1.0 - lam) * x[perm]
-                y = lam * y + (1.0 - lam) * y[perm]
-                w = lam * w + (1.0 - lam) * w[perm]
+                x, y, w = mix_batch(x, y, w, lam, perm)
             x = _to_input(x, dev)
             y = y.to(dev, non_blocking=True)
             w = w.to(dev, non_blocking=True)
