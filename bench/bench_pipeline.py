@@ -112,7 +112,7 @@ def main() -> None:
     config["train"]["samples_per_epoch"] = 64
     path = write_config(wide, "wide.yaml", config)
     start = time.perf_counter()
-    snakemake(wide, "--cores", args.cores, "--configfile", str(path), "submission", timeout=3600)
+    snakemake(wide, "--cores", args.cores, "submission", "--configfile", str(path), timeout=3600)
     wide_total = time.perf_counter() - start
     wide_noop = time_noop(wide, args.repeats, "--configfile", str(path))
     print("### No-op dry run, `snakemake -n submission` on a finished run\n")

@@ -64,7 +64,8 @@ def test_every_stage_wrote_a_versioned_artifact_with_manifest(demo_run):
         for key in ("settings", "upstream", "inputs", "packages", "started", "finished", "headline"):
             assert key in manifest, (stage, key)
     train_runs = sorted(p.name for p in (workdir / "results/train").iterdir())
-    assert [name.split("-")[0] for name in train_runs] == ["lcnet_050", "lcnet_050"]
+    backbone = load_config(workdir)["train"]["backbones"][0]["name"]
+    assert [name.split("-")[0] for name in train_runs] == [backbone, backbone]
     assert sorted(name.split("-")[1] for name in train_runs) == ["r0", "r1"]
     for run in train_runs:
         for fold in (0, 1):
@@ -102,14 +103,14 @@ def test_training_change_reruns_training_and_after_only(demo_run):
     config = load_config(workdir)
     config["train"]["epochs"] = config["train"]["epochs"] - 2
     changed = write_config(workdir, "changed_train.yaml", config)
-    jobs = planned_jobs(workdir, "--configfile", str(changed), "submission")
+    jobs = planned_jobs(workdir, "submission", "--configfile", str(changed))
     assert not COMPUTE_STAGES & set(jobs), jobs
     assert jobs["train"] == 4 and {"pseudo", "ensemble", "export", "submission_predict"} <= set(jobs)
     before = mtimes(workdir, COMPUTE_STAGES)
-    snakemake(workdir, "--cores", "2", "--configfile", str(changed), "submission")
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(changed))
     assert mtimes(workdir, COMPUTE_STAGES) == before
     assert len(list((workdir / "results/train").iterdir())) == 4
-    assert planned_jobs(workdir, "--configfile", str(changed), "submission") == {}
+    assert planned_jobs(workdir, "submission", "--configfile", str(changed)) == {}
 
 
 def test_submission_change_reruns_submission_only(demo_run):
@@ -117,9 +118,9 @@ def test_submission_change_reruns_submission_only(demo_run):
     config = load_config(workdir)
     config["submission"]["precision_hint"] = "bf16"
     changed = write_config(workdir, "changed_submission.yaml", config)
-    jobs = planned_jobs(workdir, "--configfile", str(changed), "submission")
+    jobs = planned_jobs(workdir, "submission", "--configfile", str(changed))
     assert set(jobs) == {"submission_predict", "publish_submission", "submission"}, jobs
-    snakemake(workdir, "--cores", "2", "--configfile", str(changed), "submission")
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(changed))
     log = sorted((workdir / "results/logs/submission").glob("*.log"), key=lambda p: p.stat().st_mtime)[-1]
     assert "precision bf16" in log.read_text()
 

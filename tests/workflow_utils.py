@@ -60,7 +60,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule name -> job count that `snakemake -n` plans (empty when nothing to do)."""
-    result = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    result = snakemake(workdir, *args, "-n", "--quiet", "rules")
     text = result.stdout + result.stderr
     jobs: dict[str, int] = {}
     in_table = False
