@@ -56,7 +56,9 @@ def stage_table(workdir: Path) -> pd.DataFrame:
         jobs=("seconds", "size"), total_s=("seconds", "sum"), max_job_s=("seconds", "max"), max_rss_mb=("max_rss_mb", "max")
     )
     order = ["demo_data", "catalog", "vad", "mels", "soundscape_mels", "folds", "train", "pseudo", "ensemble", "export", "submission"]
-    return table.reindex([s for s in order if s in table.index])
+    table = table.reindex([s for s in order if s in table.index])
+    table["jobs"] = table["jobs"].astype(int)
+    return table
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -65,7 +67,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
     rule = "|" + "---|" * (len(frame.columns) + 1)
     lines = [header, rule]
     for index, row in frame.iterrows():
-        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in row]
+        cells = [str(int(v)) if name == "jobs" else f"{v:.1f}" for name, v in row.items()]
         lines.append("| " + " | ".join([str(index), *cells]) + " |")
     return "\n".join(lines)
 
@@ -88,7 +90,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--cores", default="2")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--noop-only", action="store_true", help="only time the no-op dry runs of an earlier --workdir"
+    )
     args = parser.parse_args()
+    if args.noop_only:
+        if args.workdir is None:
+            parser.error("--noop-only needs the --workdir of an earlier run")
+        print(f"Machine: {machine()}  \nDate: {dt.date.today().isoformat()}\n")
+        print_noop_table(args.workdir, args.repeats)
+        return
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     print(f"Machine: {machine()}  \nDate: {dt.date.today().isoformat()}  \nWork dir: {base}\n")
 
@@ -102,8 +113,6 @@ def main() -> None:
     score = yaml.safe_load(next((demo / "results/submission").glob("*/manifest.json")).read_text())["headline"]
     print(f"\nDemo submission macro ROC-AUC: {score['macro_roc_auc']:.4f} (OpenVINO {score['model_precision']} model, "
           f"inference precision {score['inference_precision']})\n")
-    demo_noop = time_noop(demo, args.repeats)
-
     wide = copy_workflow(base / "wide")
     config = load_config(wide)
     config["folds"]["n_folds"] = 5
@@ -114,16 +123,23 @@ def main() -> None:
     start = time.perf_counter()
     snakemake(wide, "--cores", args.cores, "submission", "--configfile", str(path), timeout=3600)
     wide_total = time.perf_counter() - start
-    wide_noop = time_noop(wide, args.repeats, "--configfile", str(path))
+    print(f"(the wide run itself took {wide_total:.0f} s with 1-epoch schedules)\n")
+    print_noop_table(base, args.repeats)
+
+
+def print_noop_table(base: Path, repeats: int) -> None:
+    """Time the no-op dry runs of the demo and wide runs under `base` and print the table."""
+    demo, wide = base / "demo", base / "wide"
+    demo_noop = time_noop(demo, repeats)
+    wide_noop = time_noop(wide, repeats, "--configfile", str(wide / "wide.yaml"))
     print("### No-op dry run, `snakemake -n submission` on a finished run\n")
-    print("| config | jobs in the DAG | median s | min s | max s | target |")
+    print("| config | jobs (with benchmark files) | median s | min s | max s | target |")
     print("|---|---|---|---|---|---|")
     for name, times, jobs in (
         ("demo (2 folds x 1 backbone x 2 rounds)", demo_noop, len(list((demo / "results/benchmarks").rglob("*.tsv")))),
         ("5 folds x 2 backbones x 2 rounds", wide_noop, len(list((wide / "results/benchmarks").rglob("*.tsv")))),
     ):
         print(f"| {name} | {jobs} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} | < 3 s |")
-    print(f"\n(wide run itself took {wide_total:.0f} s with 1-epoch schedules)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -38,10 +39,19 @@ def write_config(workdir: Path, name: str, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """Run snakemake in `workdir` with this interpreter's environment."""
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 1500, env_extra: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` with this interpreter's environment (plus `env_extra`)."""
     binary = Path(sys.executable).parent / "snakemake"
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
+    if "SLURM_CONF" not in env:
+        # snakemake-executor-plugin-slurm runs `scontrol show config` when it is
+        # imported (at every Snakemake start); where Slurm's tools are installed
+        # but no controller runs, that waits ~10 s. An empty config fails at once.
+        empty = Path(tempfile.gettempdir()) / "birdclef-tests-no-slurm.conf"
+        empty.touch()
+        env["SLURM_CONF"] = str(empty)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run(
         [str(binary), *args],
