@@ -120,6 +120,10 @@ def test_loading_the_model_restores_torch_threads():
         "from birdclef.vad import load_vad_model\n"
         "load_vad_model()\n"
         "assert torch.get_num_threads() == 3, torch.get_num_threads()\n"
+        "import numpy as np\n"
+        "from birdclef.vad import VadSettings, spans_from_probabilities\n"
+        "spans_from_probabilities(np.ones(40, np.float32), 40 * 512, VadSettings())\n"
+        "assert torch.get_num_threads() == 3, torch.get_num_threads()\n"
         "load_vad_model('onnx', threads=2)\n"
         "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"
         "print('ok')\n"
@@ -132,14 +136,65 @@ def test_loading_the_model_restores_torch_threads():
     assert done.stdout.strip() == "ok"
 
 
-def test_model_kinds_agree(model):
-    """The sequence ONNX model gives the streaming ONNX model's probabilities."""
+@pytest.fixture(scope="module")
+def mixed_waves():
+    """16 kHz signals of many lengths (empty, sub-frame, exact frames, seconds), speech among them."""
     rng = np.random.default_rng(0)
-    wave = (0.1 * rng.normal(size=16000 * 3 + 100)).astype(np.float32)
-    reference = vad.speech_probabilities(wave, vad.load_vad_model("onnx"))
-    probs = vad.speech_probabilities(wave, model)
-    assert probs.shape == (int(np.ceil(wave.size / 512)),)
-    np.testing.assert_allclose(probs, reference, atol=1e-5)
+    noise = (0.05 * rng.normal(size=16000 * 9)).astype(np.float32)
+    speech = to_16k(any_speech_clip())
+    with_speech = noise.copy()
+    with_speech[16000 : 16000 + min(speech.size, 7 * 16000)] += speech[: 7 * 16000]
+    lengths = [0, 1, 100, 511, 512, 513, 1024, 16000, 16000 * 3 + 100, 16000 * 9]
+    return [noise[:n] for n in lengths] + [with_speech, speech]
+
+
+def test_model_kinds_agree(model, mixed_waves):
+    """OpenVINO (batched and not) and onnxruntime give the streaming ONNX model's probabilities."""
+    waves = [mixed_waves[8], mixed_waves[-2]]  # 3 s of noise, 9 s with speech
+    reference = [vad.speech_probabilities(w, vad.load_vad_model("onnx")) for w in waves]
+    assert reference[1].max() > 0.9  # the check covers speech, not only silence
+    for kind_model in (model, vad.load_vad_model("sequence")):
+        for wave, ref in zip(waves, reference, strict=True):
+            probs = vad.speech_probabilities(wave, kind_model)
+            assert probs.shape == (int(np.ceil(wave.size / 512)),)
+            np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+def test_batched_files_match_one_file_at_a_time(model, mixed_waves):
+    """Several files per call (encoder chunks across and within files, LSTM batches) change nothing."""
+    single = [vad.speech_probabilities(w, model) for w in mixed_waves]
+    assert [p.size for p in single] == [int(np.ceil(w.size / 512)) for w in mixed_waves]
+    together = vad.batch_speech_probabilities(mixed_waves, model)
+    small_chunks = vad.OpenVinoSileroVad(max_batch_files=3, encoder_frames=7)
+    for probs in (together, small_chunks.probabilities(mixed_waves)):
+        for a, b in zip(probs, single, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_frames_match_silero_framing(mixed_waves):
+    """The model input (64 context samples + 512) is built as silero's own framing builds it."""
+    from silero_vad.sequence_vad import frame_blocks
+
+    for wave in mixed_waves[1:]:
+        n = vad.OpenVinoSileroVad.frame_count(wave.size)
+        expected = np.concatenate(list(frame_blocks(wave, 512, 64, 10**9)))
+        np.testing.assert_array_equal(vad.OpenVinoSileroVad.frames(wave, 0, n), expected)
+        if n > 3:  # a block from the middle
+            np.testing.assert_array_equal(vad.OpenVinoSileroVad.frames(wave, 2, n), expected[2:])
+
+
+def test_lstm_batches_group_similar_lengths(model):
+    groups = model.batches([10, 9, 5, 100, 0, 50, 55, 7])
+    assert groups == [[3], [6, 5], [0, 1, 7], [2]]  # empty signals need no model call
+    assert all(len(g) <= model.max_batch_files for g in model.batches([50] * 20))
+
+
+def test_openvino_model_runs_float32_on_one_thread(model):
+    compiled = model._encoder.get_compiled_model()
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
 # --------------------------------------------------------------------------- detection
@@ -360,15 +415,16 @@ def test_run_vad_end_to_end(tiny_dataset, tmp_path):
     for name in ("sp1/XC2.ogg", "sp2/XC3.ogg", "other/skipped.ogg", "sp2/corrupt.ogg"):
         assert by_name.loc[name, "audio_path"] == by_name.loc[name, "path"]
 
-    # The cleaned file: under clean/<filename>, shorter by about the padded speech.
-    clean_file = tmp_path / "vad" / "clean" / "sp1" / "XC1.ogg"
+    # The cleaned file: clean/<filename>.flac, shorter by about the padded speech.
+    clean_file = tmp_path / "vad" / "clean" / "sp1" / "XC1.flac"
     assert by_name.loc["sp1/XC1.ogg", "audio_path"] == str(clean_file)
     original = read_audio(by_name.loc["sp1/XC1.ogg", "path"], SR)
     shorter = read_audio(clean_file, SR)
     removed = stats["speech_seconds_removed_by_collection"]["train"]
     assert (original.size - shorter.size) / SR == pytest.approx(removed, abs=0.25)
     assert removed >= 0.8 * (truth[1] - truth[0])
-    assert sorted(p.name for p in (tmp_path / "vad" / "clean").rglob("*.ogg")) == ["XC1.ogg"]
+    assert sorted(p.name for p in (tmp_path / "vad" / "clean").rglob("*")) == ["XC1.flac", "sp1"]
+    assert sf.info(clean_file).format == "FLAC" and sf.info(clean_file).samplerate == SR
     # What is left has no speech in it.
     model = vad.load_vad_model()
     assert vad.detect_speech(to_16k(shorter), settings, model) == []
@@ -405,7 +461,7 @@ def test_run_vad_end_to_end(tiny_dataset, tmp_path):
     pd.testing.assert_frame_equal(spans2, spans)
     assert list(cleaned2["vad_status"]) == list(cleaned["vad_status"])
     assert stats2["files_bad"] == 3
-    assert (tmp_path / "vad2" / "clean" / "sp1" / "XC1.ogg").exists()
+    assert (tmp_path / "vad2" / "clean" / "sp1" / "XC1.flac").exists()
     assert torch.get_num_threads() == 2
 
 
@@ -454,3 +510,54 @@ def test_run_vad_with_nothing_to_scan(tiny_dataset, tmp_path):
     assert not cleaned["vad_dropped"].any()
     assert stats["files_scanned"] == 0
     assert (tmp_path / "clean").is_dir()
+
+
+def scan_jobs(catalog: pd.DataFrame) -> list:
+    """ScanJobs (no cleaned copies) for the scanned rows of the tiny dataset."""
+    rows = catalog[catalog["collection"] == "train"]
+    return [
+        vad.ScanJob(i, name, path)
+        for i, (name, path) in enumerate(zip(rows["filename"], rows["path"], strict=True))
+    ]
+
+
+def test_scan_files_engines_and_batching_agree(tiny_dataset):
+    """Batched OpenVINO, one file per call, and onnxruntime: same statuses and spans."""
+    catalog, truth = tiny_dataset
+    jobs = scan_jobs(catalog)
+    settings = vad.VadSettings()
+    batched = dict(vad.scan_files(jobs, settings, batch_files=3))
+    assert sorted(batched) == list(range(len(jobs)))
+    by_name = {job.filename: batched[job.position] for job in jobs}
+    # No clean_path: the verdict is reported, nothing is written.
+    assert by_name["sp1/XC1.ogg"]["status"] == "cleaned"
+    assert by_name["sp1/XC1.ogg"]["cleaned_seconds"] < by_name["sp1/XC1.ogg"]["duration_s"]
+    assert by_name["sp2/corrupt.ogg"]["status"] == "bad_audio"
+    for kind, batch_files in (("openvino", 1), ("sequence", 1)):
+        other = dict(vad.scan_files(jobs, settings, model_kind=kind, batch_files=batch_files))
+        for i, result in batched.items():
+            assert other[i]["status"] == result["status"]
+            spans, other_spans = result.get("spans", []), other[i].get("spans", [])
+            assert len(spans) == len(other_spans)
+            np.testing.assert_allclose(np.array(other_spans), np.array(spans), atol=1e-4)
+
+
+def test_unexpected_errors_name_the_files(tiny_dataset, monkeypatch):
+    catalog, _ = tiny_dataset
+    jobs = [job for job in scan_jobs(catalog) if job.filename in ("sp1/XC1.ogg", "sp1/XC2.ogg")]
+
+    def broken(waves, model):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(vad, "batch_speech_probabilities", broken)
+    with pytest.raises(vad.VadScanError, match=r"sp1/XC1\.ogg.*sp1/XC2\.ogg.*out of memory"):
+        list(vad.scan_files(jobs, vad.VadSettings()))
+
+
+@pytest.mark.parametrize(("files", "workers"), [(40, 2), (17, 16), (1000, 16), (9, 1), (1, 4)])
+def test_scan_tasks_are_balanced_model_batches(files, workers):
+    groups = vad._groups(list(range(files)), workers, 8)
+    assert sum(groups, []) == list(range(files))  # every job once, in order
+    sizes = [len(group) for group in groups]
+    assert max(sizes) <= 8 and max(sizes) - min(sizes) <= 1
+    assert len(groups) == files or len(groups) % workers == 0
