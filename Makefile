@@ -28,6 +28,13 @@ lint: $(VENV)/.installed
 	@out=$$($(BIN)/snakemake --lint --cores 1 2>&1); echo "$$out"; \
 	  if echo "$$out" | grep -q '^Lints for'; then echo 'snakemake --lint found problems'; exit 1; fi
 
+## make kaggle-bundle: the current config's export bundle + torch-free inference code + OpenVINO
+## wheels -> kaggle_bundle/ (a Kaggle dataset). BUNDLE=results/export/<tag> packs that one instead.
+KAGGLE_OUT ?= kaggle_bundle
+kaggle-bundle: $(VENV)/.installed
+	$(if $(BUNDLE),,$(BIN)/snakemake --cores $(CORES) submission)
+	$(BIN)/python -m birdclef.kaggle $(if $(BUNDLE),--bundle $(BUNDLE)) --out $(KAGGLE_OUT) --wheels
+
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_pipeline.py
 

@@ -114,3 +114,13 @@ def test_shipped_configs_are_valid(name):
     config = yaml.safe_load((REPO / name).read_text())
     validate(config, str(REPO / "schemas/config.schema.yaml"))
     assert config["train"]["backbones"][0]["pretrained"] is False  # filled in from the schema default
+
+
+def test_write_ogg_long_recording(tmp_path):
+    import soundfile as sf
+
+    from birdclef.audio import write_ogg
+
+    wave = (np.random.default_rng(0).standard_normal(32000 * 70) * 0.1).astype(np.float32)
+    write_ogg(tmp_path / "long.ogg", wave, 32000)  # > 2**21 frames in one call used to crash libsndfile
+    assert sf.info(str(tmp_path / "long.ogg")).frames == wave.size

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import pytest
-import soundfile as sf
 import torch
 
 from birdclef.export import ExportGateError, export_ensemble, window_frames
-from birdclef.features import log_mel, mel_filterbank, window_waves
-from birdclef.inference import load_bundle, predict_soundscapes, soundscape_mels
+from birdclef.features import mel_filterbank
 from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -285,73 +282,6 @@ def test_export_rejects_bad_input(setup, tmp_path):
     with pytest.raises(ValueError, match="outputs"):
         export_ensemble(wrong, tmp_path / "b", setup["calibration"], precision="f32")
     assert not (tmp_path / "b").exists()
-
-
-def write_soundscapes(folder: Path) -> dict[str, Path]:
-    """60 s and 7 s mono 32 kHz, 12 s stereo 44.1 kHz, a corrupt and an empty file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-
-    def tones(seconds: float, rate: int) -> np.ndarray:
-        t = np.arange(int(seconds * rate)) / rate
-        wave = 0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 2500 * t)
-        return (wave * (np.sin(2 * np.pi * 0.3 * t) > 0)).astype(np.float32)
-
-    paths = {
-        name: folder / f"{name}.ogg" for name in ("long", "short", "stereo", "corrupt", "empty")
-    }
-    sf.write(paths["long"], tones(60.0, 32000), 32000, format="OGG", subtype="VORBIS")
-    sf.write(paths["short"], tones(7.0, 32000), 32000, format="OGG", subtype="VORBIS")
-    stereo = np.stack([tones(12.0, 44100), tones(12.0, 44100)], axis=1)
-    sf.write(paths["stereo"], stereo, 44100, format="OGG", subtype="VORBIS")
-    paths["corrupt"].write_bytes(b"OggS" + rng.bytes(5000))
-    paths["empty"].write_bytes(b"")
-    return paths
-
-
-def test_load_bundle_elsewhere_and_predict_soundscapes(setup, f32_bundle, tmp_path, monkeypatch):
-    source, _ = f32_bundle
-    moved = tmp_path / "kaggle" / "input" / "bundle"
-    shutil.copytree(source, moved)
-    paths = write_soundscapes(tmp_path / "audio")
-    elsewhere = tmp_path / "cwd"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    bundle = load_bundle(os.path.relpath(moved, elsewhere), threads=2)
-    assert bundle.precision == "f32" and bundle.precision_hint == "f32"
-    assert bundle.frames == 313 and len(bundle.members) == 2
-    for member in bundle.members:
-        assert member.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
-        assert member.compiled.get_property("INFERENCE_NUM_THREADS") == 2
-
-    frame = predict_soundscapes([paths[name] for name in paths], bundle, progress=True)
-    assert list(frame.columns) == ["row_id", *CLASSES]
-    expected = (
-        [f"long_{s}" for s in range(5, 65, 5)]
-        + ["short_5", "short_10"]
-        + ["stereo_5", "stereo_10", "stereo_15"]
-        + [f"corrupt_{s}" for s in range(5, 65, 5)]
-        + [f"empty_{s}" for s in range(5, 65, 5)]
-    )
-    assert frame["row_id"].tolist() == expected
-    values = frame[CLASSES].to_numpy()
-    assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
-
-    # end to end: the bundle's probabilities are the weighted torch ensemble on the same mels
-    mels, row_ids = soundscape_mels(paths["long"], bundle)
-    assert mels.shape == (12, 1, 32, 313) and mels.dtype == np.float32
-    assert row_ids == expected[:12]
-    torch_mean, _ = torch_ensemble(setup["ensemble"], mels)
-    np.testing.assert_allclose(values[:12], torch_mean, atol=1e-4, rtol=0)
-    # the windows are features.log_mel of consecutive 5 s of audio
-    wave, _ = sf.read(paths["long"], dtype="float32")
-    first = window_waves(wave, 32000, 5.0, 12)[3]
-    np.testing.assert_allclose(
-        mels[3, 0], log_mel(first, bundle.filterbank, 1024, 512, 80), atol=1e-3
-    )
-    # a 7 s file: the second window is zero-padded audio, not dropped
-    short, _ = soundscape_mels(paths["short"], bundle)
-    assert short.shape[0] == 2
 
 
 def test_inference_imports_without_torch():

@@ -74,6 +74,9 @@ def test_every_stage_wrote_a_versioned_artifact_with_manifest(demo_run):
                 assert (folder / name).is_file(), folder / name
     ensemble = json.loads(next((workdir / "results/ensemble").glob("*/ensemble.json")).read_text())
     assert all("-r1-" in m["name"] for m in ensemble["members"])
+    export = json.loads(next((workdir / "results/export").glob("*/manifest.json")).read_text())["headline"]
+    assert export["precision"] == "int8" and export["gate"]["status"] == "passed", export["gate"]
+    assert abs(export["auc"]["openvino_f32"] - export["auc"]["torch_fp32"]) < 1e-3
     mel_manifest = json.loads(next((workdir / "results/mels").glob("*/manifest.json")).read_text())
     assert mel_manifest["headline"]["recordings"] > 100
 

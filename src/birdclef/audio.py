@@ -12,6 +12,9 @@ import numpy as np
 import soundfile as sf
 
 
+OGG_WRITE_BLOCK = 1 << 20
+
+
 class BadAudioError(ValueError):
     """A recording that cannot be decoded, with the file and the reason."""
 
@@ -80,5 +83,11 @@ def write_ogg(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> No
     """Write mono float audio as Ogg Vorbis (the competition's format), atomically."""
     from .io import atomic_path
 
-    with atomic_path(path) as tmp:
-        sf.write(tmp, np.clip(wave, -1.0, 1.0), sample_rate, format="OGG", subtype="VORBIS")
+    wave = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
+    with atomic_path(path) as tmp, sf.SoundFile(
+        tmp, "w", samplerate=sample_rate, channels=1, format="OGG", subtype="VORBIS"
+    ) as handle:
+        # libsndfile 1.2.2's Vorbis encoder crashes on one write of more than
+        # about 2**21 frames: write in blocks.
+        for start in range(0, wave.size, OGG_WRITE_BLOCK):
+            handle.write(wave[start : start + OGG_WRITE_BLOCK])

@@ -1,0 +1,504 @@
+"""Benchmark: CPU inference speed of the submission path (issue 7), side by side.
+
+Builds tf_efficientnet_b0 SED models (random init, BN statistics set on real
+mel windows, 206 classes) at 128 mels x 313 frames (sr 32000, n_fft 2048,
+hop 512, fmin 20, fmax 16000, top_db 80), exports them with
+`birdclef.export.export_ensemble` to f32 and NNCF int8 IR (calibrated on real
+mel windows), writes 60 one-minute 32 kHz Ogg Vorbis soundscapes tiled from
+../shared/data/real-audio, and measures seconds of audio per second per core
+(cores = threads used) for torch fp32, OpenVINO f32 and OpenVINO int8:
+
+- each part alone: decode, log-mel (`features.log_mel`), model;
+- end to end (decode + mel + model + ensemble mean + submission frame), for
+  one model, a 5-member and a 10-member ensemble that share decode and mels.
+
+Only 2 distinct models are exported (export is slow); larger ensembles use
+file copies of their IR, each compiled on its own: the same cost as distinct
+members of the same architecture. Torch ensembles run on fewer soundscapes
+(--torch-soundscapes) to keep the run short; the count is in every row.
+
+Usage: python bench/bench_inference.py [--threads 2] [--soundscapes 60] [--workdir DIR]
+Prints markdown tables (machine, date, versions, precision of every number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_AUDIO = REPO.parent / "shared" / "data" / "real-audio"
+FIELD_RECORDINGS = ("soundscape_1min", "birds_10s", "great_plains_toad", "spinetail")
+MEL = {
+    "sample_rate": 32000,
+    "n_fft": 2048,
+    "hop_length": 512,
+    "n_mels": 128,
+    "fmin": 20,
+    "fmax": 16000,
+    "top_db": 80,
+}
+N_CLASSES = 206
+BACKBONE = "tf_efficientnet_b0"
+KAGGLE_MINUTES = 700
+KAGGLE_CORES = 4
+TARGETS = {"int8_vs_torch": 4.0, "one_model": 300.0, "ten_members": 100.0}
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def machine() -> str:
+    """CPU model, core count, load average and Python of this machine."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def versions() -> str:
+    names = ("numpy", "scipy", "soundfile", "openvino", "nncf", "torch", "timm")
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f"{name} -")
+    out.append(f"libsndfile {sf.__libsndfile_version__}")
+    return ", ".join(out)
+
+
+def write_ogg(path: Path, wave: np.ndarray, rate: int) -> None:
+    """Ogg Vorbis in 1 s blocks (one huge write can crash libsndfile's encoder)."""
+    with sf.SoundFile(path, "w", rate, 1, format="OGG", subtype="VORBIS") as handle:
+        for begin in range(0, len(wave), rate):
+            handle.write(wave[begin : begin + rate])
+
+
+def make_soundscapes(folder: Path, count: int, real_audio: Path) -> tuple[list[Path], str]:
+    """`count` one-minute 32 kHz mono Ogg files tiled from the real field recordings."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = MEL["sample_rate"]
+    pieces = []
+    for name in FIELD_RECORDINGS:
+        path = real_audio / f"{name}.flac"
+        if path.exists():
+            wave, source_rate = sf.read(path, dtype="float32", always_2d=True)
+            if source_rate == rate:
+                pieces.append(wave.mean(axis=1))
+    if pieces:
+        source = np.concatenate(pieces)
+        origin = f"tiled from {len(pieces)} field recordings in {real_audio} ({len(source) / rate:.0f} s)"
+    else:
+        rng = np.random.default_rng(0)
+        t = np.arange(120 * rate) / rate
+        source = (0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * 3000 * t)).astype(
+            np.float32
+        )
+        origin = f"synthetic noise + tone ({real_audio} not found)"
+    tiled = np.tile(source, int(np.ceil(2 * 60 * rate / source.size)) + 1)
+    rng = np.random.default_rng(7)
+    paths = []
+    for index in range(count):
+        path = folder / f"soundscape_{index:03d}.ogg"
+        if not path.exists():
+            start = int(rng.integers(0, source.size))
+            gain = float(rng.uniform(0.5, 1.5))
+            wave = np.clip(tiled[start : start + 60 * rate] * gain, -1, 1).astype(np.float32)
+            write_ogg(path, wave, rate)
+        paths.append(path)
+    return paths, origin
+
+
+def build_models(workdir: Path, calibration: np.ndarray, distinct: int) -> list[dict]:
+    """`distinct` random-init b0 SED checkpoints with BN statistics set on real windows."""
+    import torch
+
+    from birdclef.model import build_model, save_checkpoint
+
+    members = []
+    for index in range(distinct):
+        torch.manual_seed(index)
+        spec = {"backbone": BACKBONE, "n_classes": N_CLASSES, "pretrained": False}
+        model = build_model(spec)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None
+                module.reset_running_stats()
+        model.train()
+        with torch.no_grad():
+            model(torch.from_numpy(calibration[:16]))
+        model.eval()
+        path = workdir / "checkpoints" / f"m{index}.pt"
+        save_checkpoint(path, model, spec, classes=[f"c{k:03d}" for k in range(N_CLASSES)])
+        members.append({"name": f"b0-m{index}", "checkpoint": str(path), "weight": 1.0})
+    return members
+
+
+def bundle_copy(export_dir: Path, target: Path, members: int, precision: str) -> Path:
+    """A bundle of `members` members cycling over the exported ones, each IR a file copy."""
+    definition = json.loads((export_dir / "bundle.json").read_text())
+    source_members = definition["members"]
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(export_dir / "mel_filterbank.npy", target / "mel_filterbank.npy")
+    out_members = []
+    for index in range(members):
+        source = source_members[index % len(source_members)]
+        xml = export_dir / (source["ir_f32"] if precision == "f32" else source["ir"])
+        relative = f"members/{index}/model_{precision}.xml"
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(xml, target / relative)
+        shutil.copyfile(xml.with_suffix(".bin"), (target / relative).with_suffix(".bin"))
+        out_members.append({**source, "name": f"{source['name']}#{index}", "ir": relative})
+    definition = {**copy.deepcopy(definition), "members": out_members, "precision": precision}
+    (target / "bundle.json").write_text(json.dumps(definition))
+    return target
+
+
+# ---------------------------------------------------------------- timing
+
+
+class Timer:
+    """Wall and process CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def rate_row(audio_s: float, timer: Timer, cores: int) -> dict:
+    return {
+        "audio_s": audio_s,
+        "wall_s": timer.wall,
+        "cpu_s": timer.cpu,
+        "per_core": audio_s / timer.wall / cores,
+        "per_cpu_s": audio_s / max(timer.cpu, 1e-9),
+        "busy": timer.cpu / max(timer.wall * cores, 1e-9),
+    }
+
+
+def best_of(repeats: int, run) -> tuple[Timer, object]:
+    """The fastest (by wall time) of `repeats` runs of `run()`."""
+    best, result = None, None
+    for _ in range(repeats):
+        with Timer() as timer:
+            result = run()
+        if best is None or timer.wall < best.wall:
+            best = timer
+    return best, result
+
+
+def torch_predict(models, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(batch)
+        return sum(model(x).numpy() for model in models) / len(models)
+
+
+def torch_end_to_end(paths, models, bundle, threads: int) -> int:
+    """Decode + mel in `threads` workers (as the OpenVINO path), torch models in this thread."""
+    from birdclef.inference import iter_soundscape_mels, single_threaded_blas
+
+    rows = 0
+    with single_threaded_blas():
+        for mels, ids in iter_soundscape_mels(paths, bundle, threads):
+            torch_predict(models, mels)
+            rows += len(ids)
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="cores used (default 2)")
+    parser.add_argument("--soundscapes", type=int, default=60)
+    parser.add_argument("--torch-soundscapes", type=int, default=12, help="for torch ensembles")
+    parser.add_argument("--real-audio", type=Path, default=REAL_AUDIO)
+    parser.add_argument("--workdir", type=Path, help="keep soundscapes/exports here for reruns")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not restrict the process to --threads CPUs"
+    )
+    args = parser.parse_args()
+    # The end-to-end runs use --threads decode/mel workers beside --threads OpenVINO
+    # streams: on a bigger machine they would spread over more cores than the
+    # per-core numbers divide by. Restrict the process to --threads CPUs first.
+    cpus = "all"
+    if not args.no_pin and hasattr(os, "sched_setaffinity"):
+        available = sorted(os.sched_getaffinity(0))
+        if len(available) > args.threads:
+            os.sched_setaffinity(0, available[: args.threads])
+        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    import torch
+
+    from birdclef.export import export_ensemble
+    from birdclef.features import log_mel, mel_filterbank, window_waves
+    from birdclef.inference import (
+        BATCH_WINDOWS,
+        decode_soundscape,
+        load_bundle,
+        predict_soundscapes,
+        single_threaded_blas,
+        soundscape_mels,
+    )
+    from birdclef.model import InferenceWrapper, load_model
+
+    threads = args.threads
+    started = dt.datetime.now().astimezone()
+    load_start = load_average()
+    bench_start = time.perf_counter()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - bench_start:6.1f} s] {message}", file=sys.stderr)
+
+    # --- soundscapes, calibration windows, models, export
+    paths, origin = make_soundscapes(workdir / "soundscapes", args.soundscapes, args.real_audio)
+    log(f"{len(paths)} soundscapes: {origin}")
+    filterbank = mel_filterbank(MEL)
+    waves = [decode_soundscape(p, MEL["sample_rate"])[0] for p in paths[:8]]
+    with single_threaded_blas():
+        calibration = np.stack(
+            [
+                log_mel(w, filterbank, MEL["n_fft"], MEL["hop_length"], MEL["top_db"])[None]
+                for wave in waves
+                for w in window_waves(wave, MEL["sample_rate"], 5.0, 12)[::3]
+            ]
+        ).astype(np.float32)
+    export_dir = workdir / "export"
+    if not (export_dir / "bundle.json").exists():
+        members = build_models(workdir, calibration, distinct=2)
+        ensemble = {"classes": [f"c{k:03d}" for k in range(N_CLASSES)], "window_seconds": 5.0}
+        ensemble |= {"mel": MEL, "members": members}
+        with Timer() as export_timer:
+            report = export_ensemble(
+                ensemble, export_dir, calibration, precision="int8",
+                calibration_size=len(calibration), threads=threads,
+            )
+        (workdir / "export_report.json").write_text(json.dumps(report, default=str))
+        log(f"exported 2 members to f32 + int8 IR in {export_timer.wall:.0f} s")
+    report = json.loads((workdir / "export_report.json").read_text())
+    definition = json.loads((export_dir / "bundle.json").read_text())
+    torch_models = [
+        InferenceWrapper(load_model(member["checkpoint"])[0]).eval()
+        for member in definition["members"]
+    ]
+    torch.set_num_threads(threads)
+    bundles = {
+        (precision, n): bundle_copy(export_dir, workdir / f"bundle_{precision}_{n}", n, precision)
+        for precision in ("f32", "int8")
+        for n in ((1, 5, 10) if precision == "int8" else (1, 5))
+    }
+    ir_mb = {
+        key: sum(p.stat().st_size for p in (export_dir / "members/0").glob(f"model_{key}.*")) / 1e6
+        for key in ("f32", "int8")
+    }
+
+    # --- parts alone
+    parts = []
+    audio_s = 60.0 * len(paths)
+    timer, decoded = best_of(1, lambda: [decode_soundscape(p, MEL["sample_rate"])[0] for p in paths])
+    parts.append(["decode (soundfile Ogg Vorbis -> mono float32)", "float32", "1", str(len(paths)), rate_row(audio_s, timer, 1)])
+    log("decode timed")
+
+    def mels_of(wave_list):
+        for wave in wave_list:
+            for w in window_waves(wave, MEL["sample_rate"], 5.0, 12):
+                log_mel(w, filterbank, MEL["n_fft"], MEL["hop_length"], MEL["top_db"])
+
+    with single_threaded_blas():
+        timer, _ = best_of(2, lambda: mels_of(decoded))
+    parts.append(["log-mel (`features.log_mel`, 12 windows/file), BLAS 1 thread", "float32", "1", str(len(paths)), rate_row(audio_s, timer, 1)])
+    subset = decoded[: min(4, len(decoded))]
+    timer, _ = best_of(1, lambda: mels_of(subset))
+    parts.append(["log-mel, BLAS threads left at their default", "float32", "1", str(len(subset)), rate_row(60.0 * len(subset), timer, 1)])
+    log("mel timed")
+    decoded = subset = None
+
+    one = load_bundle(bundles[("int8", 1)], threads=threads)
+    model_windows = np.concatenate([soundscape_mels(p, one)[0] for p in paths[:8]])  # 96 windows
+    model_audio = 5.0 * len(model_windows)
+    batch = BATCH_WINDOWS
+
+    def torch_alone():
+        for begin in range(0, len(model_windows), batch):
+            torch_predict(torch_models[:1], model_windows[begin : begin + batch])
+
+    torch_predict(torch_models[:1], model_windows[:batch])  # warm-up
+    timer, _ = best_of(2, torch_alone)
+    model_rows = {"torch": rate_row(model_audio, timer, threads)}
+    parts.append([f"model: torch fp32 (batch {batch})", "torch float32", str(threads), f"{len(model_windows)} windows", model_rows["torch"]])
+    for precision in ("f32", "int8"):
+        for streams in (None, 1):
+            bundle = load_bundle(bundles[(precision, 1)], threads=threads, streams=streams)
+            bundle.predict(model_windows[:batch])
+            timer, _ = best_of(3, lambda b=bundle: b.predict(model_windows))
+            row = rate_row(model_audio, timer, threads)
+            layout = f"{bundle.streams} stream{'s' if bundle.streams > 1 else ''} x {threads // bundle.streams} thr"
+            if streams is None:
+                model_rows[precision] = row
+            parts.append([f"model: OpenVINO {precision} IR ({layout}, batch {batch})", f"{precision} IR, hint f32", str(threads), f"{len(model_windows)} windows", row])
+    log("models timed")
+
+    # --- end to end
+    e2e = []
+    results = {}
+    for precision in ("int8", "f32"):
+        for n in (1, 5, 10) if precision == "int8" else (1, 5):
+            bundle = load_bundle(bundles[(precision, n)], threads=threads)
+            predict_soundscapes(paths[:2], bundle, progress=False)  # warm-up
+            with Timer() as timer:
+                frame = predict_soundscapes(paths, bundle, progress=False)
+            assert len(frame) == 12 * len(paths)
+            row = rate_row(audio_s, timer, threads)
+            results[(precision, n)] = row
+            e2e.append([f"OpenVINO {precision}", str(n), f"{precision} IR, INFERENCE_PRECISION_HINT f32", f"{threads} streams x 1 thr + {threads} decode/mel workers", str(len(paths)), row])
+            log(f"end to end {precision} x{n}: {row['per_core']:.0f} x per core")
+            del bundle
+    for n in (1, 5):
+        count = len(paths) if n == 1 else min(len(paths), args.torch_soundscapes)
+        models = [copy.deepcopy(torch_models[k % len(torch_models)]) for k in range(n)]
+        torch_end_to_end(paths[:1], models, one, threads)  # warm-up
+        with Timer() as timer:
+            rows = torch_end_to_end(paths[:count], models, one, threads)
+        assert rows == 12 * count
+        row = rate_row(60.0 * count, timer, threads)
+        results[("torch", n)] = row
+        e2e.append(["torch", str(n), "PyTorch float32", f"torch {threads} thr + {threads} decode/mel workers", str(count), row])
+        log(f"end to end torch x{n}: {row['per_core']:.0f} x per core")
+
+    # --- report
+    finished = dt.datetime.now().astimezone()
+    print("## Inference benchmark (bench/bench_inference.py)\n")
+    print(table(["setting", "value"], [
+        ["machine", machine()],
+        ["date", f"{started:%Y-%m-%d %H:%M %Z} (run took {time.perf_counter() - bench_start:.0f} s)"],
+        ["load average (1, 5, 15 min) at start / end", f"{load_start} / {load_average()}"],
+        ["versions", versions()],
+        ["threads (= cores in every per-core number)", f"{threads} (process pinned to CPUs {cpus})"],
+        ["soundscapes", f"{len(paths)} x 60 s, 32 kHz mono Ogg Vorbis, {origin}"],
+        ["model", f"{BACKBONE} SED (timm, random init, BN statistics from real windows), {N_CLASSES} classes, input 1 x 128 x 313 log-mel dB"],
+        ["mel", ", ".join(f"{k} {v}" for k, v in MEL.items()) + "; 5 s windows, 12 per soundscape"],
+        ["IR", f"f32 {ir_mb['f32']:.1f} MB, int8 {ir_mb['int8']:.1f} MB per member (NNCF {report.get('preset')}, {report.get('calibration_windows')} real calibration windows); ensembles of 5/10 cycle over 2 exported members, each IR a separate file and compiled model"],
+        ["precision", "OpenVINO CPU compiled with INFERENCE_PRECISION_HINT=f32 everywhere (int8 IR: int8 where NNCF put quantizers, f32 elsewhere); torch float32"],
+    ]))
+    print("\nRates are seconds of audio per wall-clock second per core (`x realtime per core`,"
+          " cores = threads); `per CPU-s` divides by the process's CPU seconds instead"
+          " (less sensitive to other load on the machine); `CPU busy` = CPU seconds /"
+          " (wall seconds x threads): well under 100 % means idle cores or a machine"
+          " shared with other work.\n")
+    print("### Each part alone\n")
+    print(table(
+        ["part", "precision", "threads", "input", "wall s", "x realtime per core", "x realtime per CPU-s", "CPU busy"],
+        [[name, prec, thr, inp, fmt(r["wall_s"], 2), fmt(r["per_core"]), fmt(r["per_cpu_s"]), f"{100 * r['busy']:.0f} %"] for name, prec, thr, inp, r in parts],
+    ))
+    torch_one = results[("torch", 1)]["per_core"]
+    print("\n### End to end (decode + mel + every member + ensemble mean + submission frame)\n")
+    rows = []
+    for name, n, prec, layout, count, r in e2e:
+        kaggle_min = KAGGLE_MINUTES * 60 / (r["per_core"] * KAGGLE_CORES) / 60
+        versus = f"{r['per_core'] / torch_one:.1f}x" if n == "1" else ""
+        rows.append([name, n, prec, layout, count, fmt(r["wall_s"], 1), fmt(r["per_core"]), fmt(r["per_cpu_s"]), f"{100 * r['busy']:.0f} %", fmt(r["per_core"] * int(n)), versus, fmt(kaggle_min, 1)])
+    print(table(
+        ["pipeline", "members", "precision", "threads", "soundscapes", "wall s", "x realtime per core", "x realtime per CPU-s", "CPU busy", "x realtime per core per model", "vs torch (1 model)", f"Kaggle {KAGGLE_MINUTES} min on {KAGGLE_CORES} such cores (min)"],
+        rows,
+    ))
+
+    # what bounds it: CPU seconds per audio second of each part
+    decode_cost = 1 / parts[0][4]["per_cpu_s"]
+    mel_cost = 1 / parts[1][4]["per_cpu_s"]
+    int8_cost = 1 / model_rows["int8"]["per_cpu_s"]
+    print("\n### What bounds it\n")
+    bound_rows = []
+    for n in (1, 5, 10):
+        total = decode_cost + mel_cost + n * int8_cost
+        measured = results[("int8", n)]
+        bound_rows.append([
+            f"int8 x{n}",
+            f"{100 * decode_cost / total:.0f} %",
+            f"{100 * mel_cost / total:.0f} %",
+            f"{100 * n * int8_cost / total:.0f} %",
+            fmt(1 / total),
+            fmt(measured["per_core"]),
+            f"{100 * measured['per_core'] * total:.0f} %",
+        ])
+    print(table(
+        ["ensemble", "decode share", "mel share", "model share", "sum-of-parts bound (x rt per core)", "measured (x rt per core)", "measured / bound"],
+        bound_rows,
+    ))
+    print("\nShares are of the CPU time per second of audio, from the parts-alone CPU-second rates;"
+          " the bound assumes every core busy all the time.")
+    costs = {"decode": decode_cost, "log-mel": mel_cost, "one int8 model": int8_cost}
+    largest = max(costs, key=costs.get)
+    print(f"One model: the largest part is {largest} ({100 * costs[largest] / sum(costs.values()):.0f} %"
+          f" of the CPU time); decode + log-mel alone cost 1 CPU-s per"
+          f" {1 / (decode_cost + mel_cost):,.0f} s of audio, the ceiling of any pipeline."
+          f" Ten members: the models take"
+          f" {100 * 10 * int8_cost / (decode_cost + mel_cost + 10 * int8_cost):.0f} %, so int8 model"
+          f" speed bounds the ensemble.\n")
+
+    ratio_model = model_rows["int8"]["per_core"] / model_rows["torch"]["per_core"]
+    ratio_e2e = results[("int8", 1)]["per_core"] / torch_one
+    checks = [
+        [f"int8 >= {TARGETS['int8_vs_torch']:g}x torch fp32 per model (model alone)", f"{ratio_model:.1f}x", "pass" if ratio_model >= TARGETS["int8_vs_torch"] else "FAIL"],
+        ["int8 vs torch fp32, one model end to end (for reference)", f"{ratio_e2e:.1f}x", ""],
+        [f"one b0 SED model end to end >= {TARGETS['one_model']:g}x realtime per core", fmt(results[("int8", 1)]["per_core"]), "pass" if results[("int8", 1)]["per_core"] >= TARGETS["one_model"] else "FAIL"],
+        [f"10 members sharing decode + mels >= {TARGETS['ten_members']:g}x realtime per core", fmt(results[("int8", 10)]["per_core"]), "pass" if results[("int8", 10)]["per_core"] >= TARGETS["ten_members"] else "FAIL"],
+    ]
+    print("### Targets (issue 7)\n")
+    print(table(["target", "measured", ""], checks))
+    print(f"\nFinished {finished:%Y-%m-%d %H:%M %Z}; work folder {workdir}")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

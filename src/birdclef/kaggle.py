@@ -1,0 +1,327 @@
+"""Pack an export bundle and the torch-free inference code into one Kaggle dataset folder.
+
+``python -m birdclef.kaggle [--bundle results/export/<tag>] --out kaggle_bundle [--wheels]``
+
+The folder holds what a Kaggle notebook without internet needs to write
+``submission.csv``: the IR files the bundle loads, ``bundle.json``,
+``mel_filterbank.npy``, a copy of the package modules inference needs
+(``birdclef/``: numpy, pandas, soundfile, openvino; no torch, timm, librosa or
+Snakemake), the entry point ``predict.py``, a README with the notebook cells,
+and with ``--wheels`` the OpenVINO wheels for Kaggle's Python (Kaggle images
+do not ship OpenVINO). Without ``--bundle`` the bundle behind the current
+``results/submission.csv`` is used: the submission artifact whose CSV has the
+same content, then the export tag in that artifact's manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .io import atomic_dir
+
+logger = logging.getLogger("birdclef.kaggle")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The modules `predict.py` imports, directly or through them; all torch-free.
+MODULES = (
+    "__init__.py",
+    "audio.py",
+    "features.py",
+    "inference.py",
+    "io.py",
+    "catalog.py",
+    "submission.py",
+)
+KAGGLE_PYTHON = "3.11"
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+PREDICT_PY = '''"""Write submission.csv with the OpenVINO ensemble in this folder (no torch, no internet).
+
+On Kaggle (the folder uploaded as a dataset, here called birdclef-bundle):
+
+    !pip install -q --no-index --find-links /kaggle/input/birdclef-bundle/wheels openvino
+    !python /kaggle/input/birdclef-bundle/predict.py --threads 4
+
+Defaults: --data /kaggle/input/birdclef-2025 (test_soundscapes/, sample_submission.csv),
+--out submission.csv (in the working directory), --threads = all cores,
+--precision-hint f32 (the precision the export gate measured).
+"""
+
+import os
+
+# Parallelism comes from the soundscape workers and OpenVINO streams: the
+# log-mel's BLAS call must stay single-threaded (set before numpy loads).
+for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import pandas as pd  # noqa: E402
+
+import birdclef  # noqa: E402
+from birdclef.inference import load_bundle, predict_soundscapes  # noqa: E402
+from birdclef.submission import AUDIO_SUFFIXES, align_to_sample, write_submission  # noqa: E402
+
+log = logging.getLogger("predict")
+
+
+def main(argv=None) -> pd.DataFrame:
+    """Predict every test soundscape and write the submission; returns it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="/kaggle/input/birdclef-2025", type=Path)
+    parser.add_argument("--test-dir", type=Path, help="default: DATA/test_soundscapes")
+    parser.add_argument("--sample", type=Path, help="default: DATA/sample_submission.csv")
+    parser.add_argument("--out", default="submission.csv", type=Path)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 4)
+    parser.add_argument("--precision-hint", default="f32", choices=["f32", "bf16", "f16"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    test_dir = args.test_dir or args.data / "test_soundscapes"
+    sample = pd.read_csv(args.sample or args.data / "sample_submission.csv")
+    if test_dir.is_dir():
+        paths = sorted(str(p) for p in test_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    else:
+        log.warning("%s does not exist: every row comes from sample_submission.csv", test_dir)
+        paths = []
+    log.info("inference code from %s; %d soundscapes in %s", Path(birdclef.__file__).parent, len(paths), test_dir)
+    start = time.perf_counter()
+    bundle = load_bundle(HERE, threads=args.threads, precision_hint=args.precision_hint)
+    predictions = predict_soundscapes(paths, bundle)
+    submission, filled = align_to_sample(predictions, sample)
+    write_submission(submission, args.out)
+    seconds = time.perf_counter() - start
+    log.info(
+        "wrote %s: %d rows x %d columns (%d filled from the sample) from %d soundscapes in %.1f s; "
+        "%s IR, OpenVINO CPU INFERENCE_PRECISION_HINT=%s, %d threads",
+        args.out, len(submission), submission.shape[1], filled, len(paths), seconds,
+        bundle.precision, bundle.precision_hint, bundle.threads,
+    )
+    return submission
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+README_MD = """# BirdCLEF OpenVINO bundle
+
+Upload this folder as a Kaggle dataset (here called `birdclef-bundle`), attach
+it and the competition data to a notebook with internet off, and run:
+
+```
+!pip install -q --no-index --find-links /kaggle/input/birdclef-bundle/wheels openvino
+!python /kaggle/input/birdclef-bundle/predict.py --threads 4
+!head -c 300 submission.csv
+```
+
+`predict.py --help` lists the options (data folder, output, threads, precision hint).
+When `wheels/` is missing, attach any dataset with an OpenVINO wheel for Python
+{python} instead (or skip the first line where OpenVINO is installed).
+
+| | |
+|---|---|
+| source bundle | `{source}` |
+| members | {members} |
+| IR precision | {precision} (export gate: {gate}) |
+| export AUCs | {auc} |
+| OpenVINO | {openvino} |
+
+Contents: `bundle.json` (ensemble definition, classes, mel settings, relative IR
+paths), `mel_filterbank.npy`, `members/<i>/model_<precision>.xml/.bin`,
+`birdclef/` (torch-free inference code copied from the pipeline), `predict.py`,
+`export_manifest.json` (provenance) and `wheels/` (when packed with `--wheels`).
+"""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def current_bundle(results: str | os.PathLike = "results") -> Path:
+    """The export folder behind ``results/submission.csv`` (the current config's submission).
+
+    Follows the manifest chain: the ``results/submission/<tag>/`` whose
+    ``submission.csv`` has the same content as the stable copy, then the
+    ``upstream.export`` tag in its ``manifest.json``. Raises FileNotFoundError
+    with what to do when there is no submission yet.
+    """
+    results = Path(results)
+    stable = results / "submission.csv"
+    if not stable.exists():
+        raise FileNotFoundError(
+            f"{stable} does not exist: run `make submission` (or snakemake submission) first, "
+            "or name the bundle with --bundle results/export/<tag>"
+        )
+    wanted = _sha256(stable)
+    candidates = sorted(
+        (results / "submission").glob("*/submission.csv"),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for candidate in candidates:
+        if _sha256(candidate) != wanted:
+            continue
+        manifest_path = candidate.parent / "manifest.json"
+        if not manifest_path.exists():
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        tag = manifest.get("upstream", {}).get("export")
+        bundle = results / "export" / str(tag)
+        if tag and (bundle / "bundle.json").exists():
+            return bundle
+        raise FileNotFoundError(
+            f"{manifest_path} names export tag {tag!r}, but {bundle}/bundle.json does not exist"
+        )
+    raise FileNotFoundError(
+        f"no results/submission/<tag>/submission.csv matches {stable}: rerun the submission "
+        "or pass --bundle results/export/<tag>"
+    )
+
+
+def download_wheels(out_dir: Path, python_version: str = KAGGLE_PYTHON) -> list[str]:
+    """pip-download the installed OpenVINO version's wheels for Kaggle's Python into `out_dir`."""
+    packages = []
+    for name in ("openvino", "openvino-telemetry"):
+        try:
+            packages.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            packages.append(name)
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--python-version", python_version, "--dest", str(out_dir),
+    ]
+    for platform in WHEEL_PLATFORMS:
+        command += ["--platform", platform]
+    subprocess.run(command + packages, check=True)
+    return sorted(path.name for path in out_dir.glob("*.whl"))
+
+
+def pack_bundle(
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    wheels: bool = False,
+    include_f32: bool = False,
+    python_version: str = KAGGLE_PYTHON,
+) -> dict:
+    """Write the Kaggle dataset folder `out_dir` from the export folder `bundle_dir`.
+
+    Copies the IR each member loads (plus the f32 IR with `include_f32`),
+    ``bundle.json``, ``mel_filterbank.npy``, the export ``manifest.json`` (as
+    ``export_manifest.json``), the inference modules (`MODULES`) into
+    ``birdclef/``, and writes ``predict.py`` and ``README.md``; with `wheels`,
+    pip-downloads the OpenVINO wheels into ``wheels/`` (a failed download is
+    logged and the folder is written without them). The folder is replaced
+    atomically. Returns a summary (files, bytes, wheels).
+    """
+    source = Path(bundle_dir)
+    definition = json.loads((source / "bundle.json").read_text())
+    out_dir = Path(out_dir)
+    summary: dict = {"source": str(source), "out": str(out_dir), "files": [], "wheels": []}
+    with atomic_dir(out_dir) as tmp:
+
+        def copy(relative: str, target: str | None = None) -> None:
+            destination = tmp / (target or relative)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / relative, destination)
+            summary["files"].append(target or relative)
+
+        copy("bundle.json")
+        copy(definition.get("mel_filterbank", "mel_filterbank.npy"))
+        for member in definition["members"]:
+            irs = [member["ir"]] + ([member["ir_f32"]] if include_f32 and "ir_f32" in member else [])
+            for xml in dict.fromkeys(irs):
+                copy(xml)
+                copy(str(Path(xml).with_suffix(".bin")))
+        if (source / "manifest.json").exists():
+            copy("manifest.json", "export_manifest.json")
+        package = tmp / "birdclef"
+        package.mkdir()
+        for module in MODULES:
+            shutil.copyfile(PACKAGE_DIR / module, package / module)
+            summary["files"].append(f"birdclef/{module}")
+        (tmp / "predict.py").write_text(PREDICT_PY)
+        export = definition.get("export") or {}
+        try:
+            openvino_version = importlib.metadata.version("openvino")
+        except importlib.metadata.PackageNotFoundError:
+            openvino_version = "unknown"
+        (tmp / "README.md").write_text(
+            README_MD.format(
+                python=python_version,
+                source=source,
+                members=", ".join(str(m.get("name")) for m in definition["members"]),
+                precision=definition.get("precision"),
+                gate=export.get("gate_status", "unknown"),
+                auc=json.dumps(export.get("auc")),
+                openvino=openvino_version,
+            )
+        )
+        summary["files"] += ["predict.py", "README.md"]
+        if wheels:
+            (tmp / "wheels").mkdir()
+            try:
+                summary["wheels"] = download_wheels(tmp / "wheels", python_version)
+            except (OSError, subprocess.CalledProcessError) as error:
+                logger.warning(
+                    "could not download the OpenVINO wheels (%s); the bundle has no wheels/: "
+                    "attach a dataset with an OpenVINO wheel for Python %s on Kaggle",
+                    error,
+                    python_version,
+                )
+                shutil.rmtree(tmp / "wheels")
+    summary["bytes"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    logger.info(
+        "packed %s -> %s: %d members (%s IR), %.1f MB, wheels %s",
+        source,
+        out_dir,
+        len(definition["members"]),
+        definition.get("precision"),
+        summary["bytes"] / 1e6,
+        summary["wheels"] or "none",
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command line: ``python -m birdclef.kaggle --out kaggle_bundle [--bundle DIR] [--wheels]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        help="export folder (results/export/<tag>); default: the one behind results/submission.csv",
+    )
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=Path("kaggle_bundle"))
+    parser.add_argument("--wheels", action="store_true", help="add OpenVINO wheels for Kaggle")
+    parser.add_argument("--python-version", default=KAGGLE_PYTHON, help="Kaggle's Python (wheels)")
+    parser.add_argument("--include-f32", action="store_true", help="also ship the f32 IRs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    bundle = args.bundle or current_bundle(args.results)
+    if not (Path(bundle) / "bundle.json").exists():
+        parser.error(f"{bundle}/bundle.json does not exist: expected an export folder")
+    return pack_bundle(bundle, args.out, args.wheels, args.include_f32, args.python_version)
+
+
+if __name__ == "__main__":
+    main()
