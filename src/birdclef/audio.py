@@ -11,7 +11,6 @@ import os
 import numpy as np
 import soundfile as sf
 
-
 OGG_WRITE_BLOCK = 1 << 20
 
 
