@@ -71,7 +71,11 @@ MELS_SETTINGS = {**MEL_SETTINGS, "on_bad_audio": ON_BAD_AUDIO}
 MELS_TAG = stage_tag("mels", MELS_SETTINGS, {"vad": VAD_TAG})
 
 SOUNDSCAPE_MELS_SETTINGS = {
-    **{k: v for k, v in MEL_SETTINGS.items() if k != "max_seconds"},
+    **{
+        k: v
+        for k, v in MEL_SETTINGS.items()
+        if k not in ("max_seconds", "rare_threshold", "rare_max_seconds", "normalization")
+    },
     **DATA_IDENTITY,
     "on_bad_audio": ON_BAD_AUDIO,
 }

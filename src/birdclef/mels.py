@@ -1,21 +1,29 @@
 """Log-mel cache: float16 `.npy` memmap plus a parquet index.
 
-Training recordings: each recording's first `max_seconds` become consecutive
-rows of one (total_frames, n_mels) array; the index says where each starts.
+Training recordings: each recording's first `max_seconds` (`rare_max_seconds`
+for classes with fewer than `rare_threshold` recordings) become consecutive rows
+of one (total_frames, n_mels) array; the index says where each starts.
 Soundscapes: every 5 s window becomes one (n_mels, frames) slice of a
 (n_windows, n_mels, frames) array, indexed by row_id.
+
+Speed: files are decoded and transformed in worker processes (one per thread of
+the rule), each pinned to one BLAS/FFT thread; the filterbank is built once in
+the parent (workers never import librosa); results stream straight into the
+final `.npy` (its header is written last), so the cache is never held in memory
+or copied. The output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -29,6 +37,12 @@ log = logging.getLogger("birdclef.mels")
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
+NORMALIZATIONS = ("per_example", "minmax", "none")
+# Settings that may be absent (older configs); these are their defaults.
+DEFAULTS = {"rare_threshold": 0, "rare_max_seconds": None, "normalization": "per_example"}
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+NPY_HEADER_BYTES = 128
 
 _worker_state: dict[str, Any] = {}
 
@@ -43,15 +57,59 @@ def window_frames(settings: Mapping[str, Any]) -> int:
     return frames_for(int(round(settings["window_seconds"] * settings["sample_rate"])), settings["hop_length"])
 
 
-def _init_worker(settings: dict[str, Any]) -> None:
+def normalization(settings: Mapping[str, Any]) -> str:
+    """`mels.normalization` (default per_example), checked: how the model scales its input."""
+    value = settings.get("normalization") or DEFAULTS["normalization"]
+    if value not in NORMALIZATIONS:
+        raise ValueError(f"mels.normalization is {value!r}; expected one of {list(NORMALIZATIONS)}")
+    return value
+
+
+def recording_seconds(catalog: pd.DataFrame, settings: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds to cache per catalog row, and whether the row's class is rare.
+
+    A class is rare when it has fewer than `rare_threshold` recordings in
+    `catalog` (0, the default, makes none rare); its recordings get their first
+    `rare_max_seconds` cached (None: the whole recording) instead of `max_seconds`.
+    Returns (seconds (n,) float64 with inf for "whole recording", rare (n,) bool).
+    """
+    threshold = int(settings.get("rare_threshold") or 0)
+    labels = catalog["primary_label"].astype(str)
+    rare = (labels.map(labels.value_counts()) < threshold).to_numpy(bool)
+    rare_seconds = settings.get("rare_max_seconds", DEFAULTS["rare_max_seconds"])
+    rare_seconds = math.inf if rare_seconds is None else float(rare_seconds)
+    base = float(settings["max_seconds"])
+    return np.where(rare, rare_seconds, base).astype(np.float64), rare
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _blas_threads(limit: int) -> contextlib.AbstractContextManager:
+    """A context that holds BLAS/OpenMP thread pools at `limit` threads (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit)
+
+
+def _init_worker(settings: dict[str, Any], filterbank: np.ndarray) -> None:
     _worker_state["settings"] = settings
-    _worker_state["filterbank"] = mel_filterbank(settings)
+    _worker_state["filterbank"] = filterbank
+    # One thread per worker: the workers are the parallelism. The variables cover
+    # libraries loaded from here on, threadpoolctl the ones already loaded.
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    _worker_state["limits"] = _blas_threads(1)
 
 
-def _recording_mel(path: str) -> np.ndarray | str:
+def _recording_mel(task: tuple[str, float]) -> np.ndarray | str:
+    """(frames, n_mels) float16 log-mel of the first `seconds` of `path`, or the reason it failed."""
+    path, seconds = task
     settings = _worker_state["settings"]
     try:
-        wave = read_audio(path, settings["sample_rate"], max_seconds=settings["max_seconds"])
+        wave = read_audio(path, settings["sample_rate"], max_seconds=None if math.isinf(seconds) else seconds)
     except BadAudioError as error:
         return error.reason
     mel = log_mel(
@@ -61,6 +119,7 @@ def _recording_mel(path: str) -> np.ndarray | str:
 
 
 def _soundscape_mels(path: str) -> np.ndarray | str:
+    """(n_windows, n_mels, frames) float16 log-mels of every window of `path`, or the failure."""
     settings = _worker_state["settings"]
     try:
         wave = read_audio(path, settings["sample_rate"])
@@ -70,20 +129,30 @@ def _soundscape_mels(path: str) -> np.ndarray | str:
     n_windows = max(1, math.ceil(wave.size / settings["sample_rate"] / seconds - 1e-6))
     windows = window_waves(wave, settings["sample_rate"], seconds, n_windows)
     fb = _worker_state["filterbank"]
-    return np.stack(
-        [log_mel(w, fb, settings["n_fft"], settings["hop_length"], settings["top_db"]) for w in windows]
-    ).astype(np.float16)
+    out = np.empty((n_windows, fb.shape[0], window_frames(settings)), dtype=np.float16)
+    for k, window in enumerate(windows):
+        out[k] = log_mel(window, fb, settings["n_fft"], settings["hop_length"], settings["top_db"])
+    return out
 
 
-def _map(function, paths: list[str], settings: dict[str, Any], threads: int, desc: str, progress: bool):
-    """Ordered results of `function` over `paths`, in worker processes when threads > 1."""
-    if threads <= 1 or len(paths) <= 1:
-        _init_worker(settings)
-        yield from (function(p) for p in tqdm(paths, desc=desc, disable=not progress))
+def _map(function, tasks: list, settings: dict[str, Any], threads: int, desc: str,
+         progress: bool) -> Iterator[Any]:
+    """Ordered results of `function` over `tasks`, in `threads` worker processes when > 1."""
+    filterbank = mel_filterbank(settings)  # once, here: workers never import librosa
+    if threads <= 1 or len(tasks) <= 1:
+        _worker_state.update(settings=settings, filterbank=filterbank)
+        with _blas_threads(1):
+            yield from (function(t) for t in tqdm(tasks, desc=desc, disable=not progress))
         return
-    with ProcessPoolExecutor(max_workers=threads, initializer=_init_worker, initargs=(settings,)) as pool:
-        results = pool.map(function, paths, chunksize=max(1, min(16, len(paths) // (threads * 4))))
-        yield from tqdm(results, total=len(paths), desc=desc, disable=not progress)
+    workers = min(int(threads), len(tasks))
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(settings, filterbank)
+    ) as pool:
+        # Small chunks: a file is tens of milliseconds of work, and small chunks keep
+        # every worker busy until the end (the input order is kept either way).
+        chunksize = max(1, min(4, len(tasks) // (workers * 16)))
+        results = pool.map(function, tasks, chunksize=chunksize)
+        yield from tqdm(results, total=len(tasks), desc=desc, disable=not progress)
 
 
 def _handle_bad(path: str, reason: str, on_bad_audio: str, bad: list[dict]) -> None:
@@ -91,6 +160,47 @@ def _handle_bad(path: str, reason: str, on_bad_audio: str, bad: list[dict]) -> N
         raise BadAudioError(path, f"{reason} (set data.on_bad_audio: skip to skip bad files)")
     log.warning("skipping bad audio %s: %s", path, reason)
     bad.append({"path": path, "reason": reason})
+
+
+# --------------------------------------------------------------------------- npy streaming
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """A version 1.0 `.npy` header of exactly `NPY_HEADER_BYTES` bytes for a C-order array."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                 "shape": tuple(int(n) for n in shape)}).encode("latin1")
+    padding = NPY_HEADER_BYTES - 10 - len(text) - 1
+    if padding < 0:
+        raise ValueError(f"array shape {shape} does not fit a {NPY_HEADER_BYTES}-byte npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", NPY_HEADER_BYTES - 10) + text + b" " * padding + b"\n"
+
+
+class _NpyStream:
+    """Append C-order rows of a fixed trailing shape to an open `.npy` file; header at close."""
+
+    def __init__(self, handle: BinaryIO, row_shape: tuple[int, ...], dtype: Any = np.float16) -> None:
+        self.handle = handle
+        self.row_shape = tuple(int(n) for n in row_shape)
+        self.dtype = np.dtype(dtype)
+        self.rows = 0
+        handle.write(b"\0" * NPY_HEADER_BYTES)
+
+    def append(self, array: np.ndarray) -> None:
+        """Write `array` (rows, *row_shape) after the rows written so far."""
+        array = np.ascontiguousarray(array, dtype=self.dtype)
+        if tuple(array.shape[1:]) != self.row_shape:
+            raise ValueError(f"rows of shape {array.shape[1:]} do not match {self.row_shape}")
+        self.handle.write(memoryview(array).cast("B"))
+        self.rows += array.shape[0]
+
+    def finish(self) -> None:
+        """Write the header for the rows written, and flush."""
+        self.handle.seek(0)
+        self.handle.write(_npy_header((self.rows, *self.row_shape), self.dtype))
+        self.handle.flush()
+
+
+# --------------------------------------------------------------------------- caches
 
 
 def build_mel_cache(
@@ -104,41 +214,32 @@ def build_mel_cache(
 ) -> dict[str, Any]:
     """Cache the log-mel of each catalog row's `audio_path` (first `max_seconds`).
 
-    Writes `mels_path` (float16, (total_frames, n_mels)) and `index_path`
-    (filename, primary_label, secondary_labels, collection, rating, offset,
-    frames, seconds), both atomically. The array is filled in place through a
-    memmap, so memory stays bounded by the workers' in-flight recordings.
-    Returns stats (recordings, frames, bad files).
+    Recordings of classes with fewer than `rare_threshold` recordings (optional
+    setting, default 0: none) get their first `rare_max_seconds` (default None:
+    the whole recording) instead. Writes `mels_path` (float16, (total_frames,
+    n_mels)) and `index_path` (filename, primary_label, secondary_labels,
+    collection, rating, offset, frames, seconds, rare), both atomically. The
+    array streams to disk as the workers deliver it, so memory stays bounded by
+    the workers' in-flight recordings. Returns stats (recordings, frames, bad files).
     """
-    settings = dict(settings)
+    settings = {**DEFAULTS, **settings}
     paths = catalog["audio_path"].astype(str).tolist()
-    # Every recording's mel is spilled to a temporary file first, so that the
-    # final array can be allocated with its exact size without holding it in memory.
+    seconds, rare = recording_seconds(catalog, settings)
+    tasks = list(zip(paths, seconds.tolist(), strict=True))
     bad: list[dict] = []
     kept_rows: list[int] = []
     frame_counts: list[int] = []
-    mels_path = Path(mels_path)
-    n_mels = settings["n_mels"]
-    mels_path.parent.mkdir(parents=True, exist_ok=True)
-    spill_fd, spill_name = tempfile.mkstemp(prefix=f".{mels_path.name}.", suffix=".spill", dir=mels_path.parent)
-    try:
-        with os.fdopen(spill_fd, "wb") as spill:
-            for row, result in enumerate(_map(_recording_mel, paths, settings, threads, "mels", progress)):
-                if isinstance(result, str):
-                    _handle_bad(paths[row], result, on_bad_audio, bad)
-                    continue
-                spill.write(np.ascontiguousarray(result).tobytes())
-                kept_rows.append(row)
-                frame_counts.append(result.shape[0])
-        total = int(sum(frame_counts))
-        with atomic_path(mels_path) as tmp:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, n_mels))
-            if total:
-                array[:] = np.memmap(spill_name, dtype=np.float16, mode="r", shape=(total, n_mels))
-            array.flush()
-            del array
-    finally:
-        os.unlink(spill_name)
+    with atomic_path(mels_path) as tmp, open(tmp, "wb") as handle:
+        stream = _NpyStream(handle, (int(settings["n_mels"]),))
+        for row, result in enumerate(_map(_recording_mel, tasks, settings, threads, "mels", progress)):
+            if isinstance(result, str):
+                _handle_bad(paths[row], result, on_bad_audio, bad)
+                continue
+            stream.append(result)
+            kept_rows.append(row)
+            frame_counts.append(result.shape[0])
+        stream.finish()
+    total = int(sum(frame_counts))
     kept = catalog.iloc[kept_rows]
     offsets = np.concatenate([[0], np.cumsum(frame_counts)[:-1]]).astype(np.int64) if kept_rows else []
     index = pd.DataFrame(
@@ -153,12 +254,14 @@ def build_mel_cache(
         }
     )
     index["seconds"] = index["frames"] * settings["hop_length"] / settings["sample_rate"]
+    index["rare"] = rare[kept_rows] if kept_rows else np.zeros(0, dtype=bool)
     with atomic_path(index_path) as tmp:
         index.to_parquet(tmp, index=False)
     return {
         "recordings": int(len(index)),
         "frames": total,
         "cached_seconds": float(index["seconds"].sum()),
+        "rare_recordings": int(index["rare"].sum()),
         "bad_audio": len(bad),
         "bad_audio_files": bad,
     }
@@ -176,33 +279,26 @@ def build_soundscape_cache(
     """Cache the log-mel of every `window_seconds` window of each soundscape.
 
     Writes `mels_path` (float16, (n_windows, n_mels, frames)) and `index_path`
-    (row_id, soundscape, end_s), atomically. row_id is `<stem>_<end second>`.
+    (row_id, soundscape, end_s), atomically, streaming the array to disk.
+    row_id is `<stem>_<end second>`.
     """
-    settings = dict(settings)
+    settings = {**DEFAULTS, **settings}
     frames = window_frames(settings)
-    chunks: list[np.ndarray] = []
     rows: list[dict] = []
     bad: list[dict] = []
-    for path, result in zip(
-        soundscape_paths,
-        _map(_soundscape_mels, soundscape_paths, settings, threads, "soundscape mels", progress),
-        strict=True,
-    ):
-        if isinstance(result, str):
-            _handle_bad(path, result, on_bad_audio, bad)
-            continue
-        stem = Path(path).stem
-        for k in range(result.shape[0]):
-            end_s = int(round((k + 1) * settings["window_seconds"]))
-            rows.append({"row_id": f"{stem}_{end_s}", "soundscape": stem, "end_s": end_s})
-        chunks.append(result)
-    array = (
-        np.concatenate(chunks)
-        if chunks
-        else np.zeros((0, settings["n_mels"], frames), dtype=np.float16)
-    )
-    with atomic_path(mels_path) as tmp:
-        np.save(tmp, array)
+    with atomic_path(mels_path) as tmp, open(tmp, "wb") as handle:
+        stream = _NpyStream(handle, (int(settings["n_mels"]), frames))
+        results = _map(_soundscape_mels, list(soundscape_paths), settings, threads, "soundscape mels", progress)
+        for path, result in zip(soundscape_paths, results, strict=True):
+            if isinstance(result, str):
+                _handle_bad(path, result, on_bad_audio, bad)
+                continue
+            stem = Path(path).stem
+            for k in range(result.shape[0]):
+                end_s = int(round((k + 1) * settings["window_seconds"]))
+                rows.append({"row_id": f"{stem}_{end_s}", "soundscape": stem, "end_s": end_s})
+            stream.append(result)
+        stream.finish()
     index = pd.DataFrame(rows, columns=["row_id", "soundscape", "end_s"])
     with atomic_path(index_path) as tmp:
         index.to_parquet(tmp, index=False)

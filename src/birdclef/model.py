@@ -5,9 +5,14 @@ over frequency, a 1-d attention head weighs the time steps, and the clip score i
 the attention-weighted sum of the frame scores. The forward pass has no Python
 branching on tensor values, so `openvino.convert_model` traces it as is.
 
-Input: raw log-mel dB, shape (batch, 1, n_mels, frames). Per-example
-standardisation happens inside the model so that every caller (training, the
-exported IR, Kaggle inference) feeds the same thing.
+Input: raw log-mel dB, shape (batch, 1, n_mels, frames). The input scaling
+(`normalization`, from config ``mels.normalization``) happens inside the model,
+so every caller (training, the exported IR, Kaggle inference) feeds the same
+thing and a checkpoint carries its own scaling:
+
+- ``per_example`` (default): standardise each example (mean 0, std 1);
+- ``minmax``: map each example's range onto [0, 1];
+- ``none``: the backbone sees the dB values as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +26,23 @@ from typing import Any
 import timm
 import torch
 from torch import nn
+
+NORMALIZATIONS = ("per_example", "minmax", "none")
+
+
+def normalize_input(mel_db: torch.Tensor, normalization: str) -> torch.Tensor:
+    """Scale a (B, C, F, T) log-mel batch per `normalization` (a Python string, not a tensor)."""
+    if normalization == "per_example":
+        mean = mel_db.mean(dim=(1, 2, 3), keepdim=True)
+        std = mel_db.std(dim=(1, 2, 3), keepdim=True) + 1e-5
+        return (mel_db - mean) / std
+    if normalization == "minmax":
+        low = mel_db.amin(dim=(1, 2, 3), keepdim=True)
+        high = mel_db.amax(dim=(1, 2, 3), keepdim=True)
+        return (mel_db - low) / (high - low + 1e-5)
+    if normalization == "none":
+        return mel_db
+    raise ValueError(f"mels.normalization is {normalization!r}; expected one of {list(NORMALIZATIONS)}")
 
 
 class AttentionHead(nn.Module):
@@ -59,9 +81,15 @@ class SEDModel(nn.Module):
         checkpoint_path: str | None = None,
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.0,
+        normalization: str = "per_example",
     ) -> None:
         super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"mels.normalization is {normalization!r}; expected one of {list(NORMALIZATIONS)}"
+            )
         self.in_chans = in_chans
+        self.normalization = normalization
         kwargs: dict[str, Any] = {}
         if checkpoint_path:
             if not Path(checkpoint_path).exists():
@@ -85,9 +113,7 @@ class SEDModel(nn.Module):
 
     def forward_logits(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel dB (B, 1, F, T) -> (clip logits (B, K), frame logits (B, K, T'))."""
-        mean = mel_db.mean(dim=(1, 2, 3), keepdim=True)
-        std = mel_db.std(dim=(1, 2, 3), keepdim=True) + 1e-5
-        x = (mel_db - mean) / std
+        x = normalize_input(mel_db, self.normalization)
         if self.in_chans != 1:
             x = x.expand(-1, self.in_chans, -1, -1)
         features = self.backbone.forward_features(x)  # (B, C, F', T')
@@ -122,6 +148,7 @@ def build_model(spec: Mapping[str, Any]) -> SEDModel:
         checkpoint_path=spec.get("checkpoint"),
         drop_rate=float(spec.get("drop_rate", 0.2)),
         drop_path_rate=float(spec.get("drop_path_rate", 0.0)),
+        normalization=str(spec.get("normalization") or "per_example"),
     )
 
 

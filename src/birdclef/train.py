@@ -17,8 +17,9 @@ settings as arguments and writes everything into `out_dir`:
 Choices worth knowing:
 
 - Training examples are random crops of ``window_frames`` frames from the first
-  ``crop_seconds_max`` seconds of a recording; a recording shorter than a window is
-  tiled (repeated) to the window length.
+  ``crop_seconds_max`` seconds of a recording (all of its cached seconds when the
+  mel index marks it ``rare``: see `usable_frames`); a recording shorter than a
+  window is tiled (repeated) to the window length.
 - Every random choice of an epoch (which recordings, which crops, which masks,
   mixup) is derived from ``(seed + fold, epoch)``, so a resumed run draws the same
   batches as an uninterrupted one, whatever the number of loader workers.
@@ -459,6 +460,21 @@ def predict_windows(
     return np.concatenate(outputs)
 
 
+def usable_frames(table: pd.DataFrame, crop_frames_max: int) -> np.ndarray:
+    """Frames of each recording that crops and validation windows come from.
+
+    The first `crop_frames_max` frames, except for recordings the mel cache marked
+    ``rare`` (classes under ``mels.rare_threshold`` recordings, cached for
+    ``mels.rare_max_seconds``): all of their cached frames.
+    """
+    frames = table["frames"].to_numpy(np.int64)
+    usable = np.minimum(frames, int(crop_frames_max))
+    if "rare" in table.columns:
+        rare = table["rare"].fillna(False).to_numpy(bool)
+        usable = np.where(rare, frames, usable)
+    return usable
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
 
@@ -705,6 +721,8 @@ def train_fold(
         raise ValueError("the mel index has recordings with no frames")
     crop_frames_max = max(int(round(settings.crop_seconds_max * frames_per_second)),
                           int(window_frames))
+    train_usable = usable_frames(train_table, crop_frames_max)
+    val_usable = usable_frames(val_table, crop_frames_max)
     n_pseudo = 0 if pseudo_mels is None else len(pseudo_mels)
 
     # Sampling.
@@ -716,8 +734,9 @@ def train_fold(
                                                           settings.batch_size)
     sampler = EpochBatchSampler(sample_weights, n_pseudo, settings.batch_size,
                                 samples_per_epoch, settings.pseudo_ratio, base_seed)
-    dataset = TrainWindows(mels, train_table["offset"].to_numpy(np.int64), lengths, train_soft,
-                           window_frames, crop_frames_max, settings, pseudo_mels, pseudo_labels)
+    dataset = TrainWindows(mels, train_table["offset"].to_numpy(np.int64), train_usable,
+                           train_soft, window_frames, int(train_usable.max(initial=0)), settings,
+                           pseudo_mels, pseudo_labels)
     workers = loader_workers(threads, dev)
     loader = DataLoader(
         dataset,
@@ -728,9 +747,8 @@ def train_fold(
         worker_init_fn=_worker_init if workers else None,
         generator=torch.Generator().manual_seed(base_seed),
     )
-    val_windows = _ValidationWindows(mels, val_table["offset"].to_numpy(np.int64),
-                                     val_table["frames"].to_numpy(np.int64), window_frames,
-                                     crop_frames_max)
+    val_windows = _ValidationWindows(mels, val_table["offset"].to_numpy(np.int64), val_usable,
+                                     window_frames, int(val_usable.max(initial=0)))
 
     # Model, optimizer, schedule.
     model = build_model(model_spec).to(dev)
@@ -977,6 +995,7 @@ def train_stage(
     """
     from .catalog import read_taxonomy
     from .manifest import StageManifest
+    from .mels import normalization as mel_normalization
     from .mels import window_frames as mel_window_frames
 
     out_dir = Path(outputs["checkpoint"]).parent
@@ -997,6 +1016,7 @@ def train_stage(
         "checkpoint": backbone.get("checkpoint"),
         "drop_rate": float(backbone.get("drop_rate", 0.2)),
         "drop_path_rate": float(backbone.get("drop_path_rate", 0.0)),
+        "normalization": mel_normalization(mel),
     }
     train_settings = settings_from_config(settings)
     mels = np.load(inputs["mels"], mmap_mode="r")
