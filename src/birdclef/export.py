@@ -553,6 +553,26 @@ def cache_windows(
     return out
 
 
+def gate_windows(index, folds, frames: int, max_windows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(recording rows, start frames) of the windows the accuracy gate scores.
+
+    Every non-overlapping window of every validated recording (fold >= 0), so
+    the int8-vs-f32 comparison rests on as many windows as the cache holds;
+    capped at `max_windows`, taken evenly across the list.
+    """
+    validated = set(folds.loc[folds["fold"] >= 0, "filename"])
+    rows, starts = [], []
+    for row in np.flatnonzero(index["filename"].isin(validated).to_numpy()):
+        count = max(1, int(index["frames"].iat[row]) // frames)
+        rows.extend([row] * count)
+        starts.extend(range(0, count * frames, frames))
+    rows_array, starts_array = np.asarray(rows, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+    if len(rows_array) > max_windows:
+        keep = np.linspace(0, len(rows_array) - 1, max_windows).round().astype(np.int64)
+        rows_array, starts_array = rows_array[keep], starts_array[keep]
+    return rows_array, starts_array
+
+
 def export_stage(
     ensemble_path: str,
     mels_path: str,
@@ -566,12 +586,14 @@ def export_stage(
     upstream: Mapping[str, Any],
     threads: int = 2,
     seed: int = 0,
+    max_eval_windows: int = 4096,
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
     Calibration windows are drawn at random (seeded) from the training mel
-    cache; the gate scores the first window of every validated recording
-    (fold >= 0) against its primary and secondary labels.
+    cache; the gate scores every non-overlapping window of the validated
+    recordings (fold >= 0; at most `max_eval_windows`, spread evenly), each
+    against its recording's primary and secondary labels.
     """
     import pandas as pd
 
@@ -593,9 +615,8 @@ def export_stage(
     starts = (rng.random(size) * (spare + 1)).astype(np.int64)
     calibration = cache_windows(mels, index, starts, rows, frames)
 
-    validated = folds.loc[folds["fold"] >= 0, "filename"]
-    eval_rows = np.flatnonzero(index["filename"].isin(set(validated)).to_numpy())
-    eval_mels = cache_windows(mels, index, np.zeros(len(eval_rows), dtype=np.int64), eval_rows, frames)
+    eval_rows, eval_starts = gate_windows(index, folds, frames, max_windows=max_eval_windows)
+    eval_mels = cache_windows(mels, index, eval_starts, eval_rows, frames)
     eval_targets = oof_targets(index, index["filename"].iloc[eval_rows].tolist(), ensemble["classes"])
 
     report = export_ensemble(
