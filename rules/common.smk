@@ -74,7 +74,8 @@ SOUNDSCAPE_MELS_SETTINGS = {
     **{
         k: v
         for k, v in MEL_SETTINGS.items()
-        if k not in ("max_seconds", "rare_threshold", "rare_max_seconds", "normalization")
+        if k
+        not in ("max_seconds", "rare_threshold", "rare_max_seconds", "normalization")
     },
     **DATA_IDENTITY,
     "on_bad_audio": ON_BAD_AUDIO,
