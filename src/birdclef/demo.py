@@ -42,25 +42,11 @@ import numpy as np
 import pandas as pd
 
 from .audio import BadAudioError, read_audio, write_ogg
+from .catalog import TRAIN_COLUMNS
 from .io import atomic_dir, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-TRAIN_COLUMNS = [
-    "primary_label",
-    "secondary_labels",
-    "type",
-    "filename",
-    "collection",
-    "rating",
-    "url",
-    "latitude",
-    "longitude",
-    "scientific_name",
-    "common_name",
-    "author",
-    "license",
-]
 TAXONOMY_COLUMNS = [
     "primary_label",
     "inat_taxon_id",
@@ -843,7 +829,7 @@ def generate_demo(
         train_calls = scape_calls[: len(train_stems)]
         test_calls = scape_calls[len(train_stems) :]
 
-        _write_csv(tmp / "train.csv", pd.DataFrame([p.row for p in plans], columns=TRAIN_COLUMNS))
+        _write_csv(tmp / "train.csv", pd.DataFrame([p.row for p in plans], columns=list(TRAIN_COLUMNS)))
         taxonomy = pd.DataFrame(
             [
                 [s.label, s.inat_taxon_id, s.scientific_name, s.common_name, s.class_name]
