@@ -7,7 +7,7 @@ CORES ?= all
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: submission test lint unit workflow-test bench kaggle-bundle clean
+.PHONY: submission test lint bench kaggle-bundle clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

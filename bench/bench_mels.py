@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from benchlib import machine, markdown  # noqa: E402
 from threadpoolctl import threadpool_limits
 
 from birdclef.audio import read_audio
@@ -49,28 +49,6 @@ REAL_AUDIO = REPO.parent / "shared" / "data" / "real-audio"
 FIELD_RECORDINGS = ("soundscape_1min.flac", "great_plains_toad.flac", "spinetail.flac", "birds_10s.flac")
 SAMPLE_RATE = 32000
 
-
-
-def machine() -> str:
-    """A one-line description of this machine."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def markdown(rows: list[dict]) -> str:
-    """A markdown table of `rows` (dicts with the same keys); None prints as a dash."""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def _encode(task: tuple[str, np.ndarray]) -> None:

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from benchlib import machine, markdown  # noqa: E402
 
 from birdclef.model import build_model
 from birdclef.train import (
@@ -51,28 +49,6 @@ WINDOW_FRAMES = 313  # 5 s at 32 kHz, hop 512
 FRAMES_PER_SECOND = 32000 / 512
 DEMO_SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 0.01, "samples_per_epoch": 512,
                  "mixup_alpha": 0.5, "mixup_prob": 0.5}
-
-
-def machine() -> str:
-    """A one-line description of this machine."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def markdown(rows: list[dict]) -> str:
-    """A markdown table of `rows` (dicts with the same keys); None prints as a dash."""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join("-" if row[c] is None else str(row[c]) for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def synthetic_cache(seed: int = 0):

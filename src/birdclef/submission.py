@@ -97,7 +97,7 @@ def submission_stage(
     seconds = time.perf_counter() - start
     submission, filled = align_to_sample(predictions, sample)
     write_submission(submission, out_submission)
-    audio_seconds = len(predictions) * bundle_window_seconds(bundle)
+    audio_seconds = len(predictions) * bundle.window_seconds
     headline = {
         "soundscapes": len(paths),
         "rows": int(len(submission)),
@@ -120,11 +120,6 @@ def submission_stage(
     manifest.headline.update(headline)
     manifest.write(out_manifest)
     return headline
-
-
-def bundle_window_seconds(bundle) -> float:
-    """The window length of a loaded bundle (5 s unless the bundle says otherwise)."""
-    return float(getattr(bundle, "window_seconds", 5.0))
 
 
 def publish_submission(source: str, destination: str) -> None:
