@@ -103,6 +103,7 @@ for _fold in FOLDS:
         )
 ROUNDS = config["pseudo"]["rounds"]
 N_ROUNDS = len(ROUNDS)
+PSEUDO_OOF = bool(config["pseudo"].get("oof_by_soundscape", False))
 
 # TRAIN_RUNS: train tag -> everything its jobs need; PSEUDO_RUNS likewise.
 TRAIN_RUNS = {}
@@ -114,14 +115,19 @@ for _round in range(N_ROUNDS + 1):
     if _round > 0:
         _round_settings = dict(ROUNDS[_round - 1])
         _previous = ROUND_TRAIN_TAGS[_round - 1]
+        _pseudo_settings = {
+            **_round_settings,
+            "round": _round,
+            "oof_by_soundscape": PSEUDO_OOF,
+        }
         _pseudo_tag = stage_tag(
             "pseudo",
-            {**_round_settings, "round": _round, "folds": FOLDS},
+            {**_pseudo_settings, "folds": FOLDS},
             {"train": _previous, "soundscape_mels": SOUNDSCAPE_MELS_TAG},
         )
         PSEUDO_RUNS[_pseudo_tag] = {
             "round": _round,
-            "settings": {**_round_settings, "round": _round},
+            "settings": _pseudo_settings,
             "train_tags": _previous,
         }
     _tags = []
@@ -131,7 +137,13 @@ for _round in range(N_ROUNDS + 1):
             "round": _round,
             "pseudo_weight": _round_settings.get("pseudo_weight"),
             "pseudo_ratio": _round_settings.get("pseudo_ratio"),
+            "mix_pseudo": _round_settings.get("mix_pseudo"),
         }
+        if _round > 0 and PSEUDO_OOF:
+            # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
+            _settings["oof_by_soundscape"] = True
+            _settings["soundscape_folds"] = FOLDS
+            _settings["soundscape_fold_seed"] = FOLDS_SETTINGS["seed"]
         _tag = stage_tag(
             "train",
             {**_settings, "backbone": _backbone},
@@ -154,7 +166,17 @@ for _round in range(N_ROUNDS + 1):
 FINAL_TRAIN_TAGS = ROUND_TRAIN_TAGS[-1]
 
 ENSEMBLE_SETTINGS = {**config["ensemble"], "folds": FOLDS}
-ENSEMBLE_TAG = stage_tag("ensemble", ENSEMBLE_SETTINGS, {"train": FINAL_TRAIN_TAGS})
+# With soup, the fold's best checkpoint of every round is an ingredient.
+ENSEMBLE_TRAIN_TAGS = (
+    [tag for tags in ROUND_TRAIN_TAGS for tag in tags]
+    if ENSEMBLE_SETTINGS.get("soup")
+    else FINAL_TRAIN_TAGS
+)
+ENSEMBLE_TAG = stage_tag(
+    "ensemble",
+    ENSEMBLE_SETTINGS,
+    {"train": FINAL_TRAIN_TAGS, "soup_ingredients": ENSEMBLE_TRAIN_TAGS},
+)
 
 EXPORT_SETTINGS = dict(config["export"])
 EXPORT_TAG = stage_tag(
@@ -197,6 +219,33 @@ def train_outputs(tag, fold):
 def fold_dirs(tags):
     """Every fold folder of the given train tags."""
     return [train_outputs(tag, fold) for tag in tags for fold in FOLDS]
+
+
+def ensemble_members():
+    """The final round's models: one member per (backbone, fold), with soup ingredients."""
+    members = []
+    for _round_tag in FINAL_TRAIN_TAGS:
+        backbone = TRAIN_RUNS[_round_tag]["backbone"]
+        for fold in FOLDS:
+            ingredients = [
+                f"{train_outputs(tag, fold)}/best.pt"
+                for tags in ROUND_TRAIN_TAGS
+                for tag in tags
+                if TRAIN_RUNS[tag]["backbone"] == backbone
+            ]
+            members.append(
+                {
+                    "name": f"{_round_tag}/fold{fold}",
+                    "backbone": backbone["name"],
+                    "fold": fold,
+                    "ingredients": (
+                        ingredients
+                        if ENSEMBLE_SETTINGS.get("soup")
+                        else [f"{train_outputs(_round_tag, fold)}/best.pt"]
+                    ),
+                }
+            )
+    return members
 
 
 def xc_inputs(wildcards):

@@ -1,14 +1,24 @@
-# Ensemble: the final round's models over every backbone and fold.
+# Ensemble: the final round's models over every backbone and fold (with soup:
+# each fold's checkpoints of every round, weight-averaged greedily).
 
 
 rule ensemble:
     input:
-        checkpoints=[f"{folder}/best.pt" for folder in fold_dirs(FINAL_TRAIN_TAGS)],
-        oof=[f"{folder}/oof.parquet" for folder in fold_dirs(FINAL_TRAIN_TAGS)],
+        checkpoints=[
+            path for member in ensemble_members() for path in member["ingredients"]
+        ],
+        oof=[
+            path.replace("best.pt", "oof.parquet")
+            for member in ensemble_members()
+            for path in member["ingredients"]
+        ],
+        mels=rules.mels.output.mels,
         index=rules.mels.output.index,
+        folds=rules.folds.output.folds,
         taxonomy=root_path("taxonomy.csv"),
     output:
         ensemble=f"{stage_dir('ensemble', ENSEMBLE_TAG)}/ensemble.json",
+        soups=directory(f"{stage_dir('ensemble', ENSEMBLE_TAG)}/soups"),
         manifest=f"{stage_dir('ensemble', ENSEMBLE_TAG)}/manifest.json",
     log:
         log_path("ensemble", ENSEMBLE_TAG),
@@ -16,23 +26,16 @@ rule ensemble:
         benchmark_path("ensemble", ENSEMBLE_TAG)
     conda:
         "../envs/pipeline.yaml"
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=8000,
+        runtime=60,
     params:
         settings=ENSEMBLE_SETTINGS,
         tag=ENSEMBLE_TAG,
-        upstream={"train": FINAL_TRAIN_TAGS},
-        members=[
-            {
-                "name": f"{tag}/fold{fold}",
-                "backbone": TRAIN_RUNS[tag]["backbone"]["name"],
-                "fold": fold,
-            }
-            for tag in FINAL_TRAIN_TAGS
-            for fold in FOLDS
-        ],
+        upstream={"train": FINAL_TRAIN_TAGS, "soup_ingredients": ENSEMBLE_TRAIN_TAGS},
+        members=ensemble_members(),
+        train_settings=TRAIN_COMMON,
         mel=MEL_SETTINGS,
     script:
         "../workflow_scripts/ensemble.py"

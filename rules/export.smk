@@ -5,6 +5,7 @@ rule export:
     input:
         ensemble=rules.ensemble.output.ensemble,
         checkpoints=rules.ensemble.input.checkpoints,
+        soups=rules.ensemble.output.soups,
         mels=rules.mels.output.mels,
         index=rules.mels.output.index,
         folds=rules.folds.output.folds,

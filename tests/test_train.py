@@ -133,8 +133,9 @@ def test_outputs_have_the_right_columns(trained, cache):
     assert (np.array(CLASSES)[probs.argmax(axis=1)] == primary).mean() >= 0.75
 
     preds = pd.read_parquet(out / "soundscape_preds.parquet")
-    assert list(preds.columns) == ["row_id", "soundscape", "end_s", *CLASSES]
+    assert list(preds.columns) == ["row_id", "soundscape", "end_s", *CLASSES, "seen_in_training"]
     assert len(preds) == 6 and preds["row_id"].iloc[0] == "S0_5"
+    assert not preds["seen_in_training"].any()  # no pseudo-labels in this run
 
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_epoch"] == metrics["best_epoch"]

@@ -5,15 +5,18 @@ from birdclef.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 ensemble_stage(
-    checkpoint_paths=list(snakemake.input.checkpoints),
-    oof_paths=list(snakemake.input.oof),
     members=snakemake.params.members,
     index_path=snakemake.input.index,
     taxonomy_csv=snakemake.input.taxonomy,
     mel=snakemake.params.mel,
     out_ensemble=snakemake.output.ensemble,
+    out_soups=snakemake.output.soups,
     out_manifest=snakemake.output.manifest,
     settings=snakemake.params.settings,
     tag=snakemake.params.tag,
     upstream=snakemake.params.upstream,
+    mels_path=snakemake.input.mels,
+    folds_path=snakemake.input.folds,
+    train_settings=snakemake.params.train_settings,
+    threads=snakemake.threads,
 )

@@ -597,8 +597,12 @@ def _render_soundscape(
     sample_rate: int,
     folder: Path,
     snr_db: tuple[float, float] = (2.0, 12.0),
+    overlap: float = 0.2,
 ) -> list[list[Any]]:
-    """Synthesise and write one soundscape; return its calls `[label, start_s, end_s]`."""
+    """Synthesise and write one soundscape; return its calls `[label, start_s, end_s]`.
+
+    Each call after the first lands on top of an earlier one with probability `overlap`.
+    """
     rng = np.random.default_rng([seed, stream, index])
     n = int(round(seconds * sample_rate))
     noise = _Noise(rng, n, sample_rate)
@@ -615,7 +619,7 @@ def _render_soundscape(
             call_pitch = pitch * rng.normal(1.0, 0.01)
             call = _call(sp, sample_rate, rng, call_pitch, stretch)
             call *= noise.call_gain(sp, call_pitch, level_db + rng.uniform(-3.0, 3.0))
-            if calls and rng.random() < 0.2:  # overlap a call already placed
+            if calls and rng.random() < overlap:  # overlap a call already placed
                 other = calls[int(rng.integers(len(calls)))]
                 start_s = other[1] + rng.uniform(-0.3, 0.3)
             else:
@@ -730,6 +734,7 @@ def generate_demo(
     speech_fraction: float = 0.15,
     sample_rate: int = 32000,
     soundscape_snr_db: tuple[float, float] = (2.0, 12.0),
+    soundscape_overlap: float = 0.2,
 ) -> dict:
     """Write a synthetic BirdCLEF 2025 competition folder at `out_root`; return a summary.
 
@@ -746,7 +751,8 @@ def generate_demo(
     existing `out_root`. `soundscape_seconds` must be a multiple of 5.
     `soundscape_snr_db` is the range of each species' in-band SNR in the
     soundscapes: the default is about that of mid-rated training recordings;
-    lower it (e.g. (-3, 8)) for a harder variant.
+    lower it (e.g. (-3, 8)) for a harder variant. `soundscape_overlap` is the
+    chance that a soundscape call is placed on top of an earlier one.
     """
     seed = int(seed)
     if seed < 0:
@@ -814,6 +820,7 @@ def generate_demo(
                     sample_rate,
                     folder,
                     (float(soundscape_snr_db[0]), float(soundscape_snr_db[1])),
+                    float(soundscape_overlap),
                 )
                 for stem, i, stream, folder in scape_tasks
             ]
@@ -882,6 +889,7 @@ def generate_demo(
                 "speech_fraction": speech_fraction,
                 "sample_rate": sample_rate,
                 "soundscape_snr_db": [float(soundscape_snr_db[0]), float(soundscape_snr_db[1])],
+                "soundscape_overlap": float(soundscape_overlap),
             },
             "label_rule": (
                 f"a label is 1 in a {WINDOW_SECONDS} s window when one of its calls overlaps the "

@@ -1,18 +1,32 @@
 """Ensemble: the final round's models across folds and backbones.
 
-Prediction averaging with weights from config (uniform by default); the OOF
-score of each member and of the ensemble are computed with the one metric.
+Members are combined by the weighted mean of their probabilities or of their
+per-class ranks (`birdclef.postprocess.combine_members`); weights are equal,
+per backbone from config, or fitted on the out-of-fold predictions. With
+``soup``, each (backbone, fold) member is first replaced by the greedy soup of
+that fold's checkpoints over all rounds (`birdclef.soup`). Each member's OOF
+score and the ensemble's are computed with the one metric; the definition
+also carries the submission's post-processing settings.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .metrics import macro_roc_auc
+from .postprocess import combine_members, postprocess_settings
+
+log = logging.getLogger("birdclef.ensemble")
+
+# Candidate multipliers of one backbone's weight in the coordinate search.
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def oof_targets(index: pd.DataFrame, filenames: Sequence[str], classes: Sequence[str]) -> np.ndarray:
@@ -29,6 +43,75 @@ def oof_targets(index: pd.DataFrame, filenames: Sequence[str], classes: Sequence
     return targets
 
 
+def backbone_oof(
+    members: Sequence[Mapping[str, Any]], oof_tables: Mapping[str, pd.DataFrame], classes: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """Per backbone: its folds' OOF predictions stacked, one row per recording (index: filename)."""
+    by_backbone: dict[str, list[pd.DataFrame]] = {}
+    for member in members:
+        table = oof_tables[member["name"]]
+        if len(table):
+            by_backbone.setdefault(member["backbone"], []).append(table[["filename", *classes]])
+    out = {}
+    for backbone, parts in by_backbone.items():
+        stacked = pd.concat(parts, ignore_index=True)
+        duplicated = stacked["filename"].duplicated()
+        if duplicated.any():
+            raise ValueError(f"backbone {backbone}: recording {stacked['filename'][duplicated].iloc[0]!r} "
+                             "is out of fold in two members; folds must not overlap")
+        out[backbone] = stacked.set_index("filename").sort_index()
+    return out
+
+
+def ensemble_oof(
+    per_backbone: Mapping[str, pd.DataFrame], weights: Mapping[str, float], method: str, classes: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """(filenames, combined predictions) over the recordings every backbone predicted out of fold."""
+    common = None
+    for table in per_backbone.values():
+        common = table.index if common is None else common.intersection(table.index)
+    filenames = sorted(common) if common is not None else []
+    if not filenames:
+        return [], np.zeros((0, len(classes)), dtype=np.float32)
+    names = list(per_backbone)
+    preds = [per_backbone[b].loc[filenames, list(classes)].to_numpy(np.float32) for b in names]
+    return filenames, combine_members(preds, [weights[b] for b in names], method)
+
+
+def fit_weights(
+    per_backbone: Mapping[str, pd.DataFrame], targets_of, method: str, classes: Sequence[str],
+    start: Mapping[str, float], rounds: int = 3,
+) -> tuple[dict[str, float], float | None]:
+    """Per-backbone weights maximising the ensemble's OOF macro ROC-AUC (coordinate search).
+
+    Each pass tries every backbone's weight times each factor of `WEIGHT_GRID`,
+    keeping a change only when the score rises. `targets_of(filenames)` gives
+    the binary targets.
+    """
+    weights = {b: float(start.get(b, 1.0)) for b in per_backbone}
+
+    def score(w: Mapping[str, float]) -> float:
+        if sum(w.values()) <= 0:
+            return -1.0
+        filenames, preds = ensemble_oof(per_backbone, w, method, classes)
+        value = macro_roc_auc(targets_of(filenames), preds) if filenames else None
+        return -1.0 if value is None else float(value)
+
+    best = score(weights)
+    if len(weights) < 2:
+        return weights, (None if best < 0 else best)
+    for _ in range(rounds):
+        improved = False
+        for backbone, factor in itertools.product(list(weights), WEIGHT_GRID):
+            trial = {**weights, backbone: weights[backbone] * factor}
+            value = score(trial)
+            if value > best + 1e-9:
+                weights, best, improved = trial, value, True
+        if not improved:
+            break
+    return weights, (None if best < 0 else best)
+
+
 def build_ensemble(
     members: Sequence[Mapping[str, Any]],
     oof_tables: Mapping[str, pd.DataFrame],
@@ -40,80 +123,145 @@ def build_ensemble(
 
     `members` carry name, backbone, fold, checkpoint. `oof_tables` maps a
     member name to its OOF predictions (filename, fold, classes...). A
-    recording's ensemble OOF prediction is the weighted mean over the members
-    that predicted it out of fold (one per backbone).
+    recording's ensemble OOF prediction combines, per backbone, the member that
+    predicted it out of fold (`ensemble_oof`). Member weights are the
+    backbone's weight divided over its folds, normalised to sum to 1.
     """
     classes = list(classes)
-    weights = settings.get("weights") or {}
+    method = settings.get("method", "mean")
+    config_weights = settings.get("weights") or {}
+    unknown = set(config_weights) - {m["backbone"] for m in members}
+    if unknown:
+        raise ValueError(f"ensemble.weights names backbones {sorted(unknown)} that are not trained; "
+                         f"trained: {sorted({m['backbone'] for m in members})}")
+    backbone_weights = {m["backbone"]: float(config_weights.get(m["backbone"], 1.0)) for m in members}
+
+    def targets_of(filenames):
+        return oof_targets(index, filenames, classes)
+
+    per_backbone = backbone_oof(members, oof_tables, classes)
+    if settings.get("fit_weights") and per_backbone:
+        fitted, _ = fit_weights(per_backbone, targets_of, method, classes, backbone_weights)
+        backbone_weights.update(fitted)
+        log.info("fitted backbone weights on OOF: %s", fitted)
+    if sum(backbone_weights.values()) <= 0:
+        raise ValueError(f"ensemble weights are all zero: {backbone_weights}")
+    ensemble_auc = None
+    if per_backbone:
+        filenames, preds = ensemble_oof(
+            per_backbone, {b: backbone_weights[b] for b in per_backbone}, method, classes)
+        if filenames:
+            ensemble_auc = macro_roc_auc(targets_of(filenames), preds)
+    per_fold = {b: sum(1 for m in members if m["backbone"] == b) for b in backbone_weights}
     definition_members = []
-    all_oof = []
     for member in members:
         table = oof_tables[member["name"]]
-        weight = float(weights.get(member["backbone"], 1.0))
-        score = None
-        if len(table):
-            score = macro_roc_auc(oof_targets(index, table["filename"], classes), table[classes].to_numpy())
+        score = macro_roc_auc(targets_of(table["filename"]), table[classes].to_numpy()) if len(table) else None
+        weight = backbone_weights[member["backbone"]] / per_fold[member["backbone"]]
         definition_members.append({**member, "weight": weight, "oof_auc": score})
-        if len(table):
-            part = table[["filename", *classes]].copy()
-            part[classes] = part[classes].to_numpy() * weight
-            part["weight"] = weight
-            all_oof.append(part)
-    ensemble_auc = None
-    if all_oof:
-        stacked = pd.concat(all_oof, ignore_index=True)
-        summed = stacked.groupby("filename", sort=True)[[*classes, "weight"]].sum()
-        preds = summed[classes].to_numpy() / summed[["weight"]].to_numpy()
-        ensemble_auc = macro_roc_auc(oof_targets(index, summed.index, classes), preds)
     total = sum(m["weight"] for m in definition_members) or 1.0
     for m in definition_members:
         m["weight"] = m["weight"] / total
     return {
-        "method": settings.get("method", "mean"),
+        "combine": method,
         "classes": classes,
         "members": definition_members,
+        "backbone_weights": backbone_weights,
         "oof_auc": ensemble_auc,
     }
 
 
 def ensemble_stage(
-    checkpoint_paths: Sequence[str],
-    oof_paths: Sequence[str],
     members: Sequence[Mapping[str, Any]],
     index_path: str,
     taxonomy_csv: str,
     mel: Mapping[str, Any],
     out_ensemble: str,
+    out_soups: str,
     out_manifest: str,
     settings: Mapping[str, Any],
     tag: str,
     upstream: Mapping[str, Any],
+    mels_path: str | None = None,
+    folds_path: str | None = None,
+    train_settings: Mapping[str, Any] | None = None,
+    threads: int = 1,
 ) -> dict:
-    """The ensemble stage: the definition file (members, weights, mel settings, scores)."""
+    """The ensemble stage: the definition file (members, weights, mel settings, post-processing, scores).
+
+    `members`: name, backbone, fold and ingredients (``best.pt`` paths; the
+    last is the final round's, and its ``oof.parquet`` lies beside it). Without
+    soup each member is its final-round checkpoint. With ``settings['soup']``
+    every member becomes the greedy soup of its ingredients (written to
+    `out_soups`, which needs `mels_path`, `folds_path` and `train_settings` to
+    score soups on the fold). `out_soups` is always created (empty without soup).
+    """
     from .catalog import read_taxonomy
-    from .io import write_json
+    from .io import atomic_dir, write_json
     from .manifest import StageManifest
 
-    manifest = StageManifest("ensemble", tag, settings, upstream, [*oof_paths])
+    inputs = [str(Path(i).parent / "oof.parquet") for m in members for i in m["ingredients"]]
+    manifest = StageManifest("ensemble", tag, settings, upstream, inputs)
     classes = read_taxonomy(taxonomy_csv)
     index = pd.read_parquet(index_path)
-    full_members = [
-        {**member, "checkpoint": checkpoint}
-        for member, checkpoint in zip(members, checkpoint_paths, strict=True)
-    ]
-    oof_tables = {
-        member["name"]: pd.read_parquet(path) for member, path in zip(members, oof_paths, strict=True)
-    }
-    definition = build_ensemble(full_members, oof_tables, index, classes, settings)
+    full_members: list[dict[str, Any]] = []
+    oof_tables: dict[str, pd.DataFrame] = {}
+    soups: dict[str, Any] = {}
+    with atomic_dir(out_soups) as soup_dir:
+        if settings.get("soup"):
+            import torch
+
+            from .mels import window_frames as mel_window_frames
+            from .soup import fold_validation, greedy_soup
+            from .train import settings_from_config
+
+            if mels_path is None or folds_path is None or train_settings is None:
+                raise ValueError("ensemble.soup needs the mel cache, the folds and the train settings")
+            torch.set_num_threads(max(1, int(threads)))
+            mels = np.load(mels_path, mmap_mode="r")
+            folds = pd.read_parquet(folds_path)
+            tsettings = settings_from_config(train_settings)
+            frames_per_second = float(mel["sample_rate"]) / float(mel["hop_length"])
+        for member in members:
+            ingredients = list(member["ingredients"])
+            if not ingredients:
+                raise ValueError(f"ensemble member {member['name']!r} has no checkpoint")
+            final = ingredients[-1]
+            entry = {k: v for k, v in member.items() if k != "ingredients"}
+            if settings.get("soup"):
+                validation = fold_validation(mels, index, folds, int(member["fold"]), classes, tsettings,
+                                             mel_window_frames(mel), frames_per_second)
+                name = f"{member['backbone']}-fold{member['fold']}.pt"
+                result = greedy_soup(ingredients, validation, tsettings, str(Path(soup_dir) / name))
+                checkpoint = result["checkpoint"]
+                if Path(checkpoint).parent == Path(soup_dir):
+                    checkpoint = str(Path(out_soups) / name)
+                entry.update(checkpoint=checkpoint, soup=result["ingredients"])
+                soups[member["name"]] = {k: v for k, v in result.items() if k != "oof"}
+                oof = pd.DataFrame({"filename": validation.table["filename"].astype(str).to_numpy(),
+                                    "fold": validation.table["fold"].to_numpy(np.int64)})
+                oof_tables[member["name"]] = pd.concat(
+                    [oof, pd.DataFrame(result["oof"], columns=classes)], axis=1)
+            else:
+                entry["checkpoint"] = final
+                oof_tables[member["name"]] = pd.read_parquet(Path(final).parent / "oof.parquet")
+            full_members.append(entry)
+        definition = build_ensemble(full_members, oof_tables, index, classes, settings)
     definition["mel"] = {k: mel[k] for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")}
     definition["window_seconds"] = mel["window_seconds"]
+    definition["postprocess"] = postprocess_settings(
+        {"postprocess": settings.get("postprocess") or {}, "window_seconds": mel["window_seconds"]})
     write_json(out_ensemble, definition)
     manifest.headline.update(
         {
             "members": len(full_members),
             "oof_auc": definition["oof_auc"],
+            "combine": definition["combine"],
+            "backbone_weights": definition["backbone_weights"],
             "member_oof_auc": {m["name"]: m["oof_auc"] for m in definition["members"]},
         }
     )
+    if soups:
+        manifest.data["soups"] = soups
     manifest.write(out_manifest)
     return definition

@@ -41,14 +41,35 @@ def threshold_labels(
     return keep, labels
 
 
+def soundscape_folds(soundscapes: Sequence[str], folds: Sequence[int], seed: int) -> dict[str, int]:
+    """Each soundscape's fold for out-of-fold pseudo-labelling, deterministic from `seed`.
+
+    The distinct soundscape names are sorted, shuffled with `seed` and dealt
+    round-robin over `folds` (the folds that are trained), so the folds differ
+    in size by at most one soundscape. With ``pseudo.oof_by_soundscape``, the
+    fold-k model of a round trains on the pseudo-labels of the other folds'
+    soundscapes and labels fold k's soundscapes for the next round.
+    """
+    folds = [int(f) for f in folds]
+    if not folds:
+        raise ValueError("soundscape_folds needs at least one fold")
+    names = sorted({str(s) for s in soundscapes})
+    order = np.random.default_rng(int(seed)).permutation(len(names))
+    return {names[position]: folds[k % len(folds)] for k, position in enumerate(order)}
+
+
 def make_pseudo_labels(
     predictions: Sequence[pd.DataFrame], classes: Sequence[str], round_settings: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, dict]:
     """Average the models' soundscape predictions and transform them into soft labels.
 
     `predictions` are the previous round's `soundscape_preds.parquet` tables
-    (row_id, soundscape, end_s, one column per class). Returns the kept windows
-    (row_id, soundscape, end_s, classes...) and stats.
+    (row_id, soundscape, end_s, one column per class, and ``seen_in_training``:
+    whether the model trained on that window's pseudo-label). With
+    ``oof_by_soundscape`` in `round_settings`, each window is averaged only over
+    the models that did not see it in training (out of fold by soundscape);
+    otherwise over all models. Returns the kept windows (row_id, soundscape,
+    end_s, classes..., round, n_models) and stats.
     """
     method = round_settings.get("method", "power")
     if method not in METHODS:
@@ -57,12 +78,30 @@ def make_pseudo_labels(
         raise ValueError("pseudo-labelling needs the previous round's soundscape predictions; none given")
     classes = list(classes)
     base = predictions[0][["row_id", "soundscape", "end_s"]].reset_index(drop=True)
-    stacked = []
-    for frame in predictions:
+    oof = bool(round_settings.get("oof_by_soundscape", False))
+    total = np.zeros((len(base), len(classes)), dtype=np.float64)
+    used = np.zeros(len(base), dtype=np.int64)
+    for k, frame in enumerate(predictions):
         if list(frame["row_id"]) != list(base["row_id"]):
-            raise ValueError("soundscape predictions of the previous round cover different windows")
-        stacked.append(frame[classes].to_numpy(dtype=np.float32))
-    mean = np.mean(stacked, axis=0) if stacked else np.zeros((0, len(classes)), np.float32)
+            raise ValueError(
+                f"soundscape predictions of model {k} cover different windows than model 0"
+            )
+        missing = [c for c in classes if c not in frame.columns]
+        if missing:
+            raise ValueError(f"soundscape predictions of model {k} lack classes {missing[:5]}")
+        take = np.ones(len(base), dtype=bool)
+        if oof and "seen_in_training" in frame.columns:
+            take = ~frame["seen_in_training"].fillna(False).to_numpy(bool)
+        total[take] += frame.loc[take, classes].to_numpy(dtype=np.float64)
+        used += take
+    if (used == 0).any():
+        first = base.loc[used == 0, "row_id"].iloc[0]
+        raise ValueError(
+            f"{int((used == 0).sum())} soundscape windows (e.g. {first!r}) were seen in training by "
+            "every model of the previous round, so no out-of-fold prediction exists: "
+            "set pseudo.oof_by_soundscape: false or train every fold"
+        )
+    mean = (total / used[:, None]).astype(np.float32)
     keep = np.ones(len(base), dtype=bool)
     labels = mean
     if method in ("threshold", "both"):
@@ -73,13 +112,24 @@ def make_pseudo_labels(
         labels = power_scale(labels, round_settings.get("power", 1.0))
     out = base.copy()
     out[classes] = labels
+    out["round"] = int(round_settings.get("round", 0))
+    out["n_models"] = used
     out = out[keep].reset_index(drop=True)
+    kept_mean = mean[keep]
     stats = {
         "windows": int(len(base)),
         "windows_kept": int(keep.sum()),
         "models": len(predictions),
+        "oof_by_soundscape": oof,
+        "models_per_window_min": int(used.min()) if len(used) else 0,
+        "models_per_window_max": int(used.max()) if len(used) else 0,
         "mean_top_probability_before": float(mean.max(axis=1).mean()) if len(mean) else None,
         "mean_top_label_after": float(labels[keep].max(axis=1).mean()) if keep.any() else None,
+        # Label distribution: mean soft label per class, before and after the transform.
+        "class_mass_before": dict(zip(classes, kept_mean.mean(axis=0).tolist(), strict=True))
+        if keep.any() else {},
+        "class_mass_after": dict(zip(classes, labels[keep].mean(axis=0).tolist(), strict=True))
+        if keep.any() else {},
     }
     return out, stats
 
@@ -93,17 +143,54 @@ def pseudo_stage(
     tag: str,
     upstream: Mapping[str, Any],
 ) -> dict:
-    """The pseudo stage: soft labels for round `settings['round']`, with provenance."""
+    """The pseudo stage: soft labels for round `settings['round']`, with provenance.
+
+    The labels parquet carries its provenance twice: per row (``round``,
+    ``n_models``) and in the file's metadata (key ``birdclef_provenance``: the
+    models read, the round and its settings); the manifest holds the same.
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from .catalog import read_taxonomy
-    from .io import write_parquet
+    from .io import atomic_path
     from .manifest import StageManifest
 
     manifest = StageManifest("pseudo", tag, settings, upstream, prediction_paths)
     classes = read_taxonomy(taxonomy_csv)
-    predictions = [pd.read_parquet(p) for p in prediction_paths]
+    predictions = []
+    for path in prediction_paths:
+        frame = pd.read_parquet(path)
+        for column in ("row_id", "soundscape", "end_s"):
+            if column not in frame.columns:
+                raise ValueError(f"{path}: soundscape predictions lack column {column!r}")
+        predictions.append(frame)
     labels, stats = make_pseudo_labels(predictions, classes, settings)
-    write_parquet(out_labels, labels)
-    manifest.headline.update(stats)
+    provenance = {"round": settings.get("round"), "settings": dict(settings), "models": list(prediction_paths),
+                  "upstream": dict(upstream)}
+    table = pa.Table.from_pandas(labels, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"birdclef_provenance"] = json.dumps(provenance, sort_keys=True, default=str).encode()
+    with atomic_path(out_labels) as tmp:
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+    manifest.headline.update({k: v for k, v in stats.items() if not k.startswith("class_mass")})
+    manifest.data["label_distribution"] = {
+        "before": stats["class_mass_before"], "after": stats["class_mass_after"],
+    }
     manifest.data["models"] = list(prediction_paths)
     manifest.write(out_manifest)
     return stats
+
+
+def read_provenance(labels_path: str) -> dict:
+    """The provenance stored in a pseudo-labels parquet's metadata."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(labels_path).metadata or {}
+    if b"birdclef_provenance" not in metadata:
+        raise ValueError(f"{labels_path} has no birdclef_provenance metadata: not written by the pseudo stage")
+    return json.loads(metadata[b"birdclef_provenance"])

@@ -44,7 +44,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class TrainSettings:
     seed: int = 0
     pseudo_weight: float = 1.0
     pseudo_ratio: float = 0.3
+    mix_pseudo: bool = True  # mixup may pair a recording with a pseudo-labelled window
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -378,6 +379,18 @@ def mix_batch(
     return mixed, torch.maximum(y, y[perm]), lam * w + (1.0 - lam) * w[perm]
 
 
+def mixup_permutation(rng: np.random.Generator, size: int, n_real: int, mix_pseudo: bool) -> np.ndarray:
+    """The mixup partner of each batch position.
+
+    A batch holds `n_real` recordings first, then pseudo-labelled windows. With
+    `mix_pseudo` any two examples may be mixed; without it recordings are only
+    mixed with recordings and pseudo windows with pseudo windows.
+    """
+    if mix_pseudo or n_real <= 0 or n_real >= size:
+        return rng.permutation(size)
+    return np.concatenate([rng.permutation(n_real), n_real + rng.permutation(size - n_real)])
+
+
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Sigmoid focal loss per element (no alpha term): BCE * (1 - p_t) ** gamma."""
     bce = functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -647,6 +660,7 @@ def train_fold(
     pseudo_mels: np.ndarray | None = None,
     pseudo_labels: np.ndarray | None = None,
     progress: bool = True,
+    seen_soundscapes: Iterable[str] | None = None,
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
@@ -656,7 +670,10 @@ def train_fold(
     Resumes from `out_dir/last.pt` when it was written with the same model spec,
     settings (the epoch count aside), fold, classes and data sizes. `epoch_callback`
     (optional) is called with each epoch's history entry after its checkpoints are
-    written. Returns the metrics dict also written to `out_dir/metrics.json`.
+    written. `seen_soundscapes` names the soundscapes whose pseudo-labels this
+    model trains on; their rows of ``soundscape_preds.parquet`` get
+    ``seen_in_training`` True (out-of-fold pseudo-labelling skips them).
+    Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     from tqdm.auto import tqdm
 
@@ -812,7 +829,8 @@ def train_fold(
         for x, y, w in bar:
             if settings.mixup_alpha > 0 and mix_rng.random() < settings.mixup_prob:
                 lam = float(mix_rng.beta(settings.mixup_alpha, settings.mixup_alpha))
-                perm = torch.from_numpy(mix_rng.permutation(len(x)))
+                perm = torch.from_numpy(mixup_permutation(
+                    mix_rng, len(x), len(x) - sampler.pseudo_per_batch, settings.mix_pseudo))
                 x, y, w = mix_batch(x, y, w, lam, perm)
             x = _to_input(x, dev)
             y = y.to(dev, non_blocking=True)
@@ -908,6 +926,8 @@ def train_fold(
         probs = _sigmoid(logits) if len(logits) else np.zeros((0, len(classes)), np.float32)
         preds = soundscape_index[["row_id", "soundscape", "end_s"]].reset_index(drop=True)
         preds = pd.concat([preds, pd.DataFrame(probs, columns=classes)], axis=1)
+        seen = set(seen_soundscapes or ())
+        preds["seen_in_training"] = preds["soundscape"].astype(str).isin(seen)
         write_parquet(out_dir / "soundscape_preds.parquet", preds)
 
     metrics = {
@@ -1025,8 +1045,22 @@ def train_stage(
     soundscape_mels = np.load(inputs["soundscape_mels"], mmap_mode="r")
     soundscape_index = pd.read_parquet(inputs["soundscape_index"])
     pseudo_mels = pseudo_labels = None
+    seen_soundscapes: list[str] = []
     if inputs.get("pseudo_labels"):
         labels = pd.read_parquet(inputs["pseudo_labels"])
+        if settings.get("oof_by_soundscape"):
+            # Out of fold by soundscape: this fold's soundscapes are left for this
+            # model to label in the next round, so it trains on the others only.
+            from .pseudo import soundscape_folds
+
+            assignment = soundscape_folds(soundscape_index["soundscape"].astype(str),
+                                          settings["soundscape_folds"],
+                                          settings["soundscape_fold_seed"])
+            held_out = labels["soundscape"].astype(str).map(assignment) == int(fold)
+            labels = labels[~held_out].reset_index(drop=True)
+            manifest.headline["pseudo_soundscapes_held_out"] = sorted(
+                s for s, f in assignment.items() if f == int(fold))
+        seen_soundscapes = sorted(labels["soundscape"].astype(str).unique())
         position = pd.Series(np.arange(len(soundscape_index)),
                              index=soundscape_index["row_id"].astype(str))
         missing = ~labels["row_id"].astype(str).isin(position.index)
@@ -1043,6 +1077,7 @@ def train_stage(
         out_dir=out_dir, threads=int(threads), device=device,
         soundscape_mels=soundscape_mels, soundscape_index=soundscape_index,
         pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
+        seen_soundscapes=seen_soundscapes,
     )
     manifest.headline.update({
         key: metrics[key] for key in ("oof_auc", "best_epoch", "device", "amp", "n_train",

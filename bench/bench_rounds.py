@@ -1,0 +1,135 @@
+"""Evidence for pseudo-label rounds and post-processing: test macro ROC-AUC per step.
+
+For each data variant (the demo, and a harder demo: 24 species, fewer
+recordings per species, low soundscape SNR, more overlapping calls, more
+unlabelled soundscapes), runs the workflow with 0, 1 and 2 pseudo-label
+rounds, with power scaling (exponent from --power) and without it (exponent 1,
+i.e. the averaged probabilities renormalised, no sharpening). Rounds chain by
+tag, so the runs share their earlier rounds' models. Each run's submission is
+scored against the held-out test ground truth (int8 OpenVINO models, f32
+inference precision). Then, on each run's export bundle, the post-processing
+variants are scored: TTA (+-2.5 s shifted windows), neighbour smoothing, and
+the per-soundscape power adjustment of low-ranked classes.
+
+Usage: python bench/bench_rounds.py [--workdir DIR] [--cores 2] [--variants demo,hard]
+Prints markdown tables for bench/README.md (and writes results.json in the workdir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from benchlib import machine, markdown  # noqa: E402
+from workflow_utils import copy_workflow, load_config, snakemake, write_config  # noqa: E402
+
+from birdclef.inference import load_bundle, predict_soundscapes  # noqa: E402
+from birdclef.submission import align_to_sample, score_submission  # noqa: E402
+
+VARIANTS = {
+    "demo": {},
+    "hard": {
+        "n_species": 24,
+        "recordings_per_species": 6,
+        "n_train_soundscapes": 16,
+        "n_test_soundscapes": 20,
+        "soundscape_snr_db": [-4.0, 6.0],
+        "soundscape_overlap": 0.5,
+    },
+}
+
+POSTPROCESS = {
+    "none": {},
+    "tta": {"tta_shift_seconds": 2.5},
+    "smoothing": {"smoothing": 0.25},
+    "power_adjust": {"power_adjust_top_k": 3, "power_adjust_exponent": 2.0},
+    "all three": {"tta_shift_seconds": 2.5, "smoothing": 0.25, "power_adjust_top_k": 3,
+                  "power_adjust_exponent": 2.0},
+}
+
+
+def run_config(workdir: Path, name: str, base: dict, demo: dict, rounds: list[dict], cores: str) -> dict:
+    """Run the workflow with these rounds; return the submission's score and the export folder."""
+    config = json.loads(json.dumps(base))
+    config["data"]["demo"].update(demo)
+    config["pseudo"] = {"rounds": rounds}
+    path = write_config(workdir, f"{name}.yaml", config)
+    snakemake(workdir, "--cores", cores, "submission", "--configfile", str(path), timeout=5400)
+    # results/submission.csv is the published copy of this config's submission: find its folder.
+    published = (workdir / "results/submission.csv").read_bytes()
+    for folder in (workdir / "results/submission").iterdir():
+        if (folder / "submission.csv").is_file() and (folder / "submission.csv").read_bytes() == published:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            export_tag = manifest["upstream"]["export"]
+            return {"score": manifest["headline"]["macro_roc_auc"],
+                    "export": workdir / "results/export" / export_tag}
+    raise RuntimeError(f"no submission folder holds the published submission of {name}")
+
+
+def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: int) -> float:
+    """Test macro ROC-AUC of the bundle with `settings` as its post-processing."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        definition = json.loads((export_dir / "bundle.json").read_text())
+        definition["postprocess"] = settings
+        (tmp / "bundle.json").write_text(json.dumps(definition))
+        for item in export_dir.iterdir():
+            if item.name not in ("bundle.json", "manifest.json"):
+                (tmp / item.name).symlink_to(item.resolve())
+        bundle = load_bundle(tmp, threads=threads, precision_hint="f32")
+        root = workdir / "resources/demo"
+        paths = sorted((root / "test_soundscapes").glob("*.ogg"))
+        preds = predict_soundscapes(paths, bundle, progress=False)
+        sample = pd.read_csv(root / "sample_submission.csv")
+        truth = pd.read_csv(root / "test_ground_truth.csv")
+        aligned, _ = align_to_sample(preds, sample)
+        return float(score_submission(aligned, truth, list(sample.columns[1:])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--cores", default="2")
+    parser.add_argument("--variants", default="demo,hard")
+    parser.add_argument("--power", type=float, default=2.0)
+    args = parser.parse_args()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_rounds_"))
+    results = []
+    for variant in args.variants.split(","):
+        workdir = root / variant
+        if not (workdir / "Snakefile").exists():
+            copy_workflow(workdir)
+        base = load_config(workdir)
+        runs = {
+            "round 0": [],
+            "round 1, power scaling": [{"method": "power", "power": args.power}],
+            "round 2, power scaling": [{"method": "power", "power": args.power}] * 2,
+            "round 1, no scaling": [{"method": "power", "power": 1.0}],
+            "round 2, no scaling": [{"method": "power", "power": 1.0}] * 2,
+        }
+        for name, rounds in runs.items():
+            slug = name.replace(" ", "_").replace(",", "")
+            outcome = run_config(workdir, slug, base, VARIANTS[variant], rounds, args.cores)
+            row = {"data": variant, "run": name, "submission": round(outcome["score"], 4)}
+            for label, settings in POSTPROCESS.items():
+                row[f"pp: {label}"] = round(score_postprocess(workdir, outcome["export"], settings, 2), 4)
+            results.append(row)
+            print(row, flush=True)
+        shutil.rmtree(workdir / ".snakemake" / "conda", ignore_errors=True)
+    (root / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nMachine: {machine()}; {dt.date.today().isoformat()}; int8 OpenVINO members, f32 inference "
+          "precision; macro ROC-AUC on the held-out test soundscapes\n")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

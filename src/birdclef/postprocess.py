@@ -1,0 +1,193 @@
+"""How ensemble members' window probabilities become the submission's numbers.
+
+Torch-free (numpy and pandas only): the ensemble stage uses it to score the
+ensemble out of fold, and the Kaggle-side inference (`birdclef.inference`) to
+write the submission, so both apply exactly the same arithmetic.
+
+The ensemble definition (``ensemble.json``, copied into the export bundle)
+carries two sections that this module reads:
+
+- ``"combine"``: how members are combined. ``"mean"`` (default) is the
+  weighted mean of the members' probabilities; ``"rank"`` replaces each
+  member's probabilities by their per-class rank over every window of the run
+  (scaled to (0, 1]) before the weighted mean. Rank averaging suits the
+  competition's metric (per-class ROC-AUC only sees the order within a class)
+  and stops one over-confident member from dominating.
+- ``"postprocess"`` (all off by default), applied per soundscape, in this
+  order, after the members are combined:
+
+  - ``tta_shift_seconds`` (s, 0 = off): each window is also predicted from the
+    audio shifted by -s and +s seconds (zeros beyond the file's ends) and the
+    member's probability is the mean of the three views (done in inference).
+  - ``smoothing`` (a in [0, 0.5), 0 = off): p'[t] = (1 - 2a) p[t] +
+    a p[t-1] + a p[t+1]; at the first and last window the missing neighbour's
+    share stays on the window itself.
+  - ``power_adjust_top_k`` (k, 0 = off) and ``power_adjust_exponent`` (e >= 1):
+    within a soundscape, rank the classes by their largest window probability;
+    every class outside the top k has all its window probabilities raised to
+    the power e. A species heard loudly somewhere in a one-minute soundscape is
+    likely present in its other windows too, while a class that never scores
+    high in the whole soundscape is likely noise: the adjustment pushes the
+    low-ranked classes down, so they rank below the present ones across
+    soundscapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COMBINE_METHODS = ("mean", "rank")
+POSTPROCESS_DEFAULTS: dict[str, float | int] = {
+    "tta_shift_seconds": 0.0,
+    "smoothing": 0.0,
+    "power_adjust_top_k": 0,
+    "power_adjust_exponent": 1.0,
+}
+
+
+def combine_method(definition: Mapping[str, Any]) -> str:
+    """The definition's ``"combine"`` method, checked (default ``"mean"``)."""
+    method = definition.get("combine") or "mean"
+    if method not in COMBINE_METHODS:
+        raise ValueError(f"ensemble definition combine must be one of {COMBINE_METHODS}, got {method!r}")
+    return method
+
+
+def postprocess_settings(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """The definition's ``"postprocess"`` section, checked, with every key filled in.
+
+    Raises ValueError naming the key and the allowed range for a bad value or
+    an unknown key.
+    """
+    section = dict(definition.get("postprocess") or {})
+    unknown = set(section) - set(POSTPROCESS_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"ensemble definition postprocess has unknown keys {sorted(unknown)}; "
+            f"known: {', '.join(POSTPROCESS_DEFAULTS)}"
+        )
+    values = {k: section.get(k) if section.get(k) is not None else v for k, v in POSTPROCESS_DEFAULTS.items()}
+
+    def number(key: str, allowed: str) -> float:
+        value = values[key]
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"postprocess.{key} must be a number {allowed}, got {value!r}") from None
+
+    window = float(definition.get("window_seconds", 5.0))
+    shift = number("tta_shift_seconds", f"in [0, window_seconds={window})")
+    if not 0.0 <= shift < window:
+        raise ValueError(f"postprocess.tta_shift_seconds must be in [0, window_seconds={window}), got {shift}")
+    smoothing = number("smoothing", "in [0, 0.5)")
+    if not 0.0 <= smoothing < 0.5:
+        raise ValueError(f"postprocess.smoothing must be in [0, 0.5), got {smoothing}")
+    top_k = values["power_adjust_top_k"]
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"postprocess.power_adjust_top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    exponent = number("power_adjust_exponent", ">= 1")
+    if not math.isfinite(exponent) or exponent < 1.0:
+        raise ValueError(f"postprocess.power_adjust_exponent must be a finite number >= 1, got {exponent}")
+    return {
+        "tta_shift_seconds": shift,
+        "smoothing": smoothing,
+        "power_adjust_top_k": int(top_k),
+        "power_adjust_exponent": exponent,
+    }
+
+
+def rank_normalize(probabilities: np.ndarray) -> np.ndarray:
+    """Each column replaced by its ranks (ties averaged) divided by the row count: values in (0, 1]."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.size == 0:
+        return probabilities.astype(np.float32)
+    ranks = pd.DataFrame(probabilities).rank(axis=0, method="average", pct=True)
+    return ranks.to_numpy(dtype=np.float32)
+
+
+def combine_members(
+    member_probabilities: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean"
+) -> np.ndarray:
+    """The weighted combination of the members' (n_windows, n_classes) probabilities.
+
+    Weights are normalised to sum to 1. With ``method="rank"`` every member's
+    probabilities are rank-normalised per class first (`rank_normalize`), so
+    all rows that will be scored together must be passed in one call.
+    """
+    if method not in COMBINE_METHODS:
+        raise ValueError(f"combine method must be one of {COMBINE_METHODS}, got {method!r}")
+    if len(member_probabilities) != len(weights) or not member_probabilities:
+        raise ValueError(
+            f"need one weight per member: {len(member_probabilities)} members, {len(weights)} weights"
+        )
+    w = np.asarray(weights, dtype=np.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"member weights must be >= 0 and not all 0, got {list(weights)}")
+    w = w / w.sum()
+    total = np.zeros(np.shape(member_probabilities[0]), dtype=np.float64)
+    for weight, probs in zip(w, member_probabilities, strict=True):
+        values = rank_normalize(probs) if method == "rank" else np.asarray(probs, dtype=np.float64)
+        if values.shape != total.shape:
+            raise ValueError(f"members' predictions differ in shape: {values.shape} vs {total.shape}")
+        total += weight * values
+    return total.astype(np.float32)
+
+
+def smooth_windows(probabilities: np.ndarray, amount: float) -> np.ndarray:
+    """Neighbour smoothing of one soundscape's (n_windows, n_classes) probabilities."""
+    if amount <= 0 or len(probabilities) < 2:
+        return probabilities
+    previous = np.concatenate([probabilities[:1], probabilities[:-1]])
+    following = np.concatenate([probabilities[1:], probabilities[-1:]])
+    return ((1 - 2 * amount) * probabilities + amount * (previous + following)).astype(np.float32)
+
+
+def power_adjust(probabilities: np.ndarray, top_k: int, exponent: float) -> np.ndarray:
+    """One soundscape's classes outside its top `top_k` (by max window probability) raised to `exponent`."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    n_classes = probabilities.shape[1] if probabilities.ndim == 2 else 0
+    if top_k <= 0 or exponent == 1.0 or len(probabilities) == 0 or top_k >= n_classes:
+        return probabilities
+    peak = probabilities.max(axis=0)
+    order = np.argsort(-peak, kind="stable")
+    low = np.ones(n_classes, dtype=bool)
+    low[order[:top_k]] = False
+    out = probabilities.copy()
+    out[:, low] = np.power(np.clip(out[:, low], 0.0, None), exponent)
+    return out
+
+
+def postprocess_soundscape(probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+    """Smoothing, then the power adjustment, of one soundscape's combined probabilities."""
+    out = smooth_windows(np.asarray(probabilities, dtype=np.float32), float(settings.get("smoothing", 0.0)))
+    return power_adjust(
+        out, int(settings.get("power_adjust_top_k", 0)), float(settings.get("power_adjust_exponent", 1.0))
+    )
+
+
+def postprocess_groups(probabilities: np.ndarray, groups: Sequence[Any], settings: Mapping[str, Any]) -> np.ndarray:
+    """`postprocess_soundscape` applied to each run of consecutive rows with the same group (soundscape).
+
+    Rows of one soundscape must be consecutive and in time order.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    groups = np.asarray(groups)
+    if len(groups) != len(probabilities):
+        raise ValueError(f"{len(groups)} group labels for {len(probabilities)} rows")
+    if len(groups) == 0:
+        return probabilities
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)]
+    if len(set(groups[starts].tolist())) != len(starts):
+        raise ValueError("rows of one soundscape must be consecutive")
+    out = np.empty_like(probabilities)
+    for start, end in zip(starts, ends, strict=True):
+        out[start:end] = postprocess_soundscape(probabilities[start:end], settings)
+    return out

@@ -1,0 +1,153 @@
+"""Greedy model soup: weight averaging of same-architecture checkpoints of one fold.
+
+Ingredients are the best checkpoints of one (backbone, fold) from every
+pseudo-label round. All of them start from the same initial weights (training
+seeds the model by ``train.seed + fold``, whatever the round) and are scored on
+the same held-out recordings (the fold's validation set), so their average is
+meaningful and its score is honest. Greedy soup (Wortsman et al., 2022): sort
+the ingredients by their out-of-fold macro ROC-AUC, start from the best, and
+add each next one to the uniform average only when the soup's OOF macro
+ROC-AUC does not drop. BatchNorm running statistics are averaged like the
+weights; integer buffers (batch counters) are taken from the first ingredient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .model import build_model, save_checkpoint
+from .train import TrainSettings, _validate, _ValidationWindows, build_targets, usable_frames
+
+log = logging.getLogger("birdclef.soup")
+
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform average of floating-point tensors; other tensors come from the first state."""
+    if not states:
+        raise ValueError("average_state_dicts needs at least one state dict")
+    keys = list(states[0])
+    for k, state in enumerate(states[1:], start=1):
+        if list(state) != keys:
+            raise ValueError(f"ingredient {k} has different parameters than ingredient 0: "
+                             "a soup needs checkpoints of one architecture")
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        first = states[0][key]
+        if torch.is_floating_point(first):
+            out[key] = torch.stack([s[key].float() for s in states]).mean(dim=0).to(first.dtype)
+        else:
+            out[key] = first.clone()
+    return out
+
+
+@dataclass
+class FoldValidation:
+    """The validation recordings of one fold, as training scores them."""
+
+    table: pd.DataFrame
+    windows: _ValidationWindows
+    soft: np.ndarray
+    binary: np.ndarray
+
+
+def fold_validation(
+    mels: np.ndarray,
+    mel_index: pd.DataFrame,
+    folds: pd.DataFrame,
+    fold: int,
+    classes: Sequence[str],
+    settings: TrainSettings,
+    window_frames: int,
+    frames_per_second: float,
+) -> FoldValidation:
+    """The fold's validation windows and targets, built exactly as `train.train_fold` builds them."""
+    table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
+        folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
+    )
+    val = table[table["fold"] == fold].reset_index(drop=True)
+    if val.empty:
+        raise ValueError(f"fold {fold} has no validation recordings: a soup cannot be scored")
+    soft, binary = build_targets(val, classes, settings.secondary_weight)
+    crop_frames_max = max(int(round(settings.crop_seconds_max * frames_per_second)), int(window_frames))
+    usable = usable_frames(val, crop_frames_max)
+    windows = _ValidationWindows(mels, val["offset"].to_numpy(np.int64), usable, window_frames,
+                                 int(usable.max(initial=0)))
+    return FoldValidation(val, windows, soft, binary)
+
+
+def score_state(
+    spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], validation: FoldValidation,
+    settings: TrainSettings,
+) -> tuple[float, np.ndarray]:
+    """(OOF macro ROC-AUC, recording probabilities) of the weights `state` on the fold."""
+    model = build_model({**spec, "pretrained": False, "checkpoint": None})
+    model.load_state_dict(state)
+    model.eval()
+    probs, _, auc = _validate(model, validation.windows, len(validation.table), validation.soft,
+                              validation.binary, settings, torch.device("cpu"), None, False)
+    return (float("nan") if auc is None else float(auc)), probs
+
+
+def greedy_soup(
+    ingredient_paths: Sequence[str],
+    validation: FoldValidation,
+    settings: TrainSettings,
+    out_checkpoint: str,
+) -> dict[str, Any]:
+    """Greedy soup of `ingredient_paths`; writes the soup to `out_checkpoint` when it has > 1 ingredient.
+
+    Returns a dict: checkpoint (the soup's path, or the single best ingredient's),
+    ingredients (kept, in order), scores (each ingredient alone), oof_auc (the
+    result's), oof (recording probabilities, (n_val, K)).
+    """
+    if not ingredient_paths:
+        raise ValueError("a soup needs at least one ingredient")
+    payloads = [torch.load(p, map_location="cpu", weights_only=False) for p in ingredient_paths]
+    spec = dict(payloads[0]["spec"])
+    for path, payload in zip(ingredient_paths, payloads, strict=True):
+        if payload["spec"]["backbone"] != spec["backbone"]:
+            raise ValueError(f"soup ingredient {path} is a {payload['spec']['backbone']}, "
+                             f"the first is a {spec['backbone']}: one architecture per soup")
+    scored = []
+    for path, payload in zip(ingredient_paths, payloads, strict=True):
+        auc, probs = score_state(spec, payload["state_dict"], validation, settings)
+        scored.append((auc, path, payload, probs))
+        log.info("soup ingredient %s: OOF AUC %.4f", path, auc)
+    scored.sort(key=lambda item: -np.nan_to_num(item[0], nan=-1.0))
+    best_auc, best_path, best_payload, best_probs = scored[0]
+    kept = [(best_path, best_payload)]
+    for _, path, payload, _ in scored[1:]:
+        state = average_state_dicts([p["state_dict"] for _, p in kept] + [payload["state_dict"]])
+        soup_auc, soup_probs = score_state(spec, state, validation, settings)
+        accepted = soup_auc >= best_auc
+        log.info("soup + %s: OOF AUC %.4f (%s)", path, soup_auc, "kept" if accepted else "dropped")
+        if accepted:
+            kept.append((path, payload))
+            best_auc, best_probs = soup_auc, soup_probs
+    result = {
+        "ingredients": [p for p, _ in kept],
+        "scores": {path: _finite(auc) for auc, path, _, _ in scored},
+        "oof_auc": _finite(best_auc),
+        "oof": best_probs,
+    }
+    if len(kept) == 1:
+        result["checkpoint"] = kept[0][0]
+        return result
+    state = average_state_dicts([p["state_dict"] for _, p in kept])
+    model = build_model({**spec, "pretrained": False, "checkpoint": None})
+    model.load_state_dict(state)
+    extra = {k: v for k, v in best_payload.items() if k not in ("spec", "state_dict")}
+    save_checkpoint(out_checkpoint, model, spec, **extra, soup=result["ingredients"])
+    result["checkpoint"] = str(out_checkpoint)
+    return result
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
