@@ -4,7 +4,9 @@ For each data variant (the demo, and a harder demo: 24 species, fewer
 recordings per species, low soundscape SNR, more overlapping calls, more
 unlabelled soundscapes), runs the workflow with 0, 1 and 2 pseudo-label
 rounds, with power scaling (exponent from --power) and without it (exponent 1,
-i.e. the averaged probabilities renormalised, no sharpening). Rounds chain by
+i.e. the averaged probabilities renormalised, no sharpening), with power
+scaling that keeps each window's top probability (`normalize: max`) and with
+the 2nd place's threshold rule. Rounds chain by
 tag, so the runs share their earlier rounds' models. Each run's submission is
 scored against the held-out test ground truth (int8 OpenVINO models, f32
 inference precision). Then, on each run's export bundle, the post-processing
@@ -52,6 +54,7 @@ POSTPROCESS = {
     "tta": {"tta_shift_seconds": 2.5},
     "smoothing": {"smoothing": 0.25},
     "power_adjust": {"power_adjust_top_k": 3, "power_adjust_exponent": 2.0},
+    "power_adjust k=8": {"power_adjust_top_k": 8, "power_adjust_exponent": 2.0},
     "all three": {"tta_shift_seconds": 2.5, "smoothing": 0.25, "power_adjust_top_k": 3,
                   "power_adjust_exponent": 2.0},
 }
@@ -106,8 +109,7 @@ def main() -> None:
     results = []
     for variant in args.variants.split(","):
         workdir = root / variant
-        if not (workdir / "Snakefile").exists():
-            copy_workflow(workdir)
+        copy_workflow(workdir)  # (again): results stay, the workflow files are the current ones
         base = load_config(workdir)
         runs = {
             "round 0": [],
@@ -115,6 +117,9 @@ def main() -> None:
             "round 2, power scaling": [{"method": "power", "power": args.power}] * 2,
             "round 1, no scaling": [{"method": "power", "power": 1.0}],
             "round 2, no scaling": [{"method": "power", "power": 1.0}] * 2,
+            "round 1, power, max-normalised": [{"method": "power", "power": args.power, "normalize": "max"}],
+            "round 2, power, max-normalised": [{"method": "power", "power": args.power, "normalize": "max"}] * 2,
+            "round 1, threshold rule": [{"method": "threshold"}],
         }
         for name, rounds in runs.items():
             slug = name.replace(" ", "_").replace(",", "")

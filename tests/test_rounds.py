@@ -159,3 +159,23 @@ def test_greedy_soup_never_scores_below_its_best_ingredient(tmp_path):
     # One ingredient: the soup is that checkpoint.
     single = greedy_soup(ingredients[:1], validation, settings, str(tmp_path / "one.pt"))
     assert single["checkpoint"] == ingredients[0] and not (tmp_path / "one.pt").exists()
+
+
+def test_power_scaling_normalisations():
+    probs = np.array([[0.8, 0.4, 0.1], [0.05, 0.04, 0.01], [0.0, 0.0, 0.0]])
+    total = pseudo.power_scale(probs, 2.0, "sum")
+    np.testing.assert_allclose(total[:2].sum(axis=1), 1.0, rtol=1e-6)
+    # "max": the top probability stays, the others shrink by (p / max) ** (e - 1); quiet windows stay quiet.
+    peak = pseudo.power_scale(probs, 2.0, "max")
+    np.testing.assert_allclose(peak[0], [0.8, 0.4 * 0.5, 0.1 * 0.125], rtol=1e-6)
+    np.testing.assert_allclose(peak[1].max(), 0.05, rtol=1e-6)
+    assert total[1].max() > 0.5  # while "sum" inflates a quiet window into a confident label
+    np.testing.assert_allclose(pseudo.power_scale(probs, 2.0, "none"), probs**2, rtol=1e-6)
+    np.testing.assert_allclose(pseudo.power_scale(probs, 1.0, "max"), probs, rtol=1e-6)
+    assert not pseudo.power_scale(probs, 3.0, "max")[2].any()
+    with pytest.raises(ValueError, match="normalize"):
+        pseudo.power_scale(probs, 2.0, "softmax")
+    labels, _ = pseudo.make_pseudo_labels(
+        [pd.DataFrame({"row_id": ["s_5"], "soundscape": ["s"], "end_s": [5], "x": [0.8], "y": [0.4]})],
+        ["x", "y"], {"method": "power", "power": 2.0, "normalize": "max"})
+    np.testing.assert_allclose(labels[["x", "y"]].to_numpy()[0], [0.8, 0.2], rtol=1e-6)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "schemas", "rules", "workflow_scripts", "profiles", "envs")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "schemas", "rules", "workflow_scripts", "profiles", "envs", "report")
 
 
 def copy_workflow(destination: Path) -> Path:
@@ -21,7 +21,9 @@ def copy_workflow(destination: Path) -> Path:
     for name in WORKFLOW_FILES:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                source, destination / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+            )
         else:
             shutil.copy2(source, destination / name)
     return destination

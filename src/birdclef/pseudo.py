@@ -5,6 +5,14 @@ with the round's exponent e (e = 1/c in the write-up's notation): e = 1 leaves t
 distribution unchanged, e > 1 sharpens it. Threshold rule (2nd place): keep only
 windows whose top probability exceeds `keep_threshold` and zero probabilities
 below `zero_threshold`. Method "both" applies the threshold rule, then scaling.
+
+The sum-to-1 renormalisation treats a window's sigmoid outputs as one
+distribution: a window where nothing calls (all probabilities low) still gets
+labels summing to 1, and a window with three species splits the mass between
+them. `normalize` chooses the renormalisation: ``"sum"`` (the formula above,
+the default), ``"max"`` (rescale so the window keeps its top probability:
+p_i^e * max_j p_j / max_j p_j^e; quiet windows stay quiet) or ``"none"``
+(p_i^e). bench/README.md compares them.
 """
 
 from __future__ import annotations
@@ -16,18 +24,30 @@ import numpy as np
 import pandas as pd
 
 METHODS = ("power", "threshold", "both")
+NORMALIZE = ("sum", "max", "none")
 
 
-def power_scale(probs: np.ndarray, exponent: float) -> np.ndarray:
-    """Raise each probability to `exponent` and renormalise every row to sum to 1.
+def power_scale(probs: np.ndarray, exponent: float, normalize: str = "sum") -> np.ndarray:
+    """Raise each probability to `exponent` and renormalise every row (see the module doc).
 
-    Rows that are all zero stay all zero.
+    ``normalize="sum"``: rows sum to 1; ``"max"``: each row keeps its largest
+    probability; ``"none"``: no renormalisation. Rows that are all zero stay all zero.
     """
     if exponent <= 0:
         raise ValueError(f"power exponent must be > 0, got {exponent}")
-    powered = np.power(np.clip(np.asarray(probs, dtype=np.float64), 0.0, None), exponent)
-    totals = powered.sum(axis=1, keepdims=True)
-    out = np.divide(powered, totals, out=np.zeros_like(powered), where=totals > 0)
+    if normalize not in NORMALIZE:
+        raise ValueError(f"pseudo.rounds[].normalize must be one of {NORMALIZE}, got {normalize!r}")
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 0.0, None)
+    powered = np.power(probs, exponent)
+    if normalize == "none":
+        return powered.astype(np.float32)
+    if normalize == "sum":
+        totals = powered.sum(axis=1, keepdims=True)
+        out = np.divide(powered, totals, out=np.zeros_like(powered), where=totals > 0)
+    else:
+        peak = powered.max(axis=1, keepdims=True)
+        out = np.divide(powered * probs.max(axis=1, keepdims=True), peak, out=np.zeros_like(powered),
+                        where=peak > 0)
     return out.astype(np.float32)
 
 
@@ -109,7 +129,7 @@ def make_pseudo_labels(
             labels, round_settings.get("keep_threshold", 0.5), round_settings.get("zero_threshold", 0.1)
         )
     if method in ("power", "both"):
-        labels = power_scale(labels, round_settings.get("power", 1.0))
+        labels = power_scale(labels, round_settings.get("power", 1.0), round_settings.get("normalize") or "sum")
     out = base.copy()
     out[classes] = labels
     out["round"] = int(round_settings.get("round", 0))
