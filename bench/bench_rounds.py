@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,8 +79,31 @@ def run_config(workdir: Path, name: str, base: dict, demo: dict, rounds: list[di
     raise RuntimeError(f"no submission folder holds the published submission of {name}")
 
 
-def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: int) -> float:
-    """Test macro ROC-AUC of the bundle with `settings` as its post-processing."""
+def bootstrap_sd(aligned: pd.DataFrame, truth: pd.DataFrame, classes: list[str], reps: int = 200) -> float:
+    """Standard deviation of the test macro ROC-AUC when the test soundscapes are resampled.
+
+    A yardstick for how large a difference between two rows must be before it
+    means something on this many test soundscapes (it leaves out training noise).
+    """
+    from birdclef.metrics import macro_roc_auc
+
+    truth = truth.set_index("row_id").reindex(aligned["row_id"])
+    scape = aligned["row_id"].str.rsplit("_", n=1).str[0].to_numpy()
+    names = np.unique(scape)
+    rows = {name: np.flatnonzero(scape == name) for name in names}
+    rng = np.random.default_rng(0)
+    scores = []
+    for _ in range(reps):
+        pick = np.concatenate([rows[n] for n in rng.choice(names, size=len(names), replace=True)])
+        value = macro_roc_auc(truth[classes].to_numpy()[pick], aligned[classes].to_numpy()[pick])
+        if value is not None and np.isfinite(value):
+            scores.append(value)
+    return float(np.std(scores))
+
+
+def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: int,
+                      with_sd: bool = False) -> float | tuple[float, float]:
+    """Test macro ROC-AUC of the bundle with `settings` as its post-processing (and its bootstrap sd)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         definition = json.loads((export_dir / "bundle.json").read_text())
@@ -95,7 +119,10 @@ def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: 
         sample = pd.read_csv(root / "sample_submission.csv")
         truth = pd.read_csv(root / "test_ground_truth.csv")
         aligned, _ = align_to_sample(preds, sample)
-        return float(score_submission(aligned, truth, list(sample.columns[1:])))
+        score = float(score_submission(aligned, truth, list(sample.columns[1:])))
+        if with_sd:
+            return score, bootstrap_sd(aligned, truth, list(sample.columns[1:]))
+        return score
 
 
 def main() -> None:
@@ -125,6 +152,8 @@ def main() -> None:
             slug = name.replace(" ", "_").replace(",", "")
             outcome = run_config(workdir, slug, base, VARIANTS[variant], rounds, args.cores)
             row = {"data": variant, "run": name, "submission": round(outcome["score"], 4)}
+            _, sd = score_postprocess(workdir, outcome["export"], {}, 2, with_sd=True)
+            row["bootstrap sd"] = round(sd, 4)
             for label, settings in POSTPROCESS.items():
                 row[f"pp: {label}"] = round(score_postprocess(workdir, outcome["export"], settings, 2), 4)
             results.append(row)
