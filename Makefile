@@ -7,7 +7,7 @@ CORES ?= all
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: submission test lint bench kaggle-bundle clean
+.PHONY: submission report test lint bench kaggle-bundle clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 ## make submission: demo data (or data.root) -> results/submission.csv
 submission: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) submission
+
+## make report: the run of `make submission`, then its figures (rules/report.smk) -> results/report.html
+report: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) submission report_figures
+	$(BIN)/snakemake --report results/report.html report_figures
 
 ## make test: linters, then the unit and workflow tests
 test: lint

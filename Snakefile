@@ -13,6 +13,9 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/xc_scrape.smk"
@@ -25,6 +28,7 @@ include: "rules/pseudo.smk"
 include: "rules/ensemble.smk"
 include: "rules/export.smk"
 include: "rules/submission.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -7,12 +7,15 @@ they then check what came out, the incremental reruns and the no-op.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+
+from birdclef import pseudo
 
 pytestmark = pytest.mark.workflow
 
@@ -96,6 +99,57 @@ def test_vad_cleaned_the_speech_recordings(demo_run):
     assert all(Path(workdir / p).is_file() for p in cleaned["audio_path"])
 
 
+REPORT_SECTIONS = {
+    # category -> the figures (paths under results/report/<stage>/<tag>/) it must hold
+    "1. Data": ["data/*/recordings_per_class.png", "data/*/durations.png", "data/*/collections.png"],
+    "2. VAD": ["vad/*/speech_removed.png", "vad/*/example_spectrogram.png"],
+    "3. Mel spectrograms": ["mels/*/examples/classes_01-12.png"],
+    "4. Training": ["train/*-r0-*/training_curves.png", "train/*-r1-*/training_curves.png"],
+    "5. OOF ROC-AUC per class": ["oof/*-r0-*/per_class_roc_auc.png", "oof/*-r1-*/per_class_roc_auc.png"],
+    "6. Pseudo-label rounds": ["pseudo/*/score_per_round.png", "pseudo/*/label_shift.png"],
+    "7. Ensemble": ["ensemble/*/members.png"],
+    "8. Export": ["export/*/precision.png"],
+    "9. Submission": ["submission/*/score_per_class.png", "submission/*/prediction_histograms/classes_01-12.png"],
+}
+
+
+def report_json(html: str, name: str) -> dict:
+    """A JSON object the Snakemake html report embeds as `var <name> = {...};`."""
+    match = re.search(rf"var {name} = (\{{.*?\}});\n", html, flags=re.S)
+    assert match, f"no `var {name}` in the report"
+    return json.loads(match.group(1))
+
+
+def test_report_has_every_section_and_figure(demo_run):
+    workdir, _, _ = demo_run
+    snakemake(workdir, "--cores", "2", "report_figures")
+    figures = {}
+    for category, patterns in REPORT_SECTIONS.items():
+        for pattern in patterns:
+            (path,) = (workdir / "results/report").glob(pattern)
+            assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000, path
+            figures[path.relative_to(workdir).as_posix()] = category
+    assert set(figures) == {
+        p.relative_to(workdir).as_posix() for p in (workdir / "results/report").rglob("*.png")
+    }
+    snakemake(workdir, "--report", "report.html", "report_figures")
+    html = (workdir / "report.html").read_text()
+    categories = report_json(html, "categories")
+    results = report_json(html, "results")
+    assert set(categories) == set(REPORT_SECTIONS), categories.keys()
+    for path, category in figures.items():
+        assert any(path in paths for paths in categories[category].values()), (category, path)
+        result = results[path]
+        assert result["mime_type"] == "image/png" and result["data_uri"].startswith("data:image/png;")
+        assert ";base64," in result["data_uri"]
+        assert len(result["caption"]) > 100, (path, result["caption"])
+        assert "System Message" not in result["caption"] and "{{" not in result["caption"], result["caption"]
+    backbone = load_config(workdir)["train"]["backbones"][0]["name"]
+    assert set(categories["4. Training"]) == {f"{backbone}, round 0", f"{backbone}, round 1"}
+    assert "test_ground_truth.csv" in results[next(p for p in figures if p.endswith("score_per_class.png"))]["caption"]
+    assert "BirdCLEF pipeline" in html  # the workflow description (report/workflow.rst)
+
+
 def test_noop_rerun_has_nothing_to_do(demo_run):
     workdir, _, _ = demo_run
     assert planned_jobs(workdir, "submission") == {}
@@ -139,3 +193,38 @@ def test_switching_back_finds_the_old_artifacts(demo_run):
     assert (workdir / "results/submission.csv").read_bytes() == (first_submission / "submission.csv").read_bytes()
     assert sorted(p.name for p in (workdir / "results").glob("*/*") if p.is_dir()) == runs_before
     assert planned_jobs(workdir, "submission") == {}
+
+
+def test_two_rounds_chain_and_the_ensemble_names_the_final_round(demo_run):
+    workdir, _, _ = demo_run
+    config = load_config(workdir)
+    first = config["pseudo"]["rounds"][0]
+    config["pseudo"]["rounds"] = [first, {"method": "both", "power": 1.5, "keep_threshold": 0.3}]
+    two = write_config(workdir, "two_rounds.yaml", config)
+    jobs = planned_jobs(workdir, "submission", "--configfile", str(two))
+    # Round 0 and round 1 are reused: only round 2 (its pseudo-labels and 2 folds) and what follows run.
+    assert jobs["train"] == 2 and jobs["pseudo"] == 1, jobs
+    assert not COMPUTE_STAGES & set(jobs), jobs
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(two))
+    runs = {p.name.split("-")[1]: p for p in (workdir / "results/train").iterdir() if p.is_dir()}
+    assert {"r0", "r1", "r2"} <= set(runs)
+    r1_tags = {p.name for p in (workdir / "results/train").iterdir() if "-r1-" in p.name}
+    labels = [p for p in (workdir / "results/pseudo").glob("*/labels.parquet")]
+    rounds = {}
+    for path in labels:
+        provenance = pseudo.read_provenance(str(path))
+        rounds[provenance["round"]] = provenance
+        frame = pd.read_parquet(path)
+        assert (frame["round"] == provenance["round"]).all() and (frame["n_models"] >= 1).all()
+    assert {1, 2} <= set(rounds)
+    # Round 2's labels come from round 1's fold models.
+    assert all(Path(m).parts[-3] in r1_tags for m in rounds[2]["models"]), rounds[2]["models"]
+    assert rounds[2]["settings"]["method"] == "both"
+    ensembles = sorted((workdir / "results/ensemble").glob("*/ensemble.json"), key=lambda p: p.stat().st_mtime)
+    definition = json.loads(ensembles[-1].read_text())
+    assert len(definition["members"]) == 2
+    assert all("-r2-" in m["name"] and "-r2-" in m["checkpoint"] for m in definition["members"])
+    assert definition["combine"] == "mean" and definition["postprocess"]["tta_shift_seconds"] == 0.0
+    submission = pd.read_csv(workdir / "results/submission.csv")
+    sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
+    assert submission["row_id"].tolist() == sample["row_id"].tolist()

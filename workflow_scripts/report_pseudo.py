@@ -1,0 +1,14 @@
+"""Snakemake entry point of rule report_pseudo (logic: birdclef.report)."""
+
+from birdclef.logs import setup_logging
+from birdclef.report import pseudo_report
+
+setup_logging(snakemake.log[0])
+pseudo_report(
+    fold_manifests=snakemake.params.manifests,
+    label_paths=snakemake.params.labels,
+    index_path=snakemake.input.index,
+    taxonomy_csv=snakemake.input.taxonomy,
+    out_scores=snakemake.output.scores,
+    out_shift=snakemake.output.shift,
+)
