@@ -36,6 +36,7 @@ from birdclef.inference import (
 )
 from birdclef.kaggle import MODULES, current_bundle, pack_bundle
 from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
+from birdclef.postprocess import POSTPROCESS_DEFAULTS
 from birdclef.submission import align_to_sample, write_submission
 
 CLASSES = ["sp01", "sp02", "sp03", "sp04"]
@@ -201,10 +202,10 @@ def test_end_to_end_matches_torch_and_features_log_mel(exported, soundscapes, tm
     monkeypatch.chdir(elsewhere)
     bundle = load_bundle(os.path.relpath(moved, elsewhere), threads=2)
     assert bundle.precision == "f32" and bundle.frames == 313 and len(bundle.members) == 2
-    for member in bundle.members:
-        assert member.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
-        assert member.compiled.get_property("INFERENCE_NUM_THREADS") == 2
-        assert member.compiled.get_property("NUM_STREAMS") == 2
+    assert bundle.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    assert bundle.compiled.get_property("INFERENCE_NUM_THREADS") == 2
+    assert bundle.compiled.get_property("NUM_STREAMS") == 2
+    assert bundle.combine == "mean"
 
     mels, row_ids = soundscape_mels(soundscapes["normal"], bundle)
     assert mels.shape == (12, 1, 32, 313) and mels.dtype == np.float32
@@ -217,6 +218,9 @@ def test_end_to_end_matches_torch_and_features_log_mel(exported, soundscapes, tm
     expected = torch_probabilities(exported["ensemble"], mels)
     np.testing.assert_allclose(frame[CLASSES].to_numpy(), expected, atol=1e-4, rtol=0)
     np.testing.assert_allclose(bundle.predict(mels), expected, atol=1e-4, rtol=0)
+    members = bundle.predict_members(mels)
+    assert members.shape == (2, 12, len(CLASSES))
+    np.testing.assert_allclose(np.tensordot(bundle.weights, members, axes=1), expected, atol=1e-4)
 
 
 def test_batching_streams_and_workers_do_not_change_the_numbers(exported, soundscapes):
@@ -224,9 +228,16 @@ def test_batching_streams_and_workers_do_not_change_the_numbers(exported, sounds
     reference = predict_soundscapes(
         paths, load_bundle(exported["f32"], threads=1), progress=False, batch_windows=1, workers=1
     )
-    for threads, streams, batch, workers in [(2, 1, 48, 2), (2, 2, 12, 3), (3, None, 100, 1)]:
-        bundle = load_bundle(exported["f32"], threads=threads, streams=streams)
+    for threads, streams, batch, workers, requests in [
+        (2, 1, 48, 2, 2),
+        (2, 2, 12, 3, 1),
+        (3, None, 100, 1, 3),
+    ]:
+        bundle = load_bundle(
+            exported["f32"], threads=threads, streams=streams, requests_per_stream=requests
+        )
         assert bundle.streams == (threads if streams is None else streams)
+        assert len(bundle.requests) == bundle.streams * requests
         frame = predict_soundscapes(
             paths, bundle, progress=False, batch_windows=batch, workers=workers
         )
@@ -238,10 +249,12 @@ def test_batching_streams_and_workers_do_not_change_the_numbers(exported, sounds
     assert list(empty.columns) == ["row_id", *CLASSES] and len(empty) == 0
 
 
-def with_postprocess(source: Path, target: Path, postprocess: dict) -> Path:
+def with_postprocess(source: Path, target: Path, postprocess: dict, combine: str | None = None) -> Path:
     shutil.copytree(source, target)
     definition = json.loads((target / "bundle.json").read_text())
     definition["postprocess"] = postprocess
+    if combine is not None:
+        definition["combine"] = combine
     (target / "bundle.json").write_text(json.dumps(definition))
     return target
 
@@ -249,7 +262,7 @@ def with_postprocess(source: Path, target: Path, postprocess: dict) -> Path:
 def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path):
     path = soundscapes["normal"]
     plain_bundle = load_bundle(exported["f32"], threads=2)
-    assert plain_bundle.postprocess == {"tta_shift_seconds": 0.0, "smoothing": 0.0}
+    assert plain_bundle.postprocess == POSTPROCESS_DEFAULTS
     plain = predict_soundscapes([path], plain_bundle, progress=False)[CLASSES].to_numpy()
 
     smoothed_dir = with_postprocess(exported["f32"], tmp_path / "smooth", {"smoothing": 0.25})
@@ -276,9 +289,93 @@ def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path):
     np.testing.assert_allclose(tta[CLASSES].to_numpy(), views, atol=1e-5)
     assert tta["row_id"].tolist() == expected_rows("normal")
 
-    for bad in ({"smoothing": 0.5}, {"tta_shift_seconds": 5.0}, {"median": 3}):
-        with pytest.raises(ValueError, match="postprocess"):
+    for bad, key in [
+        ({"smoothing": 0.5}, "smoothing"),
+        ({"tta_shift_seconds": 5.0}, "tta_shift_seconds"),
+        ({"power_adjust_top_k": -2}, "power_adjust_top_k"),
+        ({"power_adjust_exponent": 0.5}, "power_adjust_exponent"),
+        ({"median": 3}, "median"),
+    ]:
+        with pytest.raises(ValueError, match=f"postprocess.*{key}"):
             postprocess_settings({"window_seconds": 5.0, "postprocess": bad})
+        with pytest.raises(ValueError, match=key):
+            load_bundle(with_postprocess(exported["f32"], tmp_path / f"bad_{key}", bad))
+    with pytest.raises(ValueError, match="combine"):
+        load_bundle(with_postprocess(exported["f32"], tmp_path / "bad_combine", {}, combine="max"))
+
+
+def separate_member_probabilities(bundle_dir: Path, mels: np.ndarray) -> list[np.ndarray]:
+    """Each member's IR compiled on its own (same CPU settings as load_bundle), run on `mels`."""
+    definition = json.loads((bundle_dir / "bundle.json").read_text())
+    core = ov.Core()
+    config = {
+        "INFERENCE_NUM_THREADS": 2,
+        "NUM_STREAMS": 2,
+        "INFERENCE_PRECISION_HINT": ov.Type.f32,
+        "PERFORMANCE_HINT": "THROUGHPUT",
+    }
+    outputs = []
+    for member in definition["members"]:
+        compiled = core.compile_model(bundle_dir / member["ir"], "CPU", config)
+        outputs.append(compiled.create_infer_request().infer({0: mels})[0].copy())
+    return outputs
+
+
+def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, soundscapes, tmp_path):
+    postprocess = {
+        "tta_shift_seconds": 1.0,
+        "smoothing": 0.2,
+        "power_adjust_top_k": 2,
+        "power_adjust_exponent": 3.0,
+    }
+    source = with_postprocess(exported["int8"], tmp_path / "rank", postprocess, combine="rank")
+    bundle = load_bundle(source, threads=2)
+    assert bundle.combine == "rank" and bundle.postprocess == postprocess
+    names = ["normal", "short", "stereo48k", "silent"]
+    frame = predict_soundscapes([soundscapes[n] for n in names], bundle, progress=False)
+    assert frame["row_id"].tolist() == [row for n in names for row in expected_rows(n)]
+
+    # by hand: every member on its own, TTA views averaged per member
+    per_member: list[list[np.ndarray]] = [[], []]
+    for name in names:
+        mels, _ = soundscape_mels(soundscapes[name], bundle)
+        assert mels.shape[0] == 3 * 12
+        for index, probs in enumerate(separate_member_probabilities(source, mels)):
+            per_member[index].append(probs.reshape(3, 12, -1).mean(axis=0))
+    stacked = [np.concatenate(blocks).astype(np.float64) for blocks in per_member]  # (48, 4) each
+    rows = len(stacked[0])
+    # per-class ranks over all 48 windows of the run, ties averaged, divided by the row count
+    ranks = []
+    for probs in stacked:
+        rank = np.empty_like(probs)
+        for c in range(probs.shape[1]):
+            column = probs[:, c]
+            rank[:, c] = [((column < v).sum() + ((column == v).sum() + 1) / 2) / rows for v in column]
+        ranks.append(rank)
+    combined = 0.6 * ranks[0] + 0.4 * ranks[1]
+    expected = []
+    for k in range(len(names)):
+        probs = combined[12 * k : 12 * (k + 1)]
+        smoothed = 0.6 * probs + 0.2 * (np.r_[probs[:1], probs[:-1]] + np.r_[probs[1:], probs[-1:]])
+        top = np.argsort(-smoothed.max(axis=0), kind="stable")[:2]
+        adjusted = smoothed ** 3.0
+        adjusted[:, top] = smoothed[:, top]
+        expected.append(adjusted)
+    expected = np.concatenate(expected)
+    values = frame[CLASSES].to_numpy()
+    assert values.dtype == np.float32
+    np.testing.assert_allclose(values, expected, atol=1e-6, rtol=0)
+    # the adjustment changed something: each soundscape's two weakest classes were cubed
+    assert not np.allclose(values, np.concatenate(
+        [combined[12 * k : 12 * (k + 1)] for k in range(len(names))]), atol=1e-3)
+
+    # predict() combines by rank too, over the windows it is given
+    mels, _ = soundscape_mels(soundscapes["normal"], bundle)
+    members = separate_member_probabilities(source, mels)
+    np.testing.assert_allclose(bundle.predict_members(mels), np.stack(members), atol=1e-6)
+    by_hand = 0.6 * pd.DataFrame(members[0]).rank(pct=True).to_numpy()
+    by_hand += 0.4 * pd.DataFrame(members[1]).rank(pct=True).to_numpy()
+    np.testing.assert_allclose(bundle.predict(mels), by_hand, atol=1e-6)
 
 
 def sample_submission(names: list[str]) -> pd.DataFrame:
@@ -311,7 +408,11 @@ def blocked_python(code: str) -> str:
 
 def test_kaggle_bundle_predicts_without_torch(exported, soundscapes, tmp_path):
     out = tmp_path / "kaggle_bundle"
-    summary = pack_bundle(exported["int8"], out)
+    # rank combine and post-processing: the packed code must carry birdclef.postprocess
+    postprocess = {"smoothing": 0.1, "power_adjust_top_k": 2, "power_adjust_exponent": 2.0}
+    source = with_postprocess(exported["int8"], tmp_path / "ranked", postprocess, combine="rank")
+    summary = pack_bundle(source, out)
+    assert "postprocess.py" in MODULES
     assert (out / "predict.py").exists() and (out / "README.md").exists()
     assert (out / "bundle.json").exists() and (out / "mel_filterbank.npy").exists()
     assert sorted(p.name for p in (out / "birdclef").iterdir() if p.suffix == ".py") == sorted(MODULES)
@@ -335,6 +436,8 @@ def test_kaggle_bundle_predicts_without_torch(exported, soundscapes, tmp_path):
         f"runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
         "assert not any(sys.modules.get(n) for n in "
         f"{BLOCKED!r}), 'a blocked module was imported'\n"
+        "postprocess = sys.modules['birdclef.postprocess']\n"
+        f"assert postprocess.__file__ == {str(out / 'birdclef' / 'postprocess.py')!r}, postprocess.__file__\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
@@ -342,12 +445,13 @@ def test_kaggle_bundle_predicts_without_torch(exported, soundscapes, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"inference code from {out / 'birdclef'}" in result.stderr
     assert "int8 IR, OpenVINO CPU INFERENCE_PRECISION_HINT=f32" in result.stderr
+    assert "combine rank" in result.stderr and "'power_adjust_top_k': 2" in result.stderr
     written = pd.read_csv(workdir / "submission.csv")
     assert list(written.columns) == list(sample.columns)
     assert written["row_id"].tolist() == sample["row_id"].tolist()
     assert not written.isna().any().any()
     # the bundled code gives the pipeline's numbers
-    bundle = load_bundle(exported["int8"], threads=2)
+    bundle = load_bundle(source, threads=2)
     paths = [data / "test_soundscapes" / soundscapes[name].name for name in sorted(names)]
     expected, _ = align_to_sample(predict_soundscapes(paths, bundle, progress=False), sample)
     np.testing.assert_allclose(written[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=2e-6)

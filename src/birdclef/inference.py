@@ -1,27 +1,34 @@
 """Soundscape inference with an exported OpenVINO bundle: the Kaggle-side code path.
 
 Imports only numpy, pandas, soundfile, openvino and the package's torch-free
-`audio` and `features` modules, so it runs in a Kaggle notebook without torch,
-timm, librosa or Snakemake: the mel filterbank comes from the bundle's
-``mel_filterbank.npy``. (`threadpoolctl` and `soxr` are used when present.)
+`audio`, `features` and `postprocess` modules, so it runs in a Kaggle notebook
+without torch, timm, librosa or Snakemake: the mel filterbank comes from the
+bundle's ``mel_filterbank.npy``. (`threadpoolctl` and `soxr` are used when
+present.)
 
 A soundscape is decoded once (mono, resampled to the bundle's rate), cut into
 consecutive windows (5 s in the competition), and turned into log-mel windows
 with `features.log_mel` (the function the mel cache uses); every member then
-runs on those same windows. The ensemble's probability is the weighted mean of
-the members' clip probabilities, followed by the optional post-processing of
-the bundle definition (see `postprocess_settings`). Row ids are
-``<file stem>_<end second>``.
+runs on those same windows. Members are combined as the bundle definition's
+``combine`` says (weighted mean of probabilities, or of per-class ranks over
+the run), followed by its per-soundscape post-processing (``postprocess``:
+TTA shifts, smoothing, power adjustment; see `birdclef.postprocess`). Row ids
+are ``<file stem>_<end second>``.
 
 How it is fast (`predict_soundscapes`): decode + log-mel run in a pool of
 worker threads (numpy, libsndfile and OpenVINO release the GIL), several files
 ahead of the model; windows of several soundscapes are batched into one infer
-call; every member is compiled with the THROUGHPUT hint, one thread per
-stream, and fed through asynchronous infer requests with at most `streams`
-requests in flight over all members, so the cores stay busy with whichever
-of preprocessing or inference has work. The log-mel's BLAS call is held to one
-thread while this runs (with threadpoolctl): multi-threaded BLAS inside
-parallel workers made it 3-4x slower.
+call. All members are wired into one OpenVINO model (`ensemble_model`) and
+compiled once with the THROUGHPUT hint, one thread per stream, two infer
+requests per stream: one request runs every member on a batch, each stream
+works on its own core, and a stream that finishes a batch starts the next
+queued one without waiting for Python. (With one compiled model per member,
+OpenVINO pins stream k of every compiled model to core k while it runs: two
+requests of two different members both went to their model's first free
+stream, so ~80 % of the time both ran on the same core and the other idled;
+10 members kept the cores only ~60 % busy.) The log-mel's BLAS call is held
+to one thread while this runs (with threadpoolctl): multi-threaded BLAS
+inside parallel workers made it 3-4x slower.
 """
 
 from __future__ import annotations
@@ -31,10 +38,8 @@ import json
 import logging
 import math
 import os
-import queue
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +52,13 @@ import soundfile as sf
 
 from .audio import BadAudioError, resample
 from .features import frames_for, log_mel, window_waves
+from .postprocess import (  # noqa: F401 - postprocess_settings, smooth_windows: re-exported
+    combine_members,
+    combine_method,
+    postprocess_settings,
+    postprocess_soundscape,
+    smooth_windows,
+)
 
 logger = logging.getLogger("birdclef.inference")
 
@@ -54,24 +66,29 @@ DEFAULT_WINDOWS = 12  # a 60 s soundscape in 5 s windows: the rows every test so
 # Windows per infer call: one one-minute soundscape. Per CPU second, b0 int8 ran
 # fastest at 8-24 windows (activations stay in cache) and ~7 % slower at 48.
 BATCH_WINDOWS = 12
+# Infer requests per stream: a stream that finishes a batch starts the next queued one at once.
+REQUESTS_PER_STREAM = 2
 PRECISION_HINTS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
 
 
 @dataclass
 class Member:
-    """One compiled ensemble member and its infer requests (one per stream)."""
+    """One ensemble member: its name, weight and IR file."""
 
     name: str
     weight: float
     ir: Path
-    compiled: Any
-    requests: list[Any] = field(default_factory=list, repr=False)
-    idle: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
 
 
 @dataclass
 class Bundle:
-    """An exported ensemble ready to run: compiled members, classes, mel settings."""
+    """An exported ensemble ready to run: the compiled ensemble model, classes, mel settings.
+
+    `compiled` is one OpenVINO compiled model that holds every member: it takes
+    (N, 1, n_mels, frames) log-mel windows and returns the members' clip
+    probabilities stacked as (n_members, N, n_classes), in `members` order.
+    `requests` holds its infer requests (an ``ov.AsyncInferQueue``).
+    """
 
     root: Path
     classes: list[str]
@@ -83,7 +100,10 @@ class Bundle:
     precision_hint: str
     threads: int
     definition: dict[str, Any] = field(repr=False)
+    compiled: Any = field(default=None, repr=False)
+    requests: Any = field(default=None, repr=False)
     streams: int = 1
+    combine: str = "mean"
     postprocess: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,61 +121,103 @@ class Bundle:
         """Mel frames in one window (313 for 5 s at 32 kHz, hop 512)."""
         return frames_for(self.window_samples, int(self.mel["hop_length"]))
 
+    @property
+    def weights(self) -> np.ndarray:
+        """The members' weights, normalised to sum to 1 (float64)."""
+        weights = np.array([member.weight for member in self.members], dtype=np.float64)
+        return weights / weights.sum()
+
+    def predict_members(self, mels: np.ndarray) -> np.ndarray:
+        """Every member's clip probabilities (n_members, n_windows, n_classes) for log-mel windows.
+
+        `mels` is (n_windows, 1, n_mels, frames) float32 log-mel dB, run in
+        batches of at most `BATCH_WINDOWS` windows. No combining, no
+        post-processing.
+        """
+        parts = self._run(mels, keep_members=True)
+        if not parts:
+            return np.zeros((len(self.members), 0, len(self.classes)), dtype=np.float32)
+        return np.concatenate(parts, axis=1)
+
     def predict(self, mels: np.ndarray) -> np.ndarray:
         """Ensemble clip probabilities (n_windows, n_classes) for log-mel windows.
 
         `mels` is (n_windows, 1, n_mels, frames) float32 log-mel dB; every
         member runs on it (in batches of at most `BATCH_WINDOWS` windows) and
-        the result is the weighted mean of the members' probabilities. No
-        post-processing: that needs whole soundscapes (`predict_soundscapes`).
+        the members are combined by the bundle's method (`combine`: the
+        weighted mean, or with ``"rank"`` the weighted mean of per-class ranks
+        over these windows). No post-processing: that needs whole soundscapes
+        (`predict_soundscapes`).
         """
+        if self.combine == "mean":
+            parts = self._run(mels, keep_members=False)
+            return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
+        members = self.predict_members(mels)
+        if members.shape[1] == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return combine_members(list(members), self.weights.tolist(), self.combine)
+
+    def _run(self, mels: np.ndarray, keep_members: bool) -> list[np.ndarray]:
+        mels = self._check_mels(mels)
+        runner = _Runner(self, keep_members=keep_members)
+        jobs = [
+            runner.submit(mels[begin : begin + BATCH_WINDOWS])
+            for begin in range(0, len(mels), BATCH_WINDOWS)
+        ]
+        runner.wait()
+        return [job.parts[0] for job in jobs]
+
+    def _check_mels(self, mels: np.ndarray) -> np.ndarray:
         mels = np.ascontiguousarray(mels, dtype=np.float32)
         expected = (1, int(self.mel["n_mels"]), self.frames)
         if mels.ndim != 4 or mels.shape[1:] != expected:
             raise ValueError(
                 f"mels must have shape (N, {', '.join(map(str, expected))}), got {mels.shape}"
             )
-        runner = _Runner(self)
-        jobs = [
-            runner.submit(mels[begin : begin + BATCH_WINDOWS])
-            for begin in range(0, len(mels), BATCH_WINDOWS)
-        ]
-        runner.wait()
-        if not jobs:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return np.concatenate([job.result for job in jobs])
+        return mels
 
 
-def postprocess_settings(definition: Mapping[str, Any]) -> dict[str, Any]:
-    """The post-processing of a bundle definition's ``"postprocess"`` section, checked.
+def ensemble_model(models: Sequence[Any], input_shape: Sequence[int]) -> Any:
+    """One ``ov.Model`` that runs every member model on a shared input.
 
-    Keys (all off by default):
-
-    - ``tta_shift_seconds`` (float, 0 = off): each window is also predicted
-      from the audio shifted by -s and +s seconds (zero beyond the file's
-      ends); its probability is the mean of the three views. Triples the mel
-      and model work.
-    - ``smoothing`` (float a in [0, 0.5), 0 = off): within a soundscape,
-      p'[t] = (1 - 2a) p[t] + a p[t-1] + a p[t+1]; at the first and last
-      window the missing neighbour's share stays on the window itself.
+    Each of `models` (read IR, one input (N, *input_shape), one output (N,
+    n_classes)) is wired to one shared f32 input ``mels`` of shape (N,
+    *input_shape); the output ``member_probabilities`` stacks the members'
+    outputs as (n_members, N, n_classes). The members' operations are only
+    renamed (prefix ``member<i>/``), so every member computes exactly what it
+    computes on its own (OpenVINO computes identical subgraphs once, so the
+    same IR listed twice costs one member). Compiled once, the ensemble needs
+    one infer request per batch instead of one per member, and each stream
+    (pinned to its own core) runs whole batches through every member. One
+    compiled model per member put two members' requests on the same core
+    most of the time: OpenVINO pins stream k of every compiled model to core k.
     """
-    section = dict(definition.get("postprocess") or {})
-    unknown = set(section) - {"tta_shift_seconds", "smoothing"}
-    if unknown:
-        raise ValueError(
-            f"bundle.json postprocess has unknown keys {sorted(unknown)}; "
-            "known: tta_shift_seconds, smoothing"
-        )
-    shift = float(section.get("tta_shift_seconds", 0.0) or 0.0)
-    window = float(definition.get("window_seconds", 5.0))
-    if not 0.0 <= shift < window:
-        raise ValueError(
-            f"postprocess.tta_shift_seconds must be in [0, window_seconds={window}), got {shift}"
-        )
-    smoothing = float(section.get("smoothing", 0.0) or 0.0)
-    if not 0.0 <= smoothing < 0.5:
-        raise ValueError(f"postprocess.smoothing must be in [0, 0.5), got {smoothing}")
-    return {"tta_shift_seconds": shift, "smoothing": smoothing}
+    import openvino.opset13 as ops
+
+    shared = ops.parameter([-1, *map(int, input_shape)], ov.Type.f32, name="mels")
+    shared.output(0).set_names({"mels"})
+    outputs = []
+    for index, model in enumerate(models):
+        for op in model.get_ordered_ops():
+            op.set_friendly_name(f"member{index}/{op.get_friendly_name()}")
+            for port in op.outputs():
+                names = port.get_names()
+                if names:
+                    port.set_names({f"member{index}/{name}" for name in names})
+        parameter = model.get_parameters()[0]
+        source = shared.output(0)
+        if parameter.get_element_type() != ov.Type.f32:
+            source = ops.convert(shared, parameter.get_element_type()).output(0)
+        for target in list(parameter.output(0).get_target_inputs()):
+            target.replace_source_output(source)
+        output = model.get_results()[0].input_value(0)
+        if output.get_element_type() != ov.Type.f32:
+            output = ops.convert(output, ov.Type.f32).output(0)
+        outputs.append(ops.unsqueeze(output, 0))
+    stacked = ops.concat(outputs, 0) if len(outputs) > 1 else outputs[0]
+    result = ops.result(stacked)
+    result.output(0).set_names({"member_probabilities"})
+    return ov.Model([result], [shared], "ensemble")
 
 
 def load_bundle(
@@ -163,16 +225,22 @@ def load_bundle(
     threads: int = 2,
     precision_hint: str = "f32",
     streams: int | None = None,
+    requests_per_stream: int = REQUESTS_PER_STREAM,
 ) -> Bundle:
-    """Read ``bundle.json`` from `bundle_dir` and compile every member on the CPU.
+    """Read ``bundle.json`` from `bundle_dir` and compile the ensemble on the CPU.
 
-    Every member is compiled with INFERENCE_PRECISION_HINT=`precision_hint`
-    ("f32" is what the export gate measured; "bf16" is faster on CPUs with
-    bf16 units but was not gated), INFERENCE_NUM_THREADS=`threads` and
-    `streams` streams (default: one per thread, the THROUGHPUT hint, one
-    thread per stream; ``streams=1`` gives one stream with all threads, the
-    LATENCY hint). IR paths in the bundle are relative to `bundle_dir`, so the
-    bundle works from any working directory.
+    Every member is read, checked against the bundle's mel settings and
+    classes, and wired into one ensemble model (`ensemble_model`), compiled
+    once with INFERENCE_PRECISION_HINT=`precision_hint` ("f32" is what the
+    export gate measured; "bf16" is faster on CPUs with bf16 units but was not
+    gated), INFERENCE_NUM_THREADS=`threads` and `streams` streams (default:
+    one per thread, the THROUGHPUT hint, one thread per stream; ``streams=1``
+    gives one stream with all threads, the LATENCY hint), and
+    `requests_per_stream` infer requests per stream (a stream that finishes a
+    batch starts the next queued one at once). IR paths in the bundle are
+    relative to `bundle_dir`, so the bundle works from any working directory.
+    ``combine`` and ``postprocess`` of the definition are checked here
+    (`birdclef.postprocess.combine_method`, `postprocess_settings`).
     """
     if precision_hint not in PRECISION_HINTS:
         raise ValueError(
@@ -190,18 +258,13 @@ def load_bundle(
             f"{root}/mel_filterbank.npy has shape {filterbank.shape}, "
             f"expected {expected_fb} for the bundle's mel settings"
         )
+    combine = combine_method(definition)
     postprocess = postprocess_settings(definition)
     core = ov.Core()
-    config = {
-        "INFERENCE_NUM_THREADS": threads,
-        "NUM_STREAMS": streams,
-        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision_hint],
-        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
-    }
     classes = list(definition["classes"])
     window_samples = int(round(float(definition["window_seconds"]) * int(mel["sample_rate"])))
     expected_input = [1, int(mel["n_mels"]), frames_for(window_samples, int(mel["hop_length"]))]
-    members = []
+    members, models = [], []
     for entry in definition["members"]:
         if float(entry.get("weight", 1.0)) == 0.0:
             logger.info("skipping member %r: weight 0", entry.get("name"))
@@ -212,33 +275,44 @@ def load_bundle(
                 f"member {entry.get('name')!r}: IR {entry['ir']!r} not found "
                 f"relative to the bundle folder {root}"
             )
-        compiled = core.compile_model(ir, "CPU", config)
-        shape = compiled.inputs[0].get_partial_shape()
+        model = core.read_model(ir)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(
+                f"member {entry.get('name')!r} has {len(model.inputs)} inputs and "
+                f"{len(model.outputs)} outputs, expected one of each"
+            )
+        shape = model.inputs[0].get_partial_shape()
         dims = [dim.get_length() if dim.is_static else None for dim in shape]
         if len(dims) != 4 or dims[1:] != expected_input:
             raise ValueError(
                 f"member {entry.get('name')!r} takes input {shape}, the bundle's mel settings "
                 f"give (batch, {', '.join(map(str, expected_input))})"
             )
-        n_out = compiled.outputs[0].get_partial_shape()[1]
-        if n_out.is_static and n_out.get_length() != len(classes):
+        out_shape = model.outputs[0].get_partial_shape()
+        n_out = out_shape[1] if out_shape.rank.is_static and len(out_shape) == 2 else None
+        if n_out is None or (n_out.is_static and n_out.get_length() != len(classes)):
             raise ValueError(
-                f"member {entry.get('name')!r} outputs {n_out.get_length()} classes, "
-                f"the bundle lists {len(classes)}"
+                f"member {entry.get('name')!r} outputs {out_shape}, "
+                f"expected (batch, {len(classes)}) for the bundle's {len(classes)} classes"
             )
-        member = Member(
-            name=str(entry.get("name", ir.parent.name)),
-            weight=float(entry.get("weight", 1.0)),
-            ir=ir,
-            compiled=compiled,
+        models.append(model)
+        members.append(
+            Member(
+                name=str(entry.get("name", ir.parent.name)),
+                weight=float(entry.get("weight", 1.0)),
+                ir=ir,
+            )
         )
-        for _ in range(streams):
-            request = compiled.create_infer_request()
-            member.requests.append(request)
-            member.idle.put(request)
-        members.append(member)
     if not members or sum(member.weight for member in members) <= 0:
         raise ValueError(f"{root}/bundle.json has no members with positive weight")
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": streams,
+        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision_hint],
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+    }
+    compiled = core.compile_model(ensemble_model(models, expected_input), "CPU", config)
+    requests = ov.AsyncInferQueue(compiled, streams * max(1, int(requests_per_stream)))
     bundle = Bundle(
         root=root,
         classes=classes,
@@ -250,89 +324,106 @@ def load_bundle(
         precision_hint=precision_hint,
         threads=threads,
         definition=definition,
+        compiled=compiled,
+        requests=requests,
         streams=streams,
+        combine=combine,
         postprocess=postprocess,
     )
     logger.info(
         "loaded bundle %s: %d members, %s IR, OpenVINO CPU INFERENCE_PRECISION_HINT=%s, "
-        "%d threads in %d streams, postprocess %s",
+        "%d threads in %d streams, combine %s, postprocess %s",
         root,
         len(members),
         bundle.precision,
         precision_hint,
         threads,
         streams,
+        combine,
         postprocess,
     )
     return bundle
 
 
 class _Job:
-    """One batch of windows on its way through every member."""
+    """One batch of windows on its way through the ensemble model.
 
-    def __init__(self, batch: np.ndarray, n_members: int, n_classes: int, weights: np.ndarray):
-        self.batch = batch  # kept alive: the requests read it in place
-        self.outputs = np.empty((n_members, len(batch), n_classes), dtype=np.float32)
+    `segments` are (first row, windows) of the files in the batch, each with
+    `views` TTA views of its windows (view-major). When the request is done,
+    `parts` holds one array per segment, the views averaged: the weighted mean
+    over members (n_windows, n_classes), or with `keep_members` every member's
+    probabilities (n_members, n_windows, n_classes).
+    """
+
+    def __init__(
+        self,
+        batch: np.ndarray,
+        segments: Sequence[tuple[int, int]],
+        views: int,
+        weights: np.ndarray,
+        keep_members: bool,
+    ) -> None:
+        self.batch = batch  # kept alive: the request reads it in place
+        self.segments = list(segments)
+        self.views = views
         self.weights = weights
-        self.pending = n_members
-        self.lock = threading.Lock()
-        self.result: np.ndarray | None = None
+        self.keep_members = keep_members
+        self.parts: list[np.ndarray] | None = None
 
-    def member_done(self, index: int, probabilities: np.ndarray) -> None:
-        self.outputs[index] = probabilities
-        with self.lock:
-            self.pending -= 1
-            last = self.pending == 0
-        if last:
-            self.result = np.tensordot(self.weights, self.outputs, axes=1).astype(np.float32)
-            self.outputs = self.batch = None
+    def finish(self, output: np.ndarray) -> None:
+        """Reduce the request's (n_members, rows, n_classes) output; it is only valid during the call."""
+        views = self.views
+        if self.keep_members:
+            n_members, n_classes = output.shape[0], output.shape[2]
+            self.parts = [
+                output[:, first : first + views * n].reshape(n_members, views, n, n_classes).mean(axis=1)
+                for first, n in self.segments
+            ]
+        else:
+            mean = np.tensordot(self.weights, output, axes=1).astype(np.float32)
+            self.parts = [
+                mean[first : first + views * n].reshape(views, n, -1).mean(axis=0)
+                for first, n in self.segments
+            ]
+        self.batch = None
 
 
 class _Runner:
-    """Asynchronous inference of every member, at most `bundle.streams` requests in flight."""
+    """Asynchronous inference of the ensemble model through the bundle's infer requests."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, keep_members: bool) -> None:
         self.bundle = bundle
-        weights = np.array([member.weight for member in bundle.members], dtype=np.float64)
-        self.weights = weights / weights.sum()
-        self.slots = threading.Semaphore(bundle.streams)
+        self.keep_members = keep_members
+        self.weights = bundle.weights
         self.errors: list[BaseException] = []
-        for member in bundle.members:
-            for request in member.requests:
-                request.set_callback(self._done, None)  # userdata is given per start_async
+        bundle.requests.set_callback(self._done)
 
-    def _done(self, userdata) -> None:
-        job, index, request = userdata
-        member = self.bundle.members[index]
+    def _done(self, request, job: _Job) -> None:
         try:
-            job.member_done(index, request.get_output_tensor(0).data)
+            job.finish(request.get_output_tensor(0).data)
         except BaseException as error:  # noqa: BLE001 - re-raised by wait()
             self.errors.append(error)
-        finally:
-            member.idle.put(request)
-            self.slots.release()
 
-    def submit(self, batch: np.ndarray) -> _Job:
-        """Start every member on `batch` (N, 1, n_mels, frames); returns the pending job."""
+    def submit(
+        self, batch: np.ndarray, segments: Sequence[tuple[int, int]] | None = None, views: int = 1
+    ) -> _Job:
+        """Start the ensemble on `batch` (N, 1, n_mels, frames); returns the pending job.
+
+        `segments` ((first row, windows) per file, default: the whole batch
+        as one) and `views` say how `_Job.finish` splits and reduces the rows.
+        Blocks while every infer request is busy.
+        """
         if self.errors:
             raise RuntimeError("OpenVINO inference failed") from self.errors[0]
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        job = _Job(batch, len(self.bundle.members), len(self.bundle.classes), self.weights)
-        for index, member in enumerate(self.bundle.members):
-            self.slots.acquire()
-            request = member.idle.get()
-            request.start_async({0: batch}, (job, index, request), share_inputs=True)
+        segments = [(0, len(batch))] if segments is None else segments
+        job = _Job(batch, segments, views, self.weights, self.keep_members)
+        self.bundle.requests.start_async({0: batch}, job, share_inputs=True)
         return job
 
     def wait(self) -> None:
         """Block until every submitted job is done; raise the first inference error."""
-        for _ in range(self.bundle.streams):
-            self.slots.acquire()
-        for _ in range(self.bundle.streams):
-            self.slots.release()
-        for member in self.bundle.members:
-            for request in member.requests:
-                request.wait()
+        self.bundle.requests.wait_all()
         if self.errors:
             raise RuntimeError("OpenVINO inference failed") from self.errors[0]
 
@@ -455,15 +546,6 @@ def soundscape_mels(
     return mels, row_ids
 
 
-def smooth_windows(probabilities: np.ndarray, amount: float) -> np.ndarray:
-    """Neighbour smoothing of one soundscape's (n_windows, n_classes) probabilities."""
-    if amount <= 0 or len(probabilities) < 2:
-        return probabilities
-    previous = np.concatenate([probabilities[:1], probabilities[:-1]])
-    following = np.concatenate([probabilities[1:], probabilities[-1:]])
-    return ((1 - 2 * amount) * probabilities + amount * (previous + following)).astype(np.float32)
-
-
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Hold BLAS (the log-mel's matmul) to one thread; the workers are the parallelism.
@@ -511,24 +593,31 @@ def predict_soundscapes(
     """Ensemble probabilities for every window of every soundscape in `paths`.
 
     Returns a DataFrame with ``row_id`` followed by one column per class (the
-    bundle's class order), probabilities in [0, 1] as float32: the weighted
-    mean over members, then the bundle's post-processing (`postprocess_settings`).
-    Every file gets at least `min_windows` rows (default `default_windows`, 12;
-    see `soundscape_mels` for short, long, stereo, resampled, silent and
-    corrupt files). Decode + log-mel run in `workers` threads (default
-    `bundle.threads`) ahead of the model; windows of several files go into one
-    infer call of up to `batch_windows` windows. With `progress`, logs the rate
-    and remaining time about every 5 % of the files.
+    bundle's class order), probabilities as float32. Each member's
+    probabilities are averaged over the TTA views (``tta_shift_seconds``);
+    the members are combined by the bundle's ``combine`` method: the weighted
+    mean (accumulated per batch), or ``"rank"``: every member's probabilities
+    are kept for all windows of the run and replaced by their per-class ranks
+    over those windows before the weighted mean
+    (`birdclef.postprocess.combine_members`), so a run's numbers depend on
+    which files it predicts together. Then each soundscape is post-processed
+    (`birdclef.postprocess.postprocess_soundscape`: smoothing, then the power
+    adjustment). Every file gets at least `min_windows` rows (default
+    `default_windows`, 12; see `soundscape_mels` for short, long, stereo,
+    resampled, silent and corrupt files). Decode + log-mel run in `workers`
+    threads (default `bundle.threads`) ahead of the model; windows of several
+    files go into one infer call of up to `batch_windows` windows. With
+    `progress`, logs the rate and remaining time about every 5 % of the files.
     """
     paths = list(paths)
     workers = bundle.threads if workers is None else max(1, int(workers))
     views = 3 if bundle.postprocess.get("tta_shift_seconds", 0.0) > 0 else 1
-    smoothing = float(bundle.postprocess.get("smoothing", 0.0))
-    runner = _Runner(bundle)
-    files: list[tuple[list[str], _Job, int]] = []  # (row ids, job, first row in the job)
+    keep_members = bundle.combine != "mean"
+    runner = _Runner(bundle, keep_members=keep_members)
+    files: list[tuple[list[str], _Job, int]] = []  # (row ids, job, index of the file in the job)
     batch: list[np.ndarray] = []
     batch_rows = 0
-    waiting: list[tuple[list[str], int]] = []
+    waiting: list[tuple[list[str], int]] = []  # (row ids, first row in the batch)
     start = time.perf_counter()
     step = max(1, len(paths) // 20)
     windows = 0
@@ -536,8 +625,10 @@ def predict_soundscapes(
     def flush() -> None:
         nonlocal batch, batch_rows, waiting
         if batch:
-            job = runner.submit(np.concatenate(batch) if len(batch) > 1 else batch[0])
-            files.extend((ids, job, first) for ids, first in waiting)
+            segments = [(first, len(ids)) for ids, first in waiting]
+            mels = np.concatenate(batch) if len(batch) > 1 else batch[0]
+            job = runner.submit(mels, segments, views)
+            files.extend((ids, job, index) for index, (ids, _) in enumerate(waiting))
         batch, batch_rows, waiting = [], 0, []
 
     with single_threaded_blas():
@@ -565,14 +656,20 @@ def predict_soundscapes(
         flush()
         runner.wait()
 
-    row_ids: list[str] = []
-    blocks: list[np.ndarray] = []
-    for ids, job, first in files:
-        n = len(ids)
-        probs = job.result[first : first + views * n].reshape(views, n, -1).mean(axis=0)
-        blocks.append(smooth_windows(probs, smoothing))
-        row_ids.extend(ids)
-    probs = np.concatenate(blocks) if blocks else np.zeros((0, len(bundle.classes)), np.float32)
+    n_classes = len(bundle.classes)
+    row_ids = [row for ids, _, _ in files for row in ids]
+    if not files:
+        probs = np.zeros((0, n_classes), np.float32)
+    elif keep_members:
+        members = np.concatenate([job.parts[part] for _, job, part in files], axis=1)
+        probs = combine_members(list(members), bundle.weights.tolist(), bundle.combine)
+    else:
+        probs = np.concatenate([job.parts[part] for _, job, part in files])
+    blocks, first = [], 0
+    for ids, _, _ in files:
+        blocks.append(postprocess_soundscape(probs[first : first + len(ids)], bundle.postprocess))
+        first += len(ids)
+    probs = np.concatenate(blocks) if blocks else probs
     frame = pd.DataFrame(probs.astype(np.float32, copy=False), columns=bundle.classes)
     frame.insert(0, "row_id", row_ids)
     return frame

@@ -37,6 +37,7 @@ MODULES = (
     "audio.py",
     "features.py",
     "inference.py",
+    "postprocess.py",
     "io.py",
     "catalog.py",
     "submission.py",
@@ -139,6 +140,7 @@ When `wheels/` is missing, attach any dataset with an OpenVINO wheel for Python
 | source bundle | `{source}` |
 | members | {members} |
 | IR precision | {precision} (export gate: {gate}) |
+| combine, post-processing | {combine}; {postprocess} |
 | export AUCs | {auc} |
 | OpenVINO | {openvino} |
 
@@ -272,6 +274,8 @@ def pack_bundle(
                 members=", ".join(str(m.get("name")) for m in definition["members"]),
                 precision=definition.get("precision"),
                 gate=export.get("gate_status", "unknown"),
+                combine=definition.get("combine") or "mean",
+                postprocess=json.dumps(definition.get("postprocess") or {}),
                 auc=json.dumps(export.get("auc")),
                 openvino=openvino_version,
             )
