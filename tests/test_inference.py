@@ -24,19 +24,19 @@ import pytest
 import soundfile as sf
 import torch
 
+import birdclef.inference
+from birdclef.audio import BadAudioError, decode_audio, read_audio, write_ogg
 from birdclef.export import export_ensemble, window_frames
 from birdclef.features import log_mel, window_waves
-from birdclef.inference import (
-    decode_soundscape,
-    load_bundle,
-    postprocess_settings,
-    predict_soundscapes,
-    smooth_windows,
-    soundscape_mels,
-)
+from birdclef.inference import load_bundle, predict_soundscapes, soundscape_mels
 from birdclef.kaggle import MODULES, current_bundle, pack_bundle
 from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
-from birdclef.postprocess import POSTPROCESS_DEFAULTS
+from birdclef.postprocess import (
+    POSTPROCESS_DEFAULTS,
+    postprocess_settings,
+    postprocess_soundscape,
+    smooth_windows,
+)
 from birdclef.submission import align_to_sample, write_submission
 
 CLASSES = ["sp01", "sp02", "sp03", "sp04"]
@@ -58,14 +58,6 @@ def calls(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     t = np.arange(int(round(seconds * rate))) / rate
     wave = 0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * (1500 + 500 * seed) * t)
     return (wave * (np.sin(2 * np.pi * 0.3 * t) > 0)).astype(np.float32)
-
-
-def write_ogg(path: Path, wave: np.ndarray, rate: int) -> None:
-    """Ogg Vorbis in 1 s blocks: one large write (over ~2**21 frames) crashes libsndfile."""
-    channels = 1 if wave.ndim == 1 else wave.shape[1]
-    with sf.SoundFile(path, "w", rate, channels, format="OGG", subtype="VORBIS") as handle:
-        for begin in range(0, len(wave), rate):
-            handle.write(wave[begin : begin + rate])
 
 
 def torch_probabilities(ensemble: dict, mels: np.ndarray) -> np.ndarray:
@@ -178,8 +170,8 @@ def test_every_case_gets_all_rows_with_a_warning(exported, soundscapes, caplog):
     np.testing.assert_allclose(by_name["short"][CLASSES].to_numpy()[2:], zero_filled[2:], atol=1e-6)
 
 
-def test_decode_fixes_stereo_rate_and_nan(soundscapes):
-    wave, notes = decode_soundscape(soundscapes["stereo48k"], 32000)
+def test_decode_fixes_stereo_rate_and_nan(soundscapes, monkeypatch):
+    wave, notes = decode_audio(soundscapes["stereo48k"], 32000, repair=True)
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert abs(wave.size - 60 * 32000) <= 1 and len(notes) == 2
     stereo, _ = sf.read(soundscapes["stereo48k"], dtype="float32")
@@ -187,10 +179,29 @@ def test_decode_fixes_stereo_rate_and_nan(soundscapes):
 
     mono = soxr.resample(stereo.mean(axis=1), 48000, 32000, quality="HQ")
     np.testing.assert_allclose(wave, mono, atol=1e-5)
-    wave, notes = decode_soundscape(soundscapes["nan"], 32000)
+    np.testing.assert_array_equal(read_audio(soundscapes["stereo48k"], 32000), wave)
+    wave, notes = decode_audio(soundscapes["nan"], 32000, repair=True)
     assert np.isfinite(wave).all() and (wave[1000:2000] == 0).all()
-    wave, notes = decode_soundscape(soundscapes["normal"], 32000)
+    assert notes == ["1000 NaN/infinite samples set to 0"]
+    with pytest.raises(BadAudioError, match="NaN or infinite"):
+        read_audio(soundscapes["nan"], 32000)  # training data: no repairs
+    wave, notes = decode_audio(soundscapes["normal"], 32000, repair=True)
     assert notes == [] and wave.size == 60 * 32000
+    for name, reason in [("missing", "file not found"), ("empty", "cannot decode audio")]:
+        for decode in (lambda p: decode_audio(p, 32000, repair=True), lambda p: read_audio(p, 32000)):
+            with pytest.raises(BadAudioError, match=reason):
+                decode(soundscapes[name])
+
+    # without soxr: linear interpolation for inference (a note), ImportError elsewhere
+    monkeypatch.setitem(sys.modules, "soxr", None)
+    wave, notes = decode_audio(soundscapes["stereo48k"], 32000, repair=True)
+    assert notes[-1] == "soxr missing: linear interpolation"
+    assert wave.dtype == np.float32 and wave.size == 60 * 32000
+    linear = np.interp(np.arange(wave.size) / 32000, np.arange(len(stereo)) / 48000, stereo.mean(axis=1))
+    np.testing.assert_allclose(wave, linear, atol=1e-6)
+    assert np.corrcoef(wave, mono[: wave.size])[0, 1] > 0.99
+    with pytest.raises(ImportError):
+        read_audio(soundscapes["stereo48k"], 32000)
 
 
 def test_end_to_end_matches_torch_and_features_log_mel(exported, soundscapes, tmp_path, monkeypatch):
@@ -259,14 +270,23 @@ def with_postprocess(source: Path, target: Path, postprocess: dict, combine: str
     return target
 
 
-def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path):
+def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path, monkeypatch):
     path = soundscapes["normal"]
     plain_bundle = load_bundle(exported["f32"], threads=2)
     assert plain_bundle.postprocess == POSTPROCESS_DEFAULTS
+    postprocessed = []
+
+    def counted_postprocess(probabilities, settings):
+        postprocessed.append(len(probabilities))
+        return postprocess_soundscape(probabilities, settings)
+
+    monkeypatch.setattr(birdclef.inference, "postprocess_soundscape", counted_postprocess)
     plain = predict_soundscapes([path], plain_bundle, progress=False)[CLASSES].to_numpy()
+    assert postprocessed == []  # no smoothing, no power adjustment: nothing to do per soundscape
 
     smoothed_dir = with_postprocess(exported["f32"], tmp_path / "smooth", {"smoothing": 0.25})
     smoothed = predict_soundscapes([path], load_bundle(smoothed_dir), progress=False)
+    assert postprocessed == [12]
     manual = plain.copy()
     manual[1:-1] = 0.5 * plain[1:-1] + 0.25 * (plain[:-2] + plain[2:])
     manual[0] = 0.75 * plain[0] + 0.25 * plain[1]
@@ -288,6 +308,17 @@ def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path):
     views = plain_bundle.predict(mels).reshape(3, 12, -1).mean(axis=0)
     np.testing.assert_allclose(tta[CLASSES].to_numpy(), views, atol=1e-5)
     assert tta["row_id"].tolist() == expected_rows("normal")
+    assert (tta_bundle.tta_shift_samples, tta_bundle.tta_views) == (shift, 3)
+
+    # a shift under half a sample rounds to none: one view, like no TTA (it once crashed the reshape)
+    tiny_bundle = load_bundle(with_postprocess(exported["f32"], tmp_path / "tiny", {"tta_shift_seconds": 1e-6}))
+    assert tiny_bundle.postprocess["tta_shift_seconds"] == 1e-6
+    assert (tiny_bundle.tta_shift_samples, tiny_bundle.tta_views) == (0, 1)
+    assert soundscape_mels(path, tiny_bundle)[0].shape[0] == 12
+    tiny = predict_soundscapes([path, soundscapes["short"]], tiny_bundle, progress=False)
+    reference = predict_soundscapes([path, soundscapes["short"]], plain_bundle, progress=False)
+    assert tiny["row_id"].tolist() == reference["row_id"].tolist()
+    np.testing.assert_allclose(tiny[CLASSES].to_numpy(), reference[CLASSES].to_numpy(), atol=1e-6)
 
     for bad, key in [
         ({"smoothing": 0.5}, "smoothing"),
@@ -353,7 +384,7 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
             rank[:, c] = [((column < v).sum() + ((column == v).sum() + 1) / 2) / rows for v in column]
         ranks.append(rank)
     combined = 0.6 * ranks[0] + 0.4 * ranks[1]
-    expected = []
+    expected, smoothed_only = [], []
     for k in range(len(names)):
         probs = combined[12 * k : 12 * (k + 1)]
         smoothed = 0.6 * probs + 0.2 * (np.r_[probs[:1], probs[:-1]] + np.r_[probs[1:], probs[-1:]])
@@ -361,13 +392,14 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
         adjusted = smoothed ** 3.0
         adjusted[:, top] = smoothed[:, top]
         expected.append(adjusted)
-    expected = np.concatenate(expected)
+        smoothed_only.append(smoothed)
+    expected, smoothed_only = np.concatenate(expected), np.concatenate(smoothed_only)
     values = frame[CLASSES].to_numpy()
     assert values.dtype == np.float32
     np.testing.assert_allclose(values, expected, atol=1e-6, rtol=0)
-    # the adjustment changed something: each soundscape's two weakest classes were cubed
-    assert not np.allclose(values, np.concatenate(
-        [combined[12 * k : 12 * (k + 1)] for k in range(len(names))]), atol=1e-3)
+    # the power adjustment changed something beyond the smoothing: each soundscape's two
+    # weakest classes were cubed
+    assert not np.allclose(values, smoothed_only, atol=1e-3)
 
     # predict() combines by rank too, over the windows it is given
     mels, _ = soundscape_mels(soundscapes["normal"], bundle)
@@ -412,7 +444,6 @@ def test_kaggle_bundle_predicts_without_torch(exported, soundscapes, tmp_path):
     postprocess = {"smoothing": 0.1, "power_adjust_top_k": 2, "power_adjust_exponent": 2.0}
     source = with_postprocess(exported["int8"], tmp_path / "ranked", postprocess, combine="rank")
     summary = pack_bundle(source, out)
-    assert "postprocess.py" in MODULES
     assert (out / "predict.py").exists() and (out / "README.md").exists()
     assert (out / "bundle.json").exists() and (out / "mel_filterbank.npy").exists()
     assert sorted(p.name for p in (out / "birdclef").iterdir() if p.suffix == ".py") == sorted(MODULES)

@@ -9,6 +9,7 @@ array with the exported models, so inference needs neither librosa nor torch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 import weakref
@@ -81,6 +82,23 @@ def mel_filterbank(mel_settings: Mapping[str, Any]) -> np.ndarray:
             stacklevel=2,
         )
     return weights
+
+
+def blas_threads(limit: int = 1, user_api: str | None = None) -> contextlib.AbstractContextManager:
+    """Hold the BLAS (and, with `user_api` None, OpenMP) thread pools at `limit` threads.
+
+    ``threadpoolctl.threadpool_limits``: the limit applies as soon as this is
+    called and is undone when a ``with`` block around it ends. Without
+    threadpoolctl (imported lazily) a context that does nothing; then set
+    OPENBLAS_NUM_THREADS before numpy is imported instead (the Kaggle
+    bundle's predict.py does). Used where parallel workers each run
+    `log_mel`: multi-threaded BLAS inside them made it 3-4x slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (and Kaggle)
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api=user_api)
 
 
 def frames_for(samples: int, hop_length: int) -> int:

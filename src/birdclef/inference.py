@@ -6,19 +6,21 @@ without torch, timm, librosa or Snakemake: the mel filterbank comes from the
 bundle's ``mel_filterbank.npy``. (`threadpoolctl` and `soxr` are used when
 present.)
 
-A soundscape is decoded once (mono, resampled to the bundle's rate), cut into
-consecutive windows (5 s in the competition), and turned into log-mel windows
-with `features.log_mel` (the function the mel cache uses); every member then
-runs on those same windows. Members are combined as the bundle definition's
-``combine`` says (weighted mean of probabilities, or of per-class ranks over
-the run), followed by its per-soundscape post-processing (``postprocess``:
-TTA shifts, smoothing, power adjustment; see `birdclef.postprocess`). Row ids
-are ``<file stem>_<end second>``.
+A soundscape is decoded once (`audio.decode_audio`: mono, resampled to the
+bundle's rate), cut into consecutive windows (5 s in the competition), and
+turned into log-mel windows with `features.log_mel` (the function the mel
+cache uses); every member then runs on those same windows. Members are
+combined as the bundle definition's ``combine`` says (weighted mean of
+probabilities, or of per-class ranks over the run), followed by its
+per-soundscape post-processing (``postprocess``: TTA shifts, smoothing, power
+adjustment; see `birdclef.postprocess`). Row ids are
+``<file stem>_<end second>``.
 
 How it is fast (`predict_soundscapes`): decode + log-mel run in a pool of
 worker threads (numpy, libsndfile and OpenVINO release the GIL), several files
-ahead of the model; windows of several soundscapes are batched into one infer
-call. All members are wired into one OpenVINO model (`ensemble_model`) and
+ahead of the model; whole soundscapes go into infer calls of at least
+`BATCH_WINDOWS` rows (by default one one-minute soundscape per call). All
+members are wired into one OpenVINO model (`ensemble_model`) and
 compiled once with the THROUGHPUT hint, one thread per stream, two infer
 requests per stream: one request runs every member on a batch, each stream
 works on its own core, and a stream that finishes a batch starts the next
@@ -27,13 +29,12 @@ OpenVINO pins stream k of every compiled model to core k while it runs: two
 requests of two different members both went to their model's first free
 stream, so ~80 % of the time both ran on the same core and the other idled;
 10 members kept the cores only ~60 % busy.) The log-mel's BLAS call is held
-to one thread while this runs (with threadpoolctl): multi-threaded BLAS
-inside parallel workers made it 3-4x slower.
+to one thread while this runs (`features.blas_threads`, threadpoolctl):
+multi-threaded BLAS inside parallel workers made it 3-4x slower.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -48,23 +49,22 @@ from typing import Any
 import numpy as np
 import openvino as ov
 import pandas as pd
-import soundfile as sf
 
-from .audio import BadAudioError, resample
-from .features import frames_for, log_mel, window_waves
-from .postprocess import (  # noqa: F401 - postprocess_settings, smooth_windows: re-exported
+from .audio import BadAudioError, decode_audio
+from .features import blas_threads, frames_for, log_mel, window_waves
+from .postprocess import (
+    POSTPROCESS_DEFAULTS,
     combine_members,
     combine_method,
     postprocess_settings,
     postprocess_soundscape,
-    smooth_windows,
 )
 
 logger = logging.getLogger("birdclef.inference")
 
 DEFAULT_WINDOWS = 12  # a 60 s soundscape in 5 s windows: the rows every test soundscape gets
-# Windows per infer call: one one-minute soundscape. Per CPU second, b0 int8 ran
-# fastest at 8-24 windows (activations stay in cache) and ~7 % slower at 48.
+# Windows per infer call: one one-minute soundscape (compare other sizes with
+# bench/bench_inference.py --batch-windows N).
 BATCH_WINDOWS = 12
 # Infer requests per stream: a stream that finishes a batch starts the next queued one at once.
 REQUESTS_PER_STREAM = 2
@@ -122,48 +122,56 @@ class Bundle:
         return frames_for(self.window_samples, int(self.mel["hop_length"]))
 
     @property
+    def tta_shift_samples(self) -> int:
+        """The TTA shift (``postprocess.tta_shift_seconds``) in samples; 0: no TTA views."""
+        return int(round(float(self.postprocess.get("tta_shift_seconds", 0.0)) * self.sample_rate))
+
+    @property
+    def tta_views(self) -> int:
+        """Views per window: 3 (unshifted, -shift, +shift) with a non-zero `tta_shift_samples`, else 1."""
+        return 3 if self.tta_shift_samples else 1
+
+    @property
     def weights(self) -> np.ndarray:
         """The members' weights, normalised to sum to 1 (float64)."""
         weights = np.array([member.weight for member in self.members], dtype=np.float64)
         return weights / weights.sum()
 
-    def predict_members(self, mels: np.ndarray) -> np.ndarray:
+    def predict_members(self, mels: np.ndarray, batch_windows: int = BATCH_WINDOWS) -> np.ndarray:
         """Every member's clip probabilities (n_members, n_windows, n_classes) for log-mel windows.
 
         `mels` is (n_windows, 1, n_mels, frames) float32 log-mel dB, run in
-        batches of at most `BATCH_WINDOWS` windows. No combining, no
+        batches of at most `batch_windows` windows. No combining, no
         post-processing.
         """
-        parts = self._run(mels, keep_members=True)
+        parts = self._run(mels, keep_members=True, batch_windows=batch_windows)
         if not parts:
             return np.zeros((len(self.members), 0, len(self.classes)), dtype=np.float32)
         return np.concatenate(parts, axis=1)
 
-    def predict(self, mels: np.ndarray) -> np.ndarray:
+    def predict(self, mels: np.ndarray, batch_windows: int = BATCH_WINDOWS) -> np.ndarray:
         """Ensemble clip probabilities (n_windows, n_classes) for log-mel windows.
 
         `mels` is (n_windows, 1, n_mels, frames) float32 log-mel dB; every
-        member runs on it (in batches of at most `BATCH_WINDOWS` windows) and
+        member runs on it (in batches of at most `batch_windows` windows) and
         the members are combined by the bundle's method (`combine`: the
         weighted mean, or with ``"rank"`` the weighted mean of per-class ranks
         over these windows). No post-processing: that needs whole soundscapes
         (`predict_soundscapes`).
         """
         if self.combine == "mean":
-            parts = self._run(mels, keep_members=False)
+            parts = self._run(mels, keep_members=False, batch_windows=batch_windows)
             return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
-        members = self.predict_members(mels)
+        members = self.predict_members(mels, batch_windows)
         if members.shape[1] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return combine_members(list(members), self.weights.tolist(), self.combine)
 
-    def _run(self, mels: np.ndarray, keep_members: bool) -> list[np.ndarray]:
+    def _run(self, mels: np.ndarray, keep_members: bool, batch_windows: int) -> list[np.ndarray]:
         mels = self._check_mels(mels)
         runner = _Runner(self, keep_members=keep_members)
-        jobs = [
-            runner.submit(mels[begin : begin + BATCH_WINDOWS])
-            for begin in range(0, len(mels), BATCH_WINDOWS)
-        ]
+        step = max(1, int(batch_windows))
+        jobs = [runner.submit(mels[begin : begin + step]) for begin in range(0, len(mels), step)]
         runner.wait()
         return [job.parts[0] for job in jobs]
 
@@ -428,50 +436,14 @@ class _Runner:
             raise RuntimeError("OpenVINO inference failed") from self.errors[0]
 
 
+def _postprocessing_on(settings: dict[str, Any]) -> bool:
+    """Whether `settings` (``postprocess``) turn on smoothing or the power adjustment."""
+    keys = ("smoothing", "power_adjust_top_k", "power_adjust_exponent")
+    return any(settings.get(key, POSTPROCESS_DEFAULTS[key]) != POSTPROCESS_DEFAULTS[key] for key in keys)
+
+
 def _end_label(seconds: float) -> str:
     return str(int(round(seconds))) if abs(seconds - round(seconds)) < 1e-6 else f"{seconds:g}"
-
-
-def decode_soundscape(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, list[str]]:
-    """Mono float32 audio of `path` at `sample_rate`, and notes on what had to be fixed.
-
-    Stereo is averaged to mono, another sample rate is resampled (soxr; linear
-    interpolation when soxr is missing), non-finite samples become 0; each
-    fix adds a note. Raises `audio.BadAudioError` naming the file when it is
-    missing, cannot be decoded or holds no samples.
-    """
-    notes = []
-    if not os.path.isfile(path):
-        raise BadAudioError(path, "file not found")
-    try:
-        with sf.SoundFile(path) as handle:
-            source_rate, channels = int(handle.samplerate), int(handle.channels)
-            wave = handle.read(dtype="float32", always_2d=True)
-    except FileNotFoundError as error:
-        raise BadAudioError(path, "file not found") from error
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-        raise BadAudioError(path, f"cannot decode audio ({error})") from error
-    if wave.shape[0] == 0:
-        raise BadAudioError(path, "no audio samples (zero-length file)")
-    if channels > 1:
-        notes.append(f"{channels} channels mixed down to mono")
-        mono = wave.mean(axis=1, dtype=np.float32)
-    else:
-        mono = np.ascontiguousarray(wave[:, 0])
-    finite = np.isfinite(mono)
-    if not finite.all():
-        notes.append(f"{int((~finite).sum())} NaN/infinite samples set to 0")
-        mono = np.where(finite, mono, np.float32(0.0))
-    if source_rate != sample_rate:
-        notes.append(f"resampled from {source_rate} Hz to {sample_rate} Hz")
-        try:
-            mono = resample(mono, source_rate, sample_rate)
-        except ImportError:  # no soxr: crude but keeps the rows
-            notes.append("soxr missing: linear interpolation")
-            n_out = int(round(mono.size * sample_rate / source_rate))
-            source_times = np.arange(mono.size) / source_rate
-            mono = np.interp(np.arange(n_out) / sample_rate, source_times, mono)
-    return np.asarray(mono, dtype=np.float32), notes
 
 
 def _shifted_windows(wave: np.ndarray, bundle: Bundle, n_windows: int, shift: int) -> np.ndarray:
@@ -483,41 +455,37 @@ def _shifted_windows(wave: np.ndarray, bundle: Bundle, n_windows: int, shift: in
     return window_waves(wave, bundle.sample_rate, bundle.window_seconds, n_windows)
 
 
-def soundscape_mels(
-    path: str | os.PathLike,
-    bundle: Bundle,
-    default_windows: int = DEFAULT_WINDOWS,
-    min_windows: int | None = None,
-) -> tuple[np.ndarray, list[str]]:
+def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[np.ndarray, list[str]]:
     """Log-mel windows of one soundscape and their row ids.
 
-    Decodes `path` (`decode_soundscape`), cuts it into
-    max(`min_windows`, ceil(duration / window_seconds)) consecutive windows
-    (the last one zero-padded) and computes `features.log_mel` per window.
-    Returns ((views * n_windows, 1, n_mels, frames) float32, row ids
+    Decodes `path` (`audio.decode_audio` with ``repair=True``: stereo mixed
+    down, another rate resampled, NaN/infinite samples set to 0), cuts it into
+    max(`DEFAULT_WINDOWS`, ceil(duration / window_seconds)) consecutive
+    windows (the last one zero-padded) and computes `features.log_mel` per
+    window. Returns ((views * n_windows, 1, n_mels, frames) float32, row ids
     ``"<stem>_<end second>"``, e.g. ``soundscape_1_5`` ... ``soundscape_1_60``);
-    views is 1, or 3 with ``postprocess.tta_shift_seconds`` (unshifted, -s, +s;
-    view-major). `min_windows` defaults to `default_windows` (12 = a 60 s
-    soundscape): a short file is padded with silence to all its rows; a corrupt,
-    empty or missing file gives `default_windows` windows of silence. Every such
-    fix (and stereo, resampling, silence, a longer file) is logged as a warning.
+    views is `Bundle.tta_views` (3 with a ``postprocess.tta_shift_seconds``
+    of at least half a sample: unshifted, -s, +s; view-major). A short file is
+    padded with silence to all its `DEFAULT_WINDOWS` (12 = a 60 s soundscape)
+    rows; a corrupt, empty or missing file gives `DEFAULT_WINDOWS` windows of
+    silence. Every such fix (and stereo, resampling, silence, a longer file)
+    is logged as a warning.
     """
     stem = Path(path).stem
-    min_windows = default_windows if min_windows is None else min_windows
     rate, seconds = bundle.sample_rate, bundle.window_seconds
     try:
-        wave, notes = decode_soundscape(path, rate)
+        wave, notes = decode_audio(path, rate, repair=True)
         duration = wave.size / rate
         n_windows = max(1, math.ceil(duration / seconds - 1e-6))
-        if n_windows < min_windows:
+        if n_windows < DEFAULT_WINDOWS:
             notes.append(
-                f"{duration:.2f} s long, shorter than {min_windows * seconds:g} s: padded "
-                f"with silence to {min_windows} windows"
+                f"{duration:.2f} s long, shorter than {DEFAULT_WINDOWS * seconds:g} s: padded "
+                f"with silence to {DEFAULT_WINDOWS} windows"
             )
-            n_windows = min_windows
-        elif n_windows > min_windows and min_windows > 0:
+            n_windows = DEFAULT_WINDOWS
+        elif n_windows > DEFAULT_WINDOWS:
             notes.append(
-                f"{duration:.2f} s long, longer than {min_windows * seconds:g} s: predicting "
+                f"{duration:.2f} s long, longer than {DEFAULT_WINDOWS * seconds:g} s: predicting "
                 f"all {n_windows} windows"
             )
         elif abs(duration - n_windows * seconds) > 1.0 / rate:
@@ -526,13 +494,13 @@ def soundscape_mels(
             notes.append("silent (all samples are 0)")
     except Exception as error:  # noqa: BLE001 - whatever the file does, its rows must exist
         reason = error.reason if isinstance(error, BadAudioError) else f"cannot decode ({error!r})"
-        notes = [f"{reason}; predicting {default_windows} windows of silence"]
+        notes = [f"{reason}; predicting {DEFAULT_WINDOWS} windows of silence"]
         wave = np.zeros(0, dtype=np.float32)
-        n_windows = int(default_windows)
+        n_windows = DEFAULT_WINDOWS
     if notes:
         logger.warning("%s: %s", path, "; ".join(notes))
-    shift_samples = int(round(bundle.postprocess.get("tta_shift_seconds", 0.0) * rate))
-    shifts = [0, -shift_samples, shift_samples] if shift_samples else [0]
+    shift_samples = bundle.tta_shift_samples
+    shifts = [0, -shift_samples, shift_samples] if bundle.tta_views == 3 else [0]
     n_fft, hop = int(bundle.mel["n_fft"]), int(bundle.mel["hop_length"])
     top_db = bundle.mel.get("top_db", 80.0)
     mels = np.empty(
@@ -546,29 +514,13 @@ def soundscape_mels(
     return mels, row_ids
 
 
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Hold BLAS (the log-mel's matmul) to one thread; the workers are the parallelism.
-
-    Uses threadpoolctl when installed (Kaggle has it); otherwise set
-    OPENBLAS_NUM_THREADS=1 before numpy is imported (the bundled predict.py does).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def iter_soundscape_mels(
-    paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int, **kwargs: Any
+    paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int
 ) -> Iterator[tuple[np.ndarray, list[str]]]:
     """`soundscape_mels` of every path, in order, computed `workers` files in parallel.
 
-    At most 2 * `workers` files are decoded ahead of the consumer; `kwargs` go
-    to `soundscape_mels`. Call it inside `single_threaded_blas()`.
+    At most 2 * `workers` files are decoded ahead of the consumer. Call it
+    inside ``features.blas_threads(1, "blas")``.
     """
     ahead = 2 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soundscape-mels") as pool:
@@ -576,7 +528,7 @@ def iter_soundscape_mels(
         position = 0
         for _ in range(len(paths)):
             while position < len(paths) and len(pending) < ahead:
-                pending.append(pool.submit(soundscape_mels, paths[position], bundle, **kwargs))
+                pending.append(pool.submit(soundscape_mels, paths[position], bundle))
                 position += 1
             yield pending.pop(0).result()
 
@@ -585,8 +537,6 @@ def predict_soundscapes(
     paths: Iterable[str | os.PathLike],
     bundle: Bundle,
     progress: bool = True,
-    default_windows: int = DEFAULT_WINDOWS,
-    min_windows: int | None = None,
     workers: int | None = None,
     batch_windows: int = BATCH_WINDOWS,
 ) -> pd.DataFrame:
@@ -602,16 +552,20 @@ def predict_soundscapes(
     (`birdclef.postprocess.combine_members`), so a run's numbers depend on
     which files it predicts together. Then each soundscape is post-processed
     (`birdclef.postprocess.postprocess_soundscape`: smoothing, then the power
-    adjustment). Every file gets at least `min_windows` rows (default
-    `default_windows`, 12; see `soundscape_mels` for short, long, stereo,
-    resampled, silent and corrupt files). Decode + log-mel run in `workers`
-    threads (default `bundle.threads`) ahead of the model; windows of several
-    files go into one infer call of up to `batch_windows` windows. With
+    adjustment; skipped when both are off). Every file gets at least
+    `DEFAULT_WINDOWS` (12) rows; see `soundscape_mels` for short, long,
+    stereo, resampled, silent and corrupt files. Decode + log-mel run in
+    `workers` threads (default `bundle.threads`) ahead of the model. Files go
+    whole into infer calls, in order: a call is sent once it holds at least
+    `batch_windows` rows (a file's windows times its `Bundle.tta_views`), so
+    it holds one or more whole files and can exceed `batch_windows` by less
+    than one file's rows (with the default 12 and 12-window files: one file per
+    call, 36 rows with TTA); the last call takes what is left. With
     `progress`, logs the rate and remaining time about every 5 % of the files.
     """
     paths = list(paths)
     workers = bundle.threads if workers is None else max(1, int(workers))
-    views = 3 if bundle.postprocess.get("tta_shift_seconds", 0.0) > 0 else 1
+    views = bundle.tta_views
     keep_members = bundle.combine != "mean"
     runner = _Runner(bundle, keep_members=keep_members)
     files: list[tuple[list[str], _Job, int]] = []  # (row ids, job, index of the file in the job)
@@ -631,11 +585,8 @@ def predict_soundscapes(
             files.extend((ids, job, index) for index, (ids, _) in enumerate(waiting))
         batch, batch_rows, waiting = [], 0, []
 
-    with single_threaded_blas():
-        stream = iter_soundscape_mels(
-            paths, bundle, workers, default_windows=default_windows, min_windows=min_windows
-        )
-        for index, (mels, ids) in enumerate(stream):
+    with blas_threads(1, user_api="blas"):
+        for index, (mels, ids) in enumerate(iter_soundscape_mels(paths, bundle, workers)):
             waiting.append((ids, batch_rows))
             batch.append(mels)
             batch_rows += len(mels)
@@ -665,11 +616,12 @@ def predict_soundscapes(
         probs = combine_members(list(members), bundle.weights.tolist(), bundle.combine)
     else:
         probs = np.concatenate([job.parts[part] for _, job, part in files])
-    blocks, first = [], 0
-    for ids, _, _ in files:
-        blocks.append(postprocess_soundscape(probs[first : first + len(ids)], bundle.postprocess))
-        first += len(ids)
-    probs = np.concatenate(blocks) if blocks else probs
+    if _postprocessing_on(bundle.postprocess):
+        blocks, first = [], 0
+        for ids, _, _ in files:
+            blocks.append(postprocess_soundscape(probs[first : first + len(ids)], bundle.postprocess))
+            first += len(ids)
+        probs = np.concatenate(blocks) if blocks else probs
     frame = pd.DataFrame(probs.astype(np.float32, copy=False), columns=bundle.classes)
     frame.insert(0, "row_id", row_ids)
     return frame
