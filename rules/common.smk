@@ -67,7 +67,13 @@ VAD_SETTINGS = {**config["vad"], "on_bad_audio": ON_BAD_AUDIO}
 VAD_TAG = stage_tag("vad", VAD_SETTINGS, {"catalog": CATALOG_TAG})
 
 MEL_SETTINGS = dict(config["mels"])
-MELS_SETTINGS = {**MEL_SETTINGS, "on_bad_audio": ON_BAD_AUDIO}
+# mels.normalization scales the model's input (inside the model): it is part
+# of the training tags, not of the caches.
+MEL_NORMALIZATION = MEL_SETTINGS.get("normalization")
+MELS_SETTINGS = {
+    **{k: v for k, v in MEL_SETTINGS.items() if k != "normalization"},
+    "on_bad_audio": ON_BAD_AUDIO,
+}
 MELS_TAG = stage_tag("mels", MELS_SETTINGS, {"vad": VAD_TAG})
 
 SOUNDSCAPE_MELS_SETTINGS = {
@@ -146,7 +152,7 @@ for _round in range(N_ROUNDS + 1):
             _settings["soundscape_fold_seed"] = FOLDS_SETTINGS["seed"]
         _tag = stage_tag(
             "train",
-            {**_settings, "backbone": _backbone},
+            {**_settings, "backbone": _backbone, "normalization": MEL_NORMALIZATION},
             {
                 "mels": MELS_TAG,
                 "folds": FOLDS_TAG,
@@ -224,8 +230,8 @@ def fold_dirs(tags):
 def ensemble_members():
     """The final round's models: one member per (backbone, fold), with soup ingredients."""
     members = []
-    for _round_tag in FINAL_TRAIN_TAGS:
-        backbone = TRAIN_RUNS[_round_tag]["backbone"]
+    for final_tag in FINAL_TRAIN_TAGS:
+        backbone = TRAIN_RUNS[final_tag]["backbone"]
         for fold in FOLDS:
             ingredients = [
                 f"{train_outputs(tag, fold)}/best.pt"
@@ -235,13 +241,14 @@ def ensemble_members():
             ]
             members.append(
                 {
-                    "name": f"{_round_tag}/fold{fold}",
+                    "name": f"{final_tag}/fold{fold}",
                     "backbone": backbone["name"],
                     "fold": fold,
+                    "round": TRAIN_RUNS[final_tag]["round"],
                     "ingredients": (
                         ingredients
                         if ENSEMBLE_SETTINGS.get("soup")
-                        else [f"{train_outputs(_round_tag, fold)}/best.pt"]
+                        else [f"{train_outputs(final_tag, fold)}/best.pt"]
                     ),
                 }
             )

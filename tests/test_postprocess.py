@@ -9,7 +9,6 @@ from birdclef.postprocess import (
     POSTPROCESS_DEFAULTS,
     combine_members,
     combine_method,
-    postprocess_groups,
     postprocess_settings,
     postprocess_soundscape,
     power_adjust,
@@ -94,12 +93,6 @@ def test_postprocess_soundscape_smooths_then_adjusts():
     )
     expected = power_adjust(smooth_windows(probs, 0.25), 2, 3.0)
     np.testing.assert_allclose(postprocess_soundscape(probs, settings), expected, atol=1e-7)
-    two = np.concatenate([probs, probs[::-1]])
-    grouped = postprocess_groups(two, ["a"] * 12 + ["b"] * 12, settings)
-    np.testing.assert_allclose(grouped[:12], expected, atol=1e-7)
-    np.testing.assert_allclose(grouped[12:], postprocess_soundscape(probs[::-1], settings), atol=1e-7)
-    with pytest.raises(ValueError, match="consecutive"):
-        postprocess_groups(two, ["a"] * 6 + ["b"] * 12 + ["a"] * 6, settings)
 
 
 def test_postprocess_settings_defaults_and_bad_keys():

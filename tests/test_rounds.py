@@ -151,6 +151,9 @@ def test_greedy_soup_never_scores_below_its_best_ingredient(tmp_path):
     assert result["oof_auc"] >= max(result["scores"].values()) - 1e-12
     assert result["oof"].shape == (len(validation.table), len(CLASSES))
     assert result["ingredients"][0] == max(result["scores"], key=result["scores"].get)
+    (trial,) = result["tried"]  # two ingredients: one candidate soup
+    assert trial["added"] != result["ingredients"][0]
+    assert trial["kept"] == (len(result["ingredients"]) == 2) == (trial["oof_auc"] >= result["scores"][result["ingredients"][0]])
     if len(result["ingredients"]) > 1:
         model, payload = load_model(result["checkpoint"])
         assert payload["soup"] == result["ingredients"]

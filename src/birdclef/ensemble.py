@@ -81,7 +81,7 @@ def ensemble_oof(
 def fit_weights(
     per_backbone: Mapping[str, pd.DataFrame], targets_of, method: str, classes: Sequence[str],
     start: Mapping[str, float], rounds: int = 3,
-) -> tuple[dict[str, float], float | None]:
+) -> dict[str, float]:
     """Per-backbone weights maximising the ensemble's OOF macro ROC-AUC (coordinate search).
 
     Each pass tries every backbone's weight times each factor of `WEIGHT_GRID`,
@@ -89,6 +89,8 @@ def fit_weights(
     the binary targets.
     """
     weights = {b: float(start.get(b, 1.0)) for b in per_backbone}
+    if len(weights) < 2:
+        return weights
 
     def score(w: Mapping[str, float]) -> float:
         if sum(w.values()) <= 0:
@@ -98,8 +100,6 @@ def fit_weights(
         return -1.0 if value is None else float(value)
 
     best = score(weights)
-    if len(weights) < 2:
-        return weights, (None if best < 0 else best)
     for _ in range(rounds):
         improved = False
         for backbone, factor in itertools.product(list(weights), WEIGHT_GRID):
@@ -109,7 +109,7 @@ def fit_weights(
                 weights, best, improved = trial, value, True
         if not improved:
             break
-    return weights, (None if best < 0 else best)
+    return weights
 
 
 def build_ensemble(
@@ -141,7 +141,7 @@ def build_ensemble(
 
     per_backbone = backbone_oof(members, oof_tables, classes)
     if settings.get("fit_weights") and per_backbone:
-        fitted, _ = fit_weights(per_backbone, targets_of, method, classes, backbone_weights)
+        fitted = fit_weights(per_backbone, targets_of, method, classes, backbone_weights)
         backbone_weights.update(fitted)
         log.info("fitted backbone weights on OOF: %s", fitted)
     if sum(backbone_weights.values()) <= 0:

@@ -8,18 +8,17 @@ Soundscapes: every 5 s window becomes one (n_mels, frames) slice of a
 
 Speed: files are decoded and transformed in worker processes (one per thread of
 the rule), each pinned to one BLAS/FFT thread; the filterbank is built once in
-the parent (workers never import librosa); results stream straight into the
+the parent and shipped to the workers; results stream straight into the
 final `.npy` (its header is written last), so the cache is never held in memory
 or copied. The output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
-import contextlib
+import io
 import logging
 import math
 import os
-import struct
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,16 +29,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from .audio import BadAudioError, read_audio
-from .features import frames_for, log_mel, mel_filterbank, window_waves
+from .features import blas_threads, frames_for, log_mel, mel_filterbank, window_waves
 from .io import atomic_path
 
 log = logging.getLogger("birdclef.mels")
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
-NORMALIZATIONS = ("per_example", "minmax", "none")
 # Settings that may be absent (older configs); these are their defaults.
-DEFAULTS = {"rare_threshold": 0, "rare_max_seconds": None, "normalization": "per_example"}
+DEFAULTS = {"rare_threshold": 0, "rare_max_seconds": None}
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 NPY_HEADER_BYTES = 128
@@ -55,14 +53,6 @@ def mel_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 def window_frames(settings: Mapping[str, Any]) -> int:
     """Frames in one window of `window_seconds`."""
     return frames_for(int(round(settings["window_seconds"] * settings["sample_rate"])), settings["hop_length"])
-
-
-def normalization(settings: Mapping[str, Any]) -> str:
-    """`mels.normalization` (default per_example), checked: how the model scales its input."""
-    value = settings.get("normalization") or DEFAULTS["normalization"]
-    if value not in NORMALIZATIONS:
-        raise ValueError(f"mels.normalization is {value!r}; expected one of {list(NORMALIZATIONS)}")
-    return value
 
 
 def recording_seconds(catalog: pd.DataFrame, settings: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,15 +75,6 @@ def recording_seconds(catalog: pd.DataFrame, settings: Mapping[str, Any]) -> tup
 # --------------------------------------------------------------------------- workers
 
 
-def _blas_threads(limit: int) -> contextlib.AbstractContextManager:
-    """A context that holds BLAS/OpenMP thread pools at `limit` threads (threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit)
-
-
 def _init_worker(settings: dict[str, Any], filterbank: np.ndarray) -> None:
     _worker_state["settings"] = settings
     _worker_state["filterbank"] = filterbank
@@ -101,7 +82,7 @@ def _init_worker(settings: dict[str, Any], filterbank: np.ndarray) -> None:
     # libraries loaded from here on, threadpoolctl the ones already loaded.
     for name in THREAD_ENV:
         os.environ[name] = "1"
-    _worker_state["limits"] = _blas_threads(1)
+    _worker_state["limits"] = blas_threads(1)
 
 
 def _recording_mel(task: tuple[str, float]) -> np.ndarray | str:
@@ -115,7 +96,7 @@ def _recording_mel(task: tuple[str, float]) -> np.ndarray | str:
     mel = log_mel(
         wave, _worker_state["filterbank"], settings["n_fft"], settings["hop_length"], settings["top_db"]
     )
-    return mel.T.astype(np.float16)
+    return np.ascontiguousarray(mel.T, dtype=np.float16)  # rows = frames, as the cache stores them
 
 
 def _soundscape_mels(path: str) -> np.ndarray | str:
@@ -138,10 +119,10 @@ def _soundscape_mels(path: str) -> np.ndarray | str:
 def _map(function, tasks: list, settings: dict[str, Any], threads: int, desc: str,
          progress: bool) -> Iterator[Any]:
     """Ordered results of `function` over `tasks`, in `threads` worker processes when > 1."""
-    filterbank = mel_filterbank(settings)  # once, here: workers never import librosa
+    filterbank = mel_filterbank(settings)  # once, here, not per worker
     if threads <= 1 or len(tasks) <= 1:
         _worker_state.update(settings=settings, filterbank=filterbank)
-        with _blas_threads(1):
+        with blas_threads(1):
             yield from (function(t) for t in tqdm(tasks, desc=desc, disable=not progress))
         return
     workers = min(int(threads), len(tasks))
@@ -166,13 +147,15 @@ def _handle_bad(path: str, reason: str, on_bad_audio: str, bad: list[dict]) -> N
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    """A version 1.0 `.npy` header of exactly `NPY_HEADER_BYTES` bytes for a C-order array."""
-    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                 "shape": tuple(int(n) for n in shape)}).encode("latin1")
-    padding = NPY_HEADER_BYTES - 10 - len(text) - 1
-    if padding < 0:
+    """numpy's own version 1.0 `.npy` header for a C-order array; it must be `NPY_HEADER_BYTES` long."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+        "shape": tuple(int(n) for n in shape)})
+    header = buffer.getvalue()
+    if len(header) != NPY_HEADER_BYTES:
         raise ValueError(f"array shape {shape} does not fit a {NPY_HEADER_BYTES}-byte npy header")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", NPY_HEADER_BYTES - 10) + text + b" " * padding + b"\n"
+    return header
 
 
 class _NpyStream:

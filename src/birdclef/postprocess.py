@@ -171,23 +171,3 @@ def postprocess_soundscape(probabilities: np.ndarray, settings: Mapping[str, Any
         out, int(settings.get("power_adjust_top_k", 0)), float(settings.get("power_adjust_exponent", 1.0))
     )
 
-
-def postprocess_groups(probabilities: np.ndarray, groups: Sequence[Any], settings: Mapping[str, Any]) -> np.ndarray:
-    """`postprocess_soundscape` applied to each run of consecutive rows with the same group (soundscape).
-
-    Rows of one soundscape must be consecutive and in time order.
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    groups = np.asarray(groups)
-    if len(groups) != len(probabilities):
-        raise ValueError(f"{len(groups)} group labels for {len(probabilities)} rows")
-    if len(groups) == 0:
-        return probabilities
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    ends = np.r_[starts[1:], len(groups)]
-    if len(set(groups[starts].tolist())) != len(starts):
-        raise ValueError("rows of one soundscape must be consecutive")
-    out = np.empty_like(probabilities)
-    for start, end in zip(starts, ends, strict=True):
-        out[start:end] = postprocess_soundscape(probabilities[start:end], settings)
-    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ import pandas as pd
 import torch
 
 from .model import build_model, save_checkpoint
-from .train import TrainSettings, _validate, _ValidationWindows, build_targets, usable_frames
+from .train import TrainSettings, ValidationSet, _validate, split_fold, validation_set
 
 log = logging.getLogger("birdclef.soup")
 
@@ -47,16 +46,6 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[st
     return out
 
 
-@dataclass
-class FoldValidation:
-    """The validation recordings of one fold, as training scores them."""
-
-    table: pd.DataFrame
-    windows: _ValidationWindows
-    soft: np.ndarray
-    binary: np.ndarray
-
-
 def fold_validation(
     mels: np.ndarray,
     mel_index: pd.DataFrame,
@@ -66,24 +55,16 @@ def fold_validation(
     settings: TrainSettings,
     window_frames: int,
     frames_per_second: float,
-) -> FoldValidation:
-    """The fold's validation windows and targets, built exactly as `train.train_fold` builds them."""
-    table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
-        folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
-    )
-    val = table[table["fold"] == fold].reset_index(drop=True)
+) -> ValidationSet:
+    """The fold's validation windows and targets, exactly as `train.train_fold` scores them."""
+    _, val = split_fold(mel_index, folds, fold)
     if val.empty:
         raise ValueError(f"fold {fold} has no validation recordings: a soup cannot be scored")
-    soft, binary = build_targets(val, classes, settings.secondary_weight)
-    crop_frames_max = max(int(round(settings.crop_seconds_max * frames_per_second)), int(window_frames))
-    usable = usable_frames(val, crop_frames_max)
-    windows = _ValidationWindows(mels, val["offset"].to_numpy(np.int64), usable, window_frames,
-                                 int(usable.max(initial=0)))
-    return FoldValidation(val, windows, soft, binary)
+    return validation_set(mels, val, classes, settings, window_frames, frames_per_second)
 
 
 def score_state(
-    spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], validation: FoldValidation,
+    spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], validation: ValidationSet,
     settings: TrainSettings,
 ) -> tuple[float, np.ndarray]:
     """(OOF macro ROC-AUC, recording probabilities) of the weights `state` on the fold."""
@@ -97,15 +78,16 @@ def score_state(
 
 def greedy_soup(
     ingredient_paths: Sequence[str],
-    validation: FoldValidation,
+    validation: ValidationSet,
     settings: TrainSettings,
     out_checkpoint: str,
 ) -> dict[str, Any]:
     """Greedy soup of `ingredient_paths`; writes the soup to `out_checkpoint` when it has > 1 ingredient.
 
     Returns a dict: checkpoint (the soup's path, or the single best ingredient's),
-    ingredients (kept, in order), scores (each ingredient alone), oof_auc (the
-    result's), oof (recording probabilities, (n_val, K)).
+    ingredients (kept, in order), scores (each ingredient alone), tried (each
+    candidate soup: the ingredient added, its OOF macro ROC-AUC, kept or not),
+    oof_auc (the result's), oof (recording probabilities, (n_val, K)).
     """
     if not ingredient_paths:
         raise ValueError("a soup needs at least one ingredient")
@@ -123,17 +105,20 @@ def greedy_soup(
     scored.sort(key=lambda item: -np.nan_to_num(item[0], nan=-1.0))
     best_auc, best_path, best_payload, best_probs = scored[0]
     kept = [(best_path, best_payload)]
+    tried = []
     for _, path, payload, _ in scored[1:]:
         state = average_state_dicts([p["state_dict"] for _, p in kept] + [payload["state_dict"]])
         soup_auc, soup_probs = score_state(spec, state, validation, settings)
         accepted = soup_auc >= best_auc
         log.info("soup + %s: OOF AUC %.4f (%s)", path, soup_auc, "kept" if accepted else "dropped")
+        tried.append({"added": path, "oof_auc": _finite(soup_auc), "kept": bool(accepted)})
         if accepted:
             kept.append((path, payload))
             best_auc, best_probs = soup_auc, soup_probs
     result = {
         "ingredients": [p for p, _ in kept],
         "scores": {path: _finite(auc) for auc, path, _, _ in scored},
+        "tried": tried,
         "oof_auc": _finite(best_auc),
         "oof": best_probs,
     }

@@ -55,7 +55,7 @@ import torch
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .io import atomic_path, write_json, write_parquet
+from .io import write_json, write_parquet
 from .metrics import macro_roc_auc
 from .model import build_model, load_model, save_checkpoint
 
@@ -521,6 +521,52 @@ class _ValidationWindows:
         return np.stack(out)
 
 
+def split_fold(mel_index: pd.DataFrame, folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, validation) recordings of `fold`: the mel index joined with the fold table.
+
+    Validation is fold == `fold`; training is the rest (fold -1 rows always
+    train). `fold=-1` trains on everything without validation.
+    """
+    table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
+        folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
+    )
+    if table["fold"].isna().any():
+        missing = table.loc[table["fold"].isna(), "filename"].head(5).tolist()
+        raise ValueError(f"{int(table['fold'].isna().sum())} recordings of the mel index have "
+                         f"no fold, e.g. {missing}")
+    table["fold"] = table["fold"].astype(int)
+    if fold == -1:
+        return table, table.iloc[0:0]
+    return (table[table["fold"] != fold].reset_index(drop=True),
+            table[table["fold"] == fold].reset_index(drop=True))
+
+
+def crop_frames(settings: TrainSettings, window_frames: int, frames_per_second: float) -> int:
+    """Frames of a recording that crops and validation windows come from (at least one window)."""
+    return max(int(round(settings.crop_seconds_max * frames_per_second)), int(window_frames))
+
+
+@dataclass
+class ValidationSet:
+    """The validation recordings of one fold, as training scores them."""
+
+    table: pd.DataFrame
+    windows: _ValidationWindows
+    soft: np.ndarray
+    binary: np.ndarray
+
+
+def validation_set(mels: np.ndarray, val_table: pd.DataFrame, classes: Sequence[str],
+                   settings: TrainSettings, window_frames: int,
+                   frames_per_second: float) -> ValidationSet:
+    """Windows and targets of the validation recordings `val_table` (see `split_fold`)."""
+    soft, binary = build_targets(val_table, classes, settings.secondary_weight)
+    usable = usable_frames(val_table, crop_frames(settings, window_frames, frames_per_second))
+    windows = _ValidationWindows(mels, val_table["offset"].to_numpy(np.int64), usable,
+                                 window_frames, int(usable.max(initial=0)))
+    return ValidationSet(val_table, windows, soft, binary)
+
+
 def _validate(model, windows: _ValidationWindows, n_recordings: int, soft: np.ndarray,
               binary: np.ndarray, settings: TrainSettings, device, amp_dtype, progress):
     """(recording probabilities (n, K), validation loss, OOF macro AUC)."""
@@ -595,38 +641,6 @@ def _load_resume(path: Path, signature: Mapping[str, Any], epochs: int) -> dict[
                     path, payload["epoch"], epochs)
         return None
     return payload
-
-
-def _plot_curve(path: Path, history: list[dict[str, Any]], title: str) -> None:
-    """Loss and AUC per epoch as a PNG (matplotlib Agg canvas, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 3.8))
-    FigureCanvasAgg(figure)
-    loss_axis, auc_axis = figure.subplots(1, 2)
-    epochs = [h["epoch"] for h in history]
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    val = [h["val_loss"] for h in history]
-    if any(v is not None for v in val):
-        loss_axis.plot(epochs, [np.nan if v is None else v for v in val], marker="o",
-                       label="validation")
-    loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("loss")
-    loss_axis.legend()
-    loss_axis.grid(alpha=0.3)
-    auc = [np.nan if h["oof_auc"] is None else h["oof_auc"] for h in history]
-    auc_axis.plot(epochs, auc, marker="o", color="tab:green")
-    auc_axis.set_xlabel("epoch")
-    auc_axis.set_ylabel("OOF macro ROC-AUC")
-    auc_axis.grid(alpha=0.3)
-    if all(np.isnan(auc)):
-        auc_axis.text(0.5, 0.5, "no validation fold", ha="center", va="center",
-                      transform=auc_axis.transAxes)
-    figure.suptitle(title)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
 
 
 def _finite(value: float | None) -> float | None:
@@ -714,32 +728,18 @@ def train_fold(
     amp_name = {None: None, torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
     # Split.
-    table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
-        folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
-    )
-    if table["fold"].isna().any():
-        missing = table.loc[table["fold"].isna(), "filename"].head(5).tolist()
-        raise ValueError(f"{int(table['fold'].isna().sum())} recordings of the mel index have "
-                         f"no fold, e.g. {missing}")
-    table["fold"] = table["fold"].astype(int)
-    if fold == -1:
-        train_table = table
-        val_table = table.iloc[0:0]
-    else:
-        train_table = table[table["fold"] != fold].reset_index(drop=True)
-        val_table = table[table["fold"] == fold].reset_index(drop=True)
-        if val_table.empty:
-            log.warning("fold %d has no recordings: training without validation", fold)
+    train_table, val_table = split_fold(mel_index, folds, fold)
+    if fold != -1 and val_table.empty:
+        log.warning("fold %d has no recordings: training without validation", fold)
     has_val = not val_table.empty
     train_soft, _ = build_targets(train_table, classes, settings.secondary_weight)
-    val_soft, val_binary = build_targets(val_table, classes, settings.secondary_weight)
     lengths = train_table["frames"].to_numpy(np.int64)
     if (lengths <= 0).any() or (has_val and (val_table["frames"] <= 0).any()):
         raise ValueError("the mel index has recordings with no frames")
-    crop_frames_max = max(int(round(settings.crop_seconds_max * frames_per_second)),
-                          int(window_frames))
+    crop_frames_max = crop_frames(settings, window_frames, frames_per_second)
     train_usable = usable_frames(train_table, crop_frames_max)
-    val_usable = usable_frames(val_table, crop_frames_max)
+    validation = validation_set(mels, val_table, classes, settings, window_frames, frames_per_second)
+    val_windows, val_soft, val_binary = validation.windows, validation.soft, validation.binary
     n_pseudo = 0 if pseudo_mels is None else len(pseudo_mels)
 
     # Sampling.
@@ -764,8 +764,6 @@ def train_fold(
         worker_init_fn=_worker_init if workers else None,
         generator=torch.Generator().manual_seed(base_seed),
     )
-    val_windows = _ValidationWindows(mels, val_table["offset"].to_numpy(np.int64), val_usable,
-                                     window_frames, int(val_usable.max(initial=0)))
 
     # Model, optimizer, schedule.
     model = build_model(model_spec).to(dev)
@@ -950,8 +948,11 @@ def train_fold(
         "settings": dataclasses.asdict(settings),
     }
     write_json(out_dir / "metrics.json", metrics)
-    _plot_curve(out_dir / "training_curve.png", history,
-                f"{model_spec['backbone']}, fold {fold}")
+    from .report import plot_training_curves
+
+    plot_training_curves({int(fold): history}, f"{model_spec['backbone']}, fold {fold}",
+                         out_dir / "training_curve.png", loss_name=f"{settings.loss} loss",
+                         best_epochs={int(fold): best_epoch})
     log.info("%s fold %d done: best epoch %d, OOF AUC %s", model_spec["backbone"], fold,
              best_epoch, "-" if final_auc is None else f"{final_auc:.4f}")
     return metrics
@@ -1015,7 +1016,6 @@ def train_stage(
     """
     from .catalog import read_taxonomy
     from .manifest import StageManifest
-    from .mels import normalization as mel_normalization
     from .mels import window_frames as mel_window_frames
 
     out_dir = Path(outputs["checkpoint"]).parent
@@ -1036,7 +1036,7 @@ def train_stage(
         "checkpoint": backbone.get("checkpoint"),
         "drop_rate": float(backbone.get("drop_rate", 0.2)),
         "drop_path_rate": float(backbone.get("drop_path_rate", 0.0)),
-        "normalization": mel_normalization(mel),
+        "normalization": mel.get("normalization") or "per_example",  # checked by build_model
     }
     train_settings = settings_from_config(settings)
     mels = np.load(inputs["mels"], mmap_mode="r")
