@@ -1,4 +1,8 @@
-"""Export to OpenVINO (f32 / fp16 / int8, accuracy gate) and torch-free soundscape inference."""
+"""Export to OpenVINO (f32 / fp16 / int8) behind the accuracy gate, and the gate's windows.
+
+Inference on the exported bundle is tested in test_inference.py; here only that
+`birdclef.inference` imports without torch.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
+import pandas as pd
 import pytest
 import torch
 
-from birdclef.export import ExportGateError, export_ensemble, window_frames
+from birdclef.export import (
+    MAX_EVAL_WINDOWS,
+    ExportGateError,
+    cache_windows,
+    export_ensemble,
+    gate_targets,
+    gate_windows,
+    window_frames,
+)
 from birdclef.features import mel_filterbank
 from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
 
@@ -282,6 +295,47 @@ def test_export_rejects_bad_input(setup, tmp_path):
     with pytest.raises(ValueError, match="outputs"):
         export_ensemble(wrong, tmp_path / "b", setup["calibration"], precision="f32")
     assert not (tmp_path / "b").exists()
+
+
+def test_gate_windows_and_targets():
+    """Whole windows of validated recordings only, each with its recording's labels."""
+    index = pd.DataFrame(
+        {
+            "filename": ["a.ogg", "b.ogg", "c.ogg", "d.ogg", "e.ogg"],
+            "primary_label": ["sp01", "sp02", "sp03", "sp01", "sp04"],
+            "secondary_labels": [[], ["sp03", "not_a_class"], [], ["sp02"], ["sp01"]],
+            "offset": [0, 250, 349, 389, 519],
+            "frames": [250, 99, 40, 130, 100],
+        }
+    )
+    # Fold table in another order; d is never validated (fold -1), e has no fold row.
+    folds = pd.DataFrame({"filename": ["d.ogg", "c.ogg", "b.ogg", "a.ogg"], "fold": [-1, 0, 1, 0]})
+    rows, starts = gate_windows(index, folds, 50)
+    assert rows.dtype == np.int64 and starts.dtype == np.int64
+    # a: 5 whole windows; b: 99 frames, 1 whole window; c: shorter than a window, one from 0.
+    assert rows.tolist() == [0, 0, 0, 0, 0, 1, 2]
+    assert starts.tolist() == [0, 50, 100, 150, 200, 0, 0]
+    targets = gate_targets(index, rows, CLASSES)
+    expected = {0: [1, 0, 0, 0], 1: [0, 1, 1, 0], 2: [0, 0, 1, 0]}
+    np.testing.assert_array_equal(targets, np.array([expected[r] for r in rows], np.float32))
+    assert targets.dtype == np.float32
+    # The windows cut from the cache: c's is zero-padded with its minimum.
+    mels = np.arange(519 * 2, dtype=np.float32).reshape(519, 2)
+    windows = cache_windows(mels, index, starts, rows, 50)
+    assert windows.shape == (7, 1, 2, 50)
+    np.testing.assert_array_equal(windows[1, 0], mels[50:100].T)
+    np.testing.assert_array_equal(windows[5, 0], mels[250:300].T)
+    np.testing.assert_array_equal(windows[6, 0, :, :40], mels[349:389].T)
+    assert (windows[6, 0, :, 40:] == mels[349:389].min()).all()
+
+    # Capped: spread evenly over the list, first and last kept.
+    rows3, starts3 = gate_windows(index, folds, 50, max_windows=3)
+    assert rows3.tolist() == [0, 0, 2] and starts3.tolist() == [0, 150, 0]
+    assert MAX_EVAL_WINDOWS == 4096
+    # Nothing validated: no windows, no targets.
+    none_rows, none_starts = gate_windows(index, folds.assign(fold=-1), 50)
+    assert none_rows.size == none_starts.size == 0
+    assert gate_targets(index, none_rows, CLASSES).shape == (0, len(CLASSES))
 
 
 def test_inference_imports_without_torch():

@@ -126,6 +126,10 @@ def test_loading_the_model_restores_torch_threads():
         "assert torch.get_num_threads() == 3, torch.get_num_threads()\n"
         "load_vad_model('onnx', threads=2)\n"
         "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"
+        "torch.set_num_threads(3)\n"
+        "load_vad_model('jit')\n"
+        "load_vad_model('sequence')\n"
+        "assert torch.get_num_threads() == 3, torch.get_num_threads()\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -134,6 +138,13 @@ def test_loading_the_model_restores_torch_threads():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_load_vad_model_batch_files():
+    """`batch_files` reaches the OpenVINO model; the other kinds take it and ignore it."""
+    assert vad.load_vad_model().max_batch_files == vad.DEFAULT_BATCH_FILES
+    assert vad.load_vad_model(threads=1, batch_files=3).max_batch_files == 3
+    assert type(vad.load_vad_model("sequence", batch_files=3)).__name__ == "SileroVADSequence"
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ INFERENCE_PRECISION_HINT = "f32"
 INPUT_NAME = "mel_db"
 OUTPUT_NAME = "probabilities"
 EVAL_BATCH = 64
+MAX_EVAL_WINDOWS = 4096  # most windows the accuracy gate scores
 
 
 class ExportGateError(RuntimeError):
@@ -553,24 +554,38 @@ def cache_windows(
     return out
 
 
-def gate_windows(index, folds, frames: int, max_windows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def gate_windows(
+    index, folds, frames: int, max_windows: int = MAX_EVAL_WINDOWS
+) -> tuple[np.ndarray, np.ndarray]:
     """(recording rows, start frames) of the windows the accuracy gate scores.
 
-    Every non-overlapping window of every validated recording (fold >= 0), so
-    the int8-vs-f32 comparison rests on as many windows as the cache holds;
-    capped at `max_windows`, taken evenly across the list.
+    Every non-overlapping whole window of every validated recording (fold >= 0;
+    one window from the start of a recording shorter than `frames`), so the
+    int8-vs-f32 comparison rests on as many windows as the cache holds; capped
+    at `max_windows`, taken evenly across the list.
     """
     validated = set(folds.loc[folds["fold"] >= 0, "filename"])
-    rows, starts = [], []
-    for row in np.flatnonzero(index["filename"].isin(validated).to_numpy()):
-        count = max(1, int(index["frames"].iat[row]) // frames)
-        rows.extend([row] * count)
-        starts.extend(range(0, count * frames, frames))
-    rows_array, starts_array = np.asarray(rows, dtype=np.int64), np.asarray(starts, dtype=np.int64)
-    if len(rows_array) > max_windows:
-        keep = np.linspace(0, len(rows_array) - 1, max_windows).round().astype(np.int64)
-        rows_array, starts_array = rows_array[keep], starts_array[keep]
-    return rows_array, starts_array
+    recordings = np.flatnonzero(index["filename"].isin(validated).to_numpy()).astype(np.int64)
+    counts = np.maximum(1, index["frames"].to_numpy(np.int64)[recordings] // int(frames))
+    rows = np.repeat(recordings, counts)
+    first = np.cumsum(counts) - counts
+    starts = (np.arange(len(rows), dtype=np.int64) - np.repeat(first, counts)) * int(frames)
+    if len(rows) > max_windows:
+        keep = np.linspace(0, len(rows) - 1, max_windows).round().astype(np.int64)
+        rows, starts = rows[keep], starts[keep]
+    return rows, starts
+
+
+def gate_targets(index, rows: np.ndarray, classes) -> np.ndarray:
+    """Binary targets (primary and secondary labels) of each gate window's recording.
+
+    Looked up once per recording of `rows` (rows of `index`), then repeated per window.
+    """
+    from .ensemble import oof_targets
+
+    recordings, window_recording = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    targets = oof_targets(index, index["filename"].iloc[recordings].tolist(), classes)
+    return targets[window_recording.reshape(-1)]
 
 
 def export_stage(
@@ -586,18 +601,16 @@ def export_stage(
     upstream: Mapping[str, Any],
     threads: int = 2,
     seed: int = 0,
-    max_eval_windows: int = 4096,
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
     Calibration windows are drawn at random (seeded) from the training mel
     cache; the gate scores every non-overlapping window of the validated
-    recordings (fold >= 0; at most `max_eval_windows`, spread evenly), each
+    recordings (fold >= 0; at most `MAX_EVAL_WINDOWS`, spread evenly), each
     against its recording's primary and secondary labels.
     """
     import pandas as pd
 
-    from .ensemble import oof_targets
     from .io import read_json
     from .manifest import StageManifest
 
@@ -615,9 +628,9 @@ def export_stage(
     starts = (rng.random(size) * (spare + 1)).astype(np.int64)
     calibration = cache_windows(mels, index, starts, rows, frames)
 
-    eval_rows, eval_starts = gate_windows(index, folds, frames, max_windows=max_eval_windows)
+    eval_rows, eval_starts = gate_windows(index, folds, frames)
     eval_mels = cache_windows(mels, index, eval_starts, eval_rows, frames)
-    eval_targets = oof_targets(index, index["filename"].iloc[eval_rows].tolist(), ensemble["classes"])
+    eval_targets = gate_targets(index, eval_rows, ensemble["classes"])
 
     report = export_ensemble(
         ensemble,

@@ -348,34 +348,34 @@ class OpenVinoSileroVad:
         return out
 
 
-def load_vad_model(kind: str = DEFAULT_MODEL_KIND, threads: int | None = None):
+def load_vad_model(
+    kind: str = DEFAULT_MODEL_KIND,
+    threads: int | None = None,
+    batch_files: int = DEFAULT_BATCH_FILES,
+):
     """Load a Silero VAD model shipped in the `silero_vad` package.
 
-    `kind` is "openvino" (the sequence ONNX model compiled by OpenVINO, files
-    batched; the default and fastest), "sequence" (the same model through
-    onnxruntime, one file per call), "onnx" (streaming ONNX) or "jit"
-    (TorchScript); all give the same probabilities within 1e-5. `threads` is
-    the OpenVINO inference thread count (default 1); for the other kinds
-    (whose loading imports `silero_vad`, which sets torch to one thread) the
-    torch thread count is set back to `threads`, or when None to the value it
-    had before this call.
+    `kind` is "openvino" (the sequence ONNX model compiled by OpenVINO, up to
+    `batch_files` files per model batch; the default and fastest), "sequence"
+    (the same model through onnxruntime, one file per call), "onnx" (streaming
+    ONNX) or "jit" (TorchScript); all give the same probabilities within 1e-5.
+    `threads` is the OpenVINO inference thread count (default 1); for the other
+    kinds (whose loading imports `silero_vad`, which sets torch to one thread)
+    the torch thread count is set back to `threads`, or when None to the value
+    it had before this call. `batch_files` only matters for "openvino".
     """
     silero_model_path(kind)  # validates kind and that the file is there
     if kind == "openvino":
-        return OpenVinoSileroVad(threads=1 if threads is None else threads)
-    import torch
-
-    requested = torch.get_num_threads() if threads is None else int(threads)
-    try:
-        import silero_vad
-
-        if kind == "sequence":
-            return silero_vad.load_silero_vad(sequence=True)
-        if kind == "onnx":
-            return silero_vad.load_silero_vad(onnx=True)
-        return silero_vad.load_silero_vad()
-    finally:
-        torch.set_num_threads(requested)
+        return OpenVinoSileroVad(
+            threads=1 if threads is None else threads, max_batch_files=batch_files
+        )
+    # Only the import sets torch's thread count; load_silero_vad() leaves it alone.
+    silero_vad = _import_silero(threads)
+    if kind == "sequence":
+        return silero_vad.load_silero_vad(sequence=True)
+    if kind == "onnx":
+        return silero_vad.load_silero_vad(onnx=True)
+    return silero_vad.load_silero_vad()
 
 
 def batch_speech_probabilities(waves_16k: Sequence[np.ndarray], model) -> list[np.ndarray]:
@@ -570,14 +570,7 @@ _worker_model = None
 def _init_worker(model_kind: str, batch_files: int) -> None:
     """Process-pool initializer: one inference thread and one VAD model per worker."""
     global _worker_model
-    _worker_model = _make_model(model_kind, batch_files)
-
-
-def _make_model(model_kind: str, batch_files: int):
-    """A single-threaded VAD model of `model_kind`."""
-    if model_kind == "openvino":
-        return OpenVinoSileroVad(threads=1, max_batch_files=batch_files)
-    return load_vad_model(model_kind, threads=1)
+    _worker_model = load_vad_model(model_kind, threads=1, batch_files=batch_files)
 
 
 class VadScanError(RuntimeError):
@@ -594,15 +587,15 @@ def _scan_group(
     jobs: Sequence[ScanJob],
     settings: VadSettings,
     sample_rate: int,
-    batch_files: int,
     model=None,
 ) -> list[tuple[int, dict[str, Any]]]:
     """Scan a few recordings: decode, resample, run the model on them together, cut.
 
-    Returns `(position, result)` pairs in job order: small picklable dicts
-    (never the audio). Bad audio is reported as status "bad_audio" with the
-    reason, not raised. Files are run through the model in batches of at most
-    `batch_files` files and `BATCH_MAX_SECONDS` seconds.
+    Returns `(position, result)` pairs: small picklable dicts (never the audio),
+    in no set order. Bad audio is reported as status "bad_audio" with the
+    reason, not raised. `jobs` is one task of `_groups` (at most `batch_files`
+    files); its files go through the model together, split only where they
+    pass `BATCH_MAX_SECONDS` seconds of audio.
     """
     model = model if model is not None else _worker_model
     results: list[tuple[int, dict[str, Any]]] = []
@@ -636,11 +629,10 @@ def _scan_group(
             raise _failure([job], error) from error
         batch.append((job, wave, wave_16k))
         batch_seconds += wave.size / sample_rate
-        if len(batch) >= batch_files or batch_seconds >= BATCH_MAX_SECONDS:
+        if batch_seconds >= BATCH_MAX_SECONDS:
             run_batch()
     run_batch()
-    order = {job.position: k for k, job in enumerate(jobs)}
-    return sorted(results, key=lambda item: order[item[0]])
+    return results
 
 
 def _finish(
@@ -734,9 +726,9 @@ def scan_files(
         return
     _import_silero()  # import once here, so that forked workers share it
     if threads == 1 or len(groups) == 1:
-        model = _make_model(model_kind, batch_files)
+        model = load_vad_model(model_kind, threads=1, batch_files=batch_files)
         for group in groups:
-            yield from _scan_group(group, settings, sample_rate, batch_files, model)
+            yield from _scan_group(group, settings, sample_rate, model)
         return
     workers = min(threads, len(groups))
     with ProcessPoolExecutor(
@@ -746,7 +738,7 @@ def scan_files(
         initargs=(model_kind, batch_files),
     ) as pool:
         futures = {
-            pool.submit(_scan_group, group, settings, sample_rate, batch_files): group
+            pool.submit(_scan_group, group, settings, sample_rate): group
             for group in groups
         }
         try:
