@@ -3,17 +3,27 @@
 # `snakemake --report results/report.html report_figures` (make report).
 # A plot change never reruns a stage, and the stage outputs stay data.
 
-REPORT = "results/report"
 PSEUDO_TAGS = list(PSEUDO_RUNS)  # in round order
 # train tag -> "<backbone>, round <r>": the report's subcategory for that run
 RUN_TITLES = {
     tag: f"{run['backbone']['name']}, round {run['round']}"
     for tag, run in TRAIN_RUNS.items()
 }
-# round -> that round's pseudo-labels
-PSEUDO_LABELS = {
-    run["round"]: f"{stage_dir('pseudo', tag)}/labels.parquet"
+# round -> every fold's metrics.json of that round (backbone, OOF ROC-AUC)
+ROUND_METRICS = {
+    r: [f"{folder}/metrics.json" for folder in fold_dirs(tags)]
+    for r, tags in enumerate(ROUND_TRAIN_TAGS)
+}
+# round -> that round's pseudo manifest (label distribution, windows kept)
+PSEUDO_MANIFESTS = {
+    run["round"]: f"{stage_dir('pseudo', tag)}/manifest.json"
     for tag, run in PSEUDO_RUNS.items()
+}
+# checkpoint -> its training round: names the rounds of an ensemble soup
+CHECKPOINT_ROUNDS = {
+    f"{train_outputs(tag, fold)}/best.pt": TRAIN_RUNS[tag]["round"]
+    for tag in ENSEMBLE_TRAIN_TAGS
+    for fold in FOLDS
 }
 
 
@@ -35,28 +45,28 @@ rule report_data:
         taxonomy=root_path("taxonomy.csv"),
     output:
         classes=report(
-            f"{REPORT}/data/{CATALOG_TAG}/recordings_per_class.png",
+            f"{stage_dir('report/data', CATALOG_TAG)}/recordings_per_class.png",
             caption="../report/data_classes.rst",
             category="1. Data",
             subcategory="Training recordings",
             labels={"figure": "recordings and audio per class"},
         ),
         durations=report(
-            f"{REPORT}/data/{CATALOG_TAG}/durations.png",
+            f"{stage_dir('report/data', CATALOG_TAG)}/durations.png",
             caption="../report/data_durations.rst",
             category="1. Data",
             subcategory="Training recordings",
             labels={"figure": "recording durations"},
         ),
         collections=report(
-            f"{REPORT}/data/{CATALOG_TAG}/collections.png",
+            f"{stage_dir('report/data', CATALOG_TAG)}/collections.png",
             caption="../report/data_collections.rst",
             category="1. Data",
             subcategory="Training recordings",
             labels={"figure": "collections"},
         ),
     log:
-        f"results/logs/report/data/{CATALOG_TAG}.log",
+        log_path("report/data", CATALOG_TAG),
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -76,21 +86,21 @@ rule report_vad:
         taxonomy=root_path("taxonomy.csv"),
     output:
         removed=report(
-            f"{REPORT}/vad/{VAD_TAG}/speech_removed.png",
+            f"{stage_dir('report/vad', VAD_TAG)}/speech_removed.png",
             caption="../report/vad_removed.rst",
             category="2. VAD",
             subcategory="Human speech",
             labels={"figure": "speech removed per collection"},
         ),
         example=report(
-            f"{REPORT}/vad/{VAD_TAG}/example_spectrogram.png",
+            f"{stage_dir('report/vad', VAD_TAG)}/example_spectrogram.png",
             caption="../report/vad_example.rst",
             category="2. VAD",
             subcategory="Human speech",
             labels={"figure": "example spectrogram, speech spans marked"},
         ),
     log:
-        f"results/logs/report/vad/{VAD_TAG}.log",
+        log_path("report/vad", VAD_TAG),
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -110,7 +120,7 @@ rule report_mels:
         taxonomy=root_path("taxonomy.csv"),
     output:
         examples=report(
-            directory(f"{REPORT}/mels/{MELS_TAG}/examples"),
+            directory(f"{stage_dir('report/mels', MELS_TAG)}/examples"),
             patterns=["{page}.png"],
             caption="../report/mel_examples.rst",
             category="3. Mel spectrograms",
@@ -118,7 +128,7 @@ rule report_mels:
             labels={"figure": "log-mel examples", "page": "{page}"},
         ),
     log:
-        f"results/logs/report/mels/{MELS_TAG}.log",
+        log_path("report/mels", MELS_TAG),
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -138,14 +148,14 @@ rule report_training:
         ],
     output:
         curves=report(
-            "results/report/train/{tag}/training_curves.png",
+            f"{stage_dir('report/train', '{tag}')}/training_curves.png",
             caption="../report/training_curves.rst",
             category="4. Training",
             subcategory=lambda wildcards: RUN_TITLES[wildcards.tag],
             labels={"figure": "training curves, all folds", "run": "{tag}"},
         ),
     log:
-        "results/logs/report/train/{tag}.log",
+        log_path("report/train", "{tag}"),
     wildcard_constraints:
         tag=r"[^/]+",
     conda:
@@ -169,14 +179,14 @@ rule report_oof:
         taxonomy=root_path("taxonomy.csv"),
     output:
         per_class=report(
-            "results/report/oof/{tag}/per_class_roc_auc.png",
+            f"{stage_dir('report/oof', '{tag}')}/per_class_roc_auc.png",
             caption="../report/oof_per_class.rst",
             category="5. OOF ROC-AUC per class",
             subcategory=lambda wildcards: RUN_TITLES[wildcards.tag],
             labels={"figure": "OOF ROC-AUC per class", "run": "{tag}"},
         ),
     log:
-        "results/logs/report/oof/{tag}.log",
+        log_path("report/oof", "{tag}"),
     wildcard_constraints:
         tag=r"[^/]+",
     conda:
@@ -198,31 +208,27 @@ if PSEUDO_TAGS:
 
     rule report_pseudo:
         input:
-            manifests=[
-                f"{folder}/manifest.json"
-                for tags in ROUND_TRAIN_TAGS
-                for folder in fold_dirs(tags)
-            ],
-            labels=list(PSEUDO_LABELS.values()),
+            metrics=[path for paths in ROUND_METRICS.values() for path in paths],
+            manifests=list(PSEUDO_MANIFESTS.values()),
             index=rules.mels.output.index,
             taxonomy=root_path("taxonomy.csv"),
         output:
             scores=report(
-                f"{REPORT}/pseudo/{PSEUDO_TAGS[-1]}/score_per_round.png",
+                f"{stage_dir('report/pseudo', PSEUDO_TAGS[-1])}/score_per_round.png",
                 caption="../report/pseudo_scores.rst",
                 category="6. Pseudo-label rounds",
                 subcategory="Rounds",
                 labels={"figure": "score per round"},
             ),
             shift=report(
-                f"{REPORT}/pseudo/{PSEUDO_TAGS[-1]}/label_shift.png",
+                f"{stage_dir('report/pseudo', PSEUDO_TAGS[-1])}/label_shift.png",
                 caption="../report/pseudo_shift.rst",
                 category="6. Pseudo-label rounds",
                 subcategory="Rounds",
                 labels={"figure": "label distribution per round"},
             ),
         log:
-            f"results/logs/report/pseudo/{PSEUDO_TAGS[-1]}.log",
+            log_path("report/pseudo", PSEUDO_TAGS[-1]),
         conda:
             "../envs/pipeline.yaml"
         threads: 1
@@ -230,11 +236,8 @@ if PSEUDO_TAGS:
             mem_mb=2000,
             runtime=10,
         params:
-            manifests={
-                r: [f"{folder}/manifest.json" for folder in fold_dirs(tags)]
-                for r, tags in enumerate(ROUND_TRAIN_TAGS)
-            },
-            labels=PSEUDO_LABELS,
+            fold_metrics=ROUND_METRICS,
+            pseudo_manifests=PSEUDO_MANIFESTS,
         script:
             "../workflow_scripts/report_pseudo.py"
 
@@ -244,20 +247,22 @@ rule report_ensemble:
         ensemble=rules.ensemble.output.ensemble,
     output:
         members=report(
-            f"{REPORT}/ensemble/{ENSEMBLE_TAG}/members.png",
+            f"{stage_dir('report/ensemble', ENSEMBLE_TAG)}/members.png",
             caption="../report/ensemble_members.rst",
             category="7. Ensemble",
             subcategory="Members",
             labels={"figure": "member scores"},
         ),
     log:
-        f"results/logs/report/ensemble/{ENSEMBLE_TAG}.log",
+        log_path("report/ensemble", ENSEMBLE_TAG),
     conda:
         "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        checkpoint_rounds=CHECKPOINT_ROUNDS,
     script:
         "../workflow_scripts/report_ensemble.py"
 
@@ -267,14 +272,14 @@ rule report_export:
         manifest=rules.export.output.manifest,
     output:
         precision=report(
-            f"{REPORT}/export/{EXPORT_TAG}/precision.png",
+            f"{stage_dir('report/export', EXPORT_TAG)}/precision.png",
             caption="../report/export_precision.rst",
             category="8. Export",
             subcategory="Precision",
             labels={"figure": "score and speed per precision"},
         ),
     log:
-        f"results/logs/report/export/{EXPORT_TAG}.log",
+        log_path("report/export", EXPORT_TAG),
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -292,7 +297,9 @@ rule report_submission:
         taxonomy=root_path("taxonomy.csv"),
     output:
         histograms=report(
-            directory(f"{REPORT}/submission/{SUBMISSION_TAG}/prediction_histograms"),
+            directory(
+                f"{stage_dir('report/submission', SUBMISSION_TAG)}/prediction_histograms"
+            ),
             patterns=["{page}.png"],
             caption="../report/submission_histograms.rst",
             category="9. Submission",
@@ -300,7 +307,7 @@ rule report_submission:
             labels={"figure": "prediction histograms per class", "page": "{page}"},
         ),
     log:
-        f"results/logs/report/submission/{SUBMISSION_TAG}.log",
+        log_path("report/submission", SUBMISSION_TAG),
     conda:
         "../envs/pipeline.yaml"
     threads: 1
@@ -323,14 +330,14 @@ if GROUND_TRUTH:
             taxonomy=root_path("taxonomy.csv"),
         output:
             score=report(
-                f"{REPORT}/submission/{SUBMISSION_TAG}/score_per_class.png",
+                f"{stage_dir('report/submission', SUBMISSION_TAG)}/score_per_class.png",
                 caption="../report/submission_score.rst",
                 category="9. Submission",
                 subcategory="Score on the test soundscapes",
                 labels={"figure": "ROC-AUC per class (ground truth known)"},
             ),
         log:
-            f"results/logs/report/submission_score/{SUBMISSION_TAG}.log",
+            log_path("report/submission_score", SUBMISSION_TAG),
         conda:
             "../envs/pipeline.yaml"
         threads: 1

@@ -12,6 +12,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from birdclef import report
+from birdclef.catalog import DataError
 
 CLASSES = ["aaa1", "bbb1", "ccc1"]
 MEL = {"sample_rate": 32000, "n_fft": 1024, "hop_length": 512, "n_mels": 64, "fmin": 50,
@@ -123,6 +124,7 @@ def test_vad_figures_mark_the_cut_speech(tmp_path, taxonomy):
     spans = pd.DataFrame({"filename": ["aaa1/a.ogg", "aaa1/a.ogg", "bbb1/c.ogg"],
                           "start_s": [1.0, 3.0, 0.0], "end_s": [2.0, 3.8, 4.0], "max_prob": [0.9] * 3})
     manifest = {"settings": {"pad_seconds": 0.1}, "headline": {
+        "files_scanned": 3,
         "speech_seconds_removed_by_collection": {"XC": 2.2},
         "dropped_audio_seconds_by_collection": {"iNat": 6.0},
         "audio_seconds_scanned_by_collection": {"XC": 12.0, "iNat": 6.0},
@@ -159,12 +161,31 @@ def test_vad_report_without_speech_says_so(tmp_path, taxonomy):
                             "duration_s": [5.0], "speech_seconds": [0.0], "vad_status": ["clean"]})
     catalog.to_parquet(tmp_path / "vad.parquet")
     pd.DataFrame(columns=["filename", "start_s", "end_s", "max_prob"]).to_parquet(tmp_path / "spans.parquet")
-    (tmp_path / "manifest.json").write_text(json.dumps({"headline": {}}))
+    headline = {"files_scanned": 1, "speech_seconds_removed_by_collection": {"XC": 0.0},
+                "dropped_audio_seconds_by_collection": {}, "audio_seconds_scanned_by_collection": {"XC": 5.0}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"headline": headline}))
     report.vad_report(str(tmp_path / "vad.parquet"), str(tmp_path / "spans.parquet"),
                       str(tmp_path / "manifest.json"), str(taxonomy), MEL,
                       str(tmp_path / "removed.png"), str(tmp_path / "example.png"))
     assert_png(tmp_path / "removed.png")
     assert_png(tmp_path / "example.png", min_height=200)
+    figure = report.plot_vad_removed(catalog, headline, tmp_path / "r.png")
+    assert "0.0 s = 0.0% of 0.1 min scanned" in texts(figure)
+
+
+def test_vad_removed_says_when_vad_is_disabled(tmp_path):
+    # vad.enabled false: birdclef.vad scans nothing but still writes every headline key.
+    catalog = pd.DataFrame({"filename": ["aaa1/a.ogg", "bbb1/b.ogg"], "primary_label": ["aaa1", "bbb1"],
+                            "collection": ["XC", "iNat"], "duration_s": [5.0, 7.0],
+                            "speech_seconds": [0.0, 0.0], "vad_status": ["not_scanned"] * 2})
+    headline = {"files_scanned": 0, "speech_seconds_removed_by_collection": {},
+                "dropped_audio_seconds_by_collection": {}, "audio_seconds_scanned_by_collection": {}}
+    figure = report.plot_vad_removed(catalog, headline, tmp_path / "removed.png")
+    assert_png(tmp_path / "removed.png", min_height=200)
+    text = texts(figure)
+    assert "VAD disabled" in text and "no recording was scanned" in text
+    assert "scanned removed" not in text and "min scanned" not in text  # no claim that audio was scanned
+    assert axis_labels(figure) == []
 
 
 def test_mel_examples_come_in_pages_of_classes(tmp_path):
@@ -184,6 +205,9 @@ def test_mel_examples_come_in_pages_of_classes(tmp_path):
     # The best-rated recording of a class is shown; a class without one says so.
     assert "XC0.ogg" in first
     assert "no recording\nin the cache" in texts(figures[1])
+    # The window is as long as training's (birdclef.mels.window_frames: 313 frames of 5 s).
+    left, right, _, _ = figures[0].axes[0].get_images()[0].get_extent()
+    assert (right - left) * MEL["sample_rate"] / MEL["hop_length"] == pytest.approx(313)
 
 
 def test_loudest_window_finds_the_call():
@@ -246,30 +270,58 @@ def test_oof_per_class_auc_pools_the_folds(tmp_path, taxonomy):
     assert "macro ROC-AUC 0.917 over 2 scored classes" in figure.axes[0].get_title()
 
 
-def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy):
+def test_oof_per_class_refuses_overlapping_folds(tmp_path):
+    index = mel_index()
+    paths = []
+    for fold, rows in enumerate((index.iloc[:4], index.iloc[3:])):  # XC3 is in both folds
+        oof = pd.DataFrame({"filename": rows["filename"].to_numpy(), "fold": fold,
+                            **{label: 0.5 for label in CLASSES}})
+        oof.to_parquet(tmp_path / f"oof{fold}.parquet")
+        paths.append(str(tmp_path / f"oof{fold}.parquet"))
+    with pytest.raises(ValueError, match="out of fold in two members"):
+        report.oof_per_class(paths, index, CLASSES)
+
+
+def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypatch):
     index = mel_index()
     index.to_parquet(tmp_path / "index.parquet")
-    manifests = {}
+    fold_metrics = {}
     for round_ in (0, 1):
-        manifests[round_] = []
+        fold_metrics[round_] = []
         for fold in (0, 1):
-            path = tmp_path / f"tiny-r{round_}-abc" / f"fold{fold}" / "manifest.json"
+            # The folder name says nothing: backbone and score come from metrics.json.
+            path = tmp_path / f"run{round_}" / f"f{fold}" / "metrics.json"
             path.parent.mkdir(parents=True)
-            path.write_text(json.dumps({"settings": {"backbone": {"name": "tiny"}},
-                                        "headline": {"oof_auc": 0.7 + 0.1 * round_ + 0.01 * fold}}))
-            manifests[round_].append(str(path))
+            path.write_text(json.dumps({"backbone": "tiny", "fold": fold, "epochs": [],
+                                        "oof_auc": 0.7 + 0.1 * round_ + 0.01 * fold}))
+            fold_metrics[round_].append(str(path))
     labels = pd.DataFrame({"row_id": ["s_5", "s_10"], "soundscape": ["s", "s"], "end_s": [5, 10],
-                           "aaa1": [0.9, 0.8], "bbb1": [0.1, 0.0], "ccc1": [0.0, 0.2],
-                           "source_models": ["x", "y"]})  # a provenance column added later
-    labels.to_parquet(tmp_path / "labels.parquet")
-    scores, shift = tmp_path / "scores.png", tmp_path / "shift.png"
-    report.pseudo_report(manifests, {1: str(tmp_path / "labels.parquet")}, str(tmp_path / "index.parquet"),
-                         str(taxonomy), str(scores), str(shift))
+                           "aaa1": [0.9, 0.8], "bbb1": [0.1, 0.0], "ccc1": [0.0, 0.2]})
+    # As birdclef.pseudo writes it: the mean soft label per class over the kept windows.
+    manifest = {"headline": {"windows": 3, "windows_kept": 2},
+                "label_distribution": {"before": {}, "after": labels[CLASSES].mean().to_dict()}}
+    (tmp_path / "pseudo.json").write_text(json.dumps(manifest))
+    drawn = {}
+    monkeypatch.setattr(report, "plot_round_scores", lambda frame, out: drawn.update(scores=frame))
+    monkeypatch.setattr(report, "plot_label_shift",
+                        lambda distributions, classes, names, out: drawn.update(shift=distributions))
+    report.pseudo_report(fold_metrics, {1: str(tmp_path / "pseudo.json")}, str(tmp_path / "index.parquet"),
+                         str(taxonomy), str(tmp_path / "scores.png"), str(tmp_path / "shift.png"))
+    assert drawn["scores"].to_dict("list") == {"round": [0, 0, 1, 1], "backbone": ["tiny"] * 4,
+                                               "oof_auc": pytest.approx([0.7, 0.71, 0.8, 0.81])}
+    shift = drawn["shift"]
+    assert list(shift) == ["labelled training recordings (primary labels)", "round 1 pseudo-labels (2 windows)"]
+    # The manifest's per-class means give the shares of the summed labels.
+    assert shift["round 1 pseudo-labels (2 windows)"] == pytest.approx(report.label_distribution(labels, CLASSES))
+    assert shift["labelled training recordings (primary labels)"] == pytest.approx([1 / 3] * 3)
+    monkeypatch.undo()
+    scores, shift_png = tmp_path / "scores.png", tmp_path / "shift.png"
+    report.pseudo_report(fold_metrics, {1: str(tmp_path / "pseudo.json")}, str(tmp_path / "index.parquet"),
+                         str(taxonomy), str(scores), str(shift_png))
     assert_png(scores)
-    assert_png(shift)
+    assert_png(shift_png)
 
-    frame = pd.DataFrame({"round": [0, 0, 1, 1], "backbone": ["tiny"] * 4, "fold": [0, 1, 0, 1],
-                          "oof_auc": [0.7, 0.71, 0.8, 0.81]})
+    frame = pd.DataFrame({"round": [0, 0, 1, 1], "backbone": ["tiny"] * 4, "oof_auc": [0.7, 0.71, 0.8, 0.81]})
     figure = report.plot_round_scores(frame, tmp_path / "s.png")
     assert axis_labels(figure) == ["training round", "OOF macro ROC-AUC (labelled validation folds)"]
     assert "0.705" in texts(figure) and "0.805" in texts(figure)
@@ -283,10 +335,11 @@ def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy):
 
 
 def test_ensemble_members_figure(tmp_path):
-    ensemble = {"method": "mean", "oof_auc": 0.86, "classes": CLASSES, "future_key": [1],
-                "members": [{"name": "tiny-r1-abc/fold0", "backbone": "tiny", "fold": 0, "weight": 0.5,
+    # The member name says nothing of the round: the `round` key does.
+    ensemble = {"combine": "mean", "oof_auc": 0.86, "classes": CLASSES, "future_key": [1],
+                "members": [{"name": "m0", "backbone": "tiny", "fold": 0, "round": 1, "weight": 0.5,
                              "oof_auc": 0.84, "checkpoint": "x"},
-                            {"name": "tiny-r1-abc/fold1", "backbone": "tiny", "fold": 1, "weight": 0.5,
+                            {"name": "m1", "backbone": "tiny", "fold": 1, "round": 1, "weight": 0.5,
                              "oof_auc": None}]}
     path = tmp_path / "ensemble.json"
     path.write_text(json.dumps(ensemble))
@@ -295,7 +348,24 @@ def test_ensemble_members_figure(tmp_path):
     figure = report.plot_ensemble_members(ensemble, tmp_path / "m.png")
     text = texts(figure)
     assert "tiny, round 1, fold 0" in text and "0.840  (weight 0.50)" in text
-    assert "no OOF rows" in text and "ensemble OOF 0.860 (all recordings)" in text
+    assert "no OOF rows" in text
+    assert "ensemble OOF 0.860 (recordings every backbone predicted out of fold)" in text
+    assert figure.axes[0].get_title() == "Ensemble members (mean of 2 models)"
+
+    # With ensemble.soup a member carries its kept ingredients; their rounds come from the rule.
+    rounds = {"results/train/tiny-r0-aa/fold0/best.pt": 0, "results/train/tiny-r1-bb/fold0/best.pt": 1,
+              "results/train/tiny-r1-bb/fold1/best.pt": 1}
+    ensemble = {**ensemble, "combine": "rank_mean", "members": [
+        {**ensemble["members"][0], "soup": ["results/train/tiny-r1-bb/fold0/best.pt",
+                                            "results/train/tiny-r0-aa/fold0/best.pt"]},
+        {**ensemble["members"][1], "soup": ["results/train/tiny-r1-bb/fold1/best.pt"]}]}
+    path.write_text(json.dumps(ensemble))
+    report.ensemble_report(str(path), str(tmp_path / "soup.png"), rounds)
+    assert_png(tmp_path / "soup.png")
+    figure = report.plot_ensemble_members(ensemble, tmp_path / "s.png", rounds)
+    ticks = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert ticks == ["tiny, soup r0+r1, fold 0", "tiny, soup r1, fold 1"]
+    assert figure.axes[0].get_title() == "Ensemble members (rank_mean of 2 models)"
 
 
 def test_export_figure_compares_precisions(tmp_path):
@@ -349,3 +419,10 @@ def test_submission_figures_score_and_histograms(tmp_path, taxonomy):
     assert "no ground truth" in figure._suptitle.get_text()
     auc, positives = report.submission_per_class(submission, truth, CLASSES)
     assert auc["aaa1"] == 1.0 and np.isnan(auc["ccc1"]) and positives["ccc1"] == 0
+    # Rows of the submission the ground truth lacks are an error, as when the stage scores it.
+    partial = truth.iloc[1:]
+    with pytest.raises(DataError, match="ground truth lacks rows"):
+        report.submission_per_class(submission, partial, CLASSES)
+    with pytest.raises(DataError, match="ground truth lacks rows"):
+        report.plot_prediction_histograms(submission, partial, CLASSES, names, tmp_path / "h3")
+    assert not (tmp_path / "h3").exists()

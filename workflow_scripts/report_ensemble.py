@@ -4,4 +4,8 @@ from birdclef.logs import setup_logging
 from birdclef.report import ensemble_report
 
 setup_logging(snakemake.log[0])
-ensemble_report(ensemble_path=snakemake.input.ensemble, out_png=snakemake.output.members)
+ensemble_report(
+    ensemble_path=snakemake.input.ensemble,
+    out_png=snakemake.output.members,
+    checkpoint_rounds=snakemake.params.checkpoint_rounds,
+)

@@ -5,8 +5,8 @@ from birdclef.report import pseudo_report
 
 setup_logging(snakemake.log[0])
 pseudo_report(
-    fold_manifests=snakemake.params.manifests,
-    label_paths=snakemake.params.labels,
+    fold_metrics=snakemake.params.fold_metrics,
+    pseudo_manifests=snakemake.params.pseudo_manifests,
     index_path=snakemake.input.index,
     taxonomy_csv=snakemake.input.taxonomy,
     out_scores=snakemake.output.scores,

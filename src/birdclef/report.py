@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,9 +90,11 @@ def class_names(taxonomy: pd.DataFrame) -> dict[str, str]:
 
 
 def read_class_names(taxonomy_csv: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
-    """The class list (taxonomy order) and the display name of each class."""
-    taxonomy = pd.read_csv(taxonomy_csv, dtype={"primary_label": str})
-    return taxonomy["primary_label"].astype(str).tolist(), class_names(taxonomy)
+    """The class list (`catalog.read_taxonomy`, checked) and the display name of each class."""
+    from .catalog import read_taxonomy
+
+    classes = read_taxonomy(taxonomy_csv)
+    return classes, class_names(pd.read_csv(taxonomy_csv, dtype={"primary_label": str}))
 
 
 def _class_chart_height(n_classes: int, per_class: float = 0.3, extra: float = 1.6) -> float:
@@ -132,6 +133,29 @@ def _page_name(prefix: str, page: int, per_page: int, total: int) -> str:
     last = min(total, first + per_page - 1)
     width = len(str(total))
     return f"{prefix}_{first:0{width}d}-{last:0{width}d}.png"
+
+
+def _class_pages(classes: Sequence[str], out_dir: str | os.PathLike, per_page: int,
+                 panel_size: tuple[float, float], margins: tuple[float, float]):
+    """Grid pages of one panel per class (`GRID_COLUMNS` wide), written into `out_dir` atomically.
+
+    Yields, per page, (figure, [(class, axis), ...], "classes a-b of n"); unused
+    axes are switched off. The caller draws on the page, and the page is saved
+    as ``classes_<a>-<b>.png`` when the caller moves on to the next; `out_dir`
+    appears once the last page is saved.
+    """
+    with atomic_dir(out_dir) as tmp:
+        for page, page_classes in enumerate(_pages(classes, per_page)):
+            columns = min(GRID_COLUMNS, max(1, len(page_classes)))
+            rows = max(1, math.ceil(len(page_classes) / columns))
+            figure = new_figure(panel_size[0] * columns + margins[0], panel_size[1] * rows + margins[1])
+            axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+            for axis in axes[len(page_classes):]:
+                axis.set_axis_off()
+            first = page * per_page + 1
+            span = f"classes {first}-{first + len(page_classes) - 1} of {len(classes)}"
+            yield figure, list(zip(page_classes, axes, strict=False)), span
+            save_png(figure, Path(tmp) / _page_name("classes", page, per_page, len(classes)))
 
 
 def _mel_axis(mel_settings: Mapping[str, Any]):
@@ -311,19 +335,19 @@ def plot_vad_removed(vad_catalog: pd.DataFrame, headline: Mapping[str, Any],
     """Speech seconds cut out per collection, and recordings per VAD outcome per collection.
 
     Seconds come from the VAD manifest's headline (`speech_seconds_removed_by_collection`,
-    `dropped_audio_seconds_by_collection`, `audio_seconds_scanned_by_collection`), falling
-    back to the catalog's `speech_seconds` when the headline lacks them.
+    `dropped_audio_seconds_by_collection`, `audio_seconds_scanned_by_collection`, which
+    `birdclef.vad` always writes). When it scanned no file (`files_scanned` 0: VAD
+    disabled, or no collection selected) the figure says so instead.
     """
+    if int(headline["files_scanned"]) == 0:
+        return _message_figure(out_png, "Voice activity detection: speech removed",
+                               "VAD disabled (or no collection selected): no recording was scanned,\n"
+                               "so no speech was removed.")
     catalog = vad_catalog.assign(collection=vad_catalog["collection"].fillna("unknown").astype(str))
     collections = sorted(catalog["collection"].unique())
-    removed = dict(headline.get("speech_seconds_removed_by_collection") or {})
-    if not removed and "speech_seconds" in catalog:
-        cut = catalog[catalog["vad_status"] == "cleaned"]
-        removed = cut.groupby("collection")["speech_seconds"].sum().to_dict()
-    dropped = dict(headline.get("dropped_audio_seconds_by_collection") or {})
-    scanned = dict(headline.get("audio_seconds_scanned_by_collection") or {})
-    if not scanned:
-        scanned = catalog.groupby("collection")["duration_s"].sum().to_dict()
+    removed = headline["speech_seconds_removed_by_collection"]
+    dropped = headline["dropped_audio_seconds_by_collection"]
+    scanned = headline["audio_seconds_scanned_by_collection"]
     removed_s = np.array([float(removed.get(c, 0.0)) for c in collections])
     dropped_s = np.array([float(dropped.get(c, 0.0)) for c in collections])
     scanned_s = np.array([float(scanned.get(c, 0.0)) for c in collections])
@@ -481,60 +505,48 @@ def plot_mel_examples(mels: np.ndarray, index: pd.DataFrame, classes: Sequence[s
                       out_dir: str | os.PathLike, per_page: int = CLASSES_PER_PAGE) -> list:
     """One log-mel window per class (the best-rated recording, its loudest window), in pages
     of `per_page` classes, written into `out_dir`; returns the figures."""
+    from .mels import window_frames
+
     sample_rate = int(mel_settings["sample_rate"])
     hop = int(mel_settings["hop_length"])
-    window_seconds = float(mel_settings.get("window_seconds", 5))
-    frames = max(1, int(round(window_seconds * sample_rate / hop)))
+    window_seconds = float(mel_settings["window_seconds"])
+    frames = window_frames(mel_settings)
     index = index.assign(primary_label=index["primary_label"].astype(str))
     rating = pd.to_numeric(index.get("rating"), errors="coerce") if "rating" in index else 0.0
     ranked = index.assign(_rating=rating).sort_values(
         ["primary_label", "_rating", "frames", "filename"], ascending=[True, False, False, True],
         kind="stable")
     best = ranked.drop_duplicates("primary_label").set_index("primary_label")
-    pages = _pages(list(classes), per_page)
     figures = []
-    with atomic_dir(out_dir) as tmp:
-        for page, page_classes in enumerate(pages):
-            columns = min(GRID_COLUMNS, max(1, len(page_classes)))
-            rows = max(1, math.ceil(len(page_classes) / columns))
-            figure = new_figure(3.4 * columns + 1.0, 2.7 * rows + 0.8)
-            axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-            image = None
-            for k, axis in enumerate(axes):
-                if k >= len(page_classes):
-                    axis.set_axis_off()
-                    continue
-                label = page_classes[k]
-                axis.set_title(names.get(label, label), fontsize=9)
-                if label not in best.index:
-                    axis.text(0.5, 0.5, "no recording\nin the cache", ha="center", va="center",
-                              transform=axis.transAxes)
-                    axis.set_xticks([])
-                    axis.set_yticks([])
-                    continue
-                record = best.loc[label]
-                offset, length = int(record["offset"]), int(record["frames"])
-                recording = np.asarray(mels[offset : offset + length], dtype=np.float32)
-                start = loudest_window(recording, frames, max(1, frames // 5))
-                window = recording[start : start + frames].T
-                window = window - window.max()
-                image = _show_mel(axis, window, hop / sample_rate, mel_settings, vmin=-80, vmax=0,
-                                  t0=start * hop / sample_rate)
-                axis.set_xlabel("time in the recording (s)", fontsize=8)
-                axis.set_ylabel("frequency (kHz)", fontsize=8)
-                axis.tick_params(labelsize=8)
-                axis.text(0.01, 0.98, str(record["filename"]).rsplit("/", 1)[-1], color="white",
-                          fontsize=7, ha="left", va="top", transform=axis.transAxes)
-            if image is not None:
-                figure.colorbar(image, ax=list(axes), label="power (dB below the window's peak)",
-                                shrink=0.6)
-            first = page * per_page + 1
-            figure.suptitle(
-                f"Log-mel examples, one {window_seconds:g} s window per class "
-                f"(classes {first}-{first + len(page_classes) - 1} of {len(classes)}; "
-                f"{mel_settings['n_mels']} mel bands)")
-            save_png(figure, Path(tmp) / _page_name("classes", page, per_page, len(classes)))
-            figures.append(figure)
+    for figure, panels, span in _class_pages(list(classes), out_dir, per_page, (3.4, 2.7), (1.0, 0.8)):
+        image = None
+        for label, axis in panels:
+            axis.set_title(names.get(label, label), fontsize=9)
+            if label not in best.index:
+                axis.text(0.5, 0.5, "no recording\nin the cache", ha="center", va="center",
+                          transform=axis.transAxes)
+                axis.set_xticks([])
+                axis.set_yticks([])
+                continue
+            record = best.loc[label]
+            offset, length = int(record["offset"]), int(record["frames"])
+            recording = np.asarray(mels[offset : offset + length], dtype=np.float32)
+            start = loudest_window(recording, frames, max(1, frames // 5))
+            window = recording[start : start + frames].T
+            window = window - window.max()
+            image = _show_mel(axis, window, hop / sample_rate, mel_settings, vmin=-80, vmax=0,
+                              t0=start * hop / sample_rate)
+            axis.set_xlabel("time in the recording (s)", fontsize=8)
+            axis.set_ylabel("frequency (kHz)", fontsize=8)
+            axis.tick_params(labelsize=8)
+            axis.text(0.01, 0.98, str(record["filename"]).rsplit("/", 1)[-1], color="white",
+                      fontsize=7, ha="left", va="top", transform=axis.transAxes)
+        if image is not None:
+            figure.colorbar(image, ax=list(figure.axes), label="power (dB below the window's peak)",
+                            shrink=0.6)
+        figure.suptitle(f"Log-mel examples, one {window_seconds:g} s window per class "
+                        f"({span}; {mel_settings['n_mels']} mel bands)")
+        figures.append(figure)
     return figures
 
 
@@ -605,7 +617,7 @@ def training_report(metrics_paths: Sequence[str], title: str, out_png: str) -> N
     n_pseudo = 0
     for path in metrics_paths:
         metrics = read_json(path)
-        fold = int(metrics.get("fold", len(histories)))
+        fold = int(metrics["fold"])
         histories[fold] = metrics.get("epochs") or []
         if metrics.get("best_epoch") is not None:
             best[fold] = int(metrics["best_epoch"])
@@ -663,16 +675,20 @@ def plot_per_class_auc(auc: Mapping[str, float], positives: Mapping[str, int],
 
 def oof_per_class(oof_paths: Sequence[str], index: pd.DataFrame,
                   classes: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Per-class ROC-AUC of the pooled out-of-fold predictions, and positives per class."""
-    from .ensemble import oof_targets
+    """Per-class ROC-AUC of the pooled out-of-fold predictions, and positives per class.
+
+    The folds are pooled as the ensemble pools them (`ensemble.backbone_oof`): a
+    recording out of fold in two of them is an error.
+    """
+    from .ensemble import backbone_oof, oof_targets
     from .metrics import per_class_roc_auc
 
-    tables = [pd.read_parquet(path) for path in oof_paths]
-    tables = [t for t in tables if len(t)]
-    if not tables:
+    members = [{"name": str(path), "backbone": "run"} for path in oof_paths]
+    pooled = backbone_oof(members, {m["name"]: pd.read_parquet(m["name"]) for m in members}, classes)
+    if not pooled:
         return dict.fromkeys(classes, float("nan")), dict.fromkeys(classes, 0)
-    oof = pd.concat(tables, ignore_index=True).drop_duplicates("filename", keep="first")
-    targets = oof_targets(index, oof["filename"].tolist(), classes)
+    oof = pooled["run"]
+    targets = oof_targets(index, oof.index.tolist(), classes)
     scores = per_class_roc_auc(targets, oof[list(classes)].to_numpy())
     positives = targets.sum(axis=0).astype(int)
     return ({c: float(s) for c, s in zip(classes, scores, strict=True)},
@@ -723,7 +739,7 @@ def plot_round_scores(scores: pd.DataFrame, out_png: str | os.PathLike):
 
 
 def label_distribution(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """Each class's share of the label mass of a soft-label table (sums to 1)."""
+    """Each class's share of the label mass of a soft-label table (sums to 1; all zero when empty)."""
     present = [c for c in classes if c in frame.columns]
     mass = np.zeros(len(classes))
     if present and len(frame):
@@ -770,28 +786,22 @@ def plot_label_shift(distributions: Mapping[str, np.ndarray], classes: Sequence[
     return figure
 
 
-def pseudo_report(fold_manifests: Mapping[int, Sequence[str]], label_paths: Mapping[int, str],
+def pseudo_report(fold_metrics: Mapping[int, Sequence[str]], pseudo_manifests: Mapping[int, str],
                   index_path: str, taxonomy_csv: str, out_scores: str, out_shift: str) -> None:
     """Score per round (training OOF AUC) and the label-distribution shift between rounds.
 
-    `fold_manifests`: round -> every fold manifest.json of that round's train tags;
-    `label_paths`: round (>= 1) -> that round's pseudo labels.parquet.
+    `fold_metrics`: round -> every fold metrics.json of that round's train tags
+    (their `backbone` and `oof_auc`); `pseudo_manifests`: round (>= 1) -> that
+    round's pseudo manifest.json, whose `label_distribution.after` (mean soft
+    label per class over the kept windows) and headline `windows_kept` are shown.
     """
     rows = []
-    for round_, paths in sorted(fold_manifests.items()):
+    for round_, paths in sorted(fold_metrics.items()):
         for path in paths:
-            manifest = read_json(path)
-            settings = manifest.get("settings") or {}
-            headline = manifest.get("headline") or {}
-            backbone = (settings.get("backbone") or {}).get("name") if isinstance(
-                settings.get("backbone"), Mapping) else settings.get("backbone")
-            rows.append({
-                "round": int(round_),
-                "backbone": str(backbone or Path(path).parent.parent.name.split("-r")[0]),
-                "fold": Path(path).parent.name,
-                "oof_auc": headline.get("oof_auc"),
-            })
-    scores = pd.DataFrame(rows, columns=["round", "backbone", "fold", "oof_auc"])
+            metrics = read_json(path)
+            rows.append({"round": int(round_), "backbone": str(metrics["backbone"]),
+                         "oof_auc": metrics["oof_auc"]})
+    scores = pd.DataFrame(rows, columns=["round", "backbone", "oof_auc"])
     scores["oof_auc"] = pd.to_numeric(scores["oof_auc"], errors="coerce")
     plot_round_scores(scores, out_scores)
 
@@ -799,39 +809,50 @@ def pseudo_report(fold_manifests: Mapping[int, Sequence[str]], label_paths: Mapp
     index = pd.read_parquet(index_path)
     labelled = pd.get_dummies(index["primary_label"].astype(str)).astype(float)
     distributions = {"labelled training recordings (primary labels)": label_distribution(labelled, classes)}
-    for round_, path in sorted(label_paths.items()):
-        labels = pd.read_parquet(path)
-        distributions[f"round {round_} pseudo-labels ({len(labels)} windows)"] = label_distribution(
-            labels, classes)
+    for round_, path in sorted(pseudo_manifests.items()):
+        manifest = read_json(path)
+        # Shares of the mean soft label per class = shares of the summed soft labels.
+        means = pd.DataFrame([manifest["label_distribution"]["after"]])
+        kept = int(manifest["headline"]["windows_kept"])
+        distributions[f"round {round_} pseudo-labels ({kept} windows)"] = label_distribution(means, classes)
     plot_label_shift(distributions, classes, names, out_shift)
 
 
 # --------------------------------------------------------------------------- ensemble
 
 
-def plot_ensemble_members(ensemble: Mapping[str, Any], out_png: str | os.PathLike):
-    """OOF macro ROC-AUC and weight of each ensemble member, the ensemble's OOF score as a line."""
-    members = list(ensemble.get("members") or [])
+def member_label(member: Mapping[str, Any], checkpoint_rounds: Mapping[str, int]) -> str:
+    """An ensemble.json member's label: "<backbone>, round <r>, fold <f>".
+
+    A soup member (key `soup`: its ingredient checkpoints) reads "<backbone>, soup r0+r1,
+    fold <f>", the rounds of its ingredients looked up in `checkpoint_rounds`
+    (checkpoint path -> training round).
+    """
+    if member.get("soup"):
+        rounds = sorted({int(checkpoint_rounds[str(path)]) for path in member["soup"]})
+        model = "soup " + "+".join(f"r{r}" for r in rounds)
+    else:
+        model = f"round {member['round']}"
+    return f"{member['backbone']}, {model}, fold {member['fold']}"
+
+
+def plot_ensemble_members(ensemble: Mapping[str, Any], out_png: str | os.PathLike,
+                          checkpoint_rounds: Mapping[str, int] | None = None):
+    """OOF macro ROC-AUC and weight of each ensemble member, the ensemble's OOF score as a line.
+
+    `checkpoint_rounds` (checkpoint path -> training round) names the rounds of soup members.
+    """
+    members = list(ensemble["members"])
     figure = new_figure(10, max(3.2, 0.45 * len(members) + 2.0))
     axis = figure.add_subplot()
-    labels, values = [], []
-    for member in members:
-        name = str(member.get("name", "?"))
-        match = re.search(r"-r(\d+)-[0-9a-f]+(?:/|$)", name)
-        round_ = match.group(1) if match else None
-        label = f"{member.get('backbone', name)}"
-        if round_ is not None:
-            label += f", round {round_}"
-        if member.get("fold") is not None:
-            label += f", fold {member['fold']}"
-        labels.append(label)
-        values.append(np.nan if member.get("oof_auc") is None else float(member["oof_auc"]))
+    labels = [member_label(member, checkpoint_rounds or {}) for member in members]
+    values = [np.nan if member.get("oof_auc") is None else float(member["oof_auc"]) for member in members]
     y = np.arange(len(members))[::-1]
     axis.barh(y, np.nan_to_num(values), color="#1f77b4", height=0.6)
     overall = ensemble.get("oof_auc")
     if overall is not None:
         axis.axvline(float(overall), color="black", linestyle="--",
-                     label=f"ensemble OOF {float(overall):.3f} (all recordings)")
+                     label=f"ensemble OOF {float(overall):.3f} (recordings every backbone predicted out of fold)")
     axis.axvline(0.5, color="grey", linestyle=":", label="chance (0.5)")
     axis.set_yticks(y, labels)
     axis.set_ylim(-0.6, len(members) - 0.4)
@@ -849,15 +870,14 @@ def plot_ensemble_members(ensemble: Mapping[str, Any], out_png: str | os.PathLik
     right.set_yticks(y, right_labels, fontsize=9)
     right.tick_params(axis="y", length=0)
     figure.legend(loc="outside lower center", ncols=2, fontsize=8)
-    combine = ensemble.get("combine") or ensemble.get("method") or "mean"
-    axis.set_title(f"Ensemble members ({combine} of {len(members)} models)")
+    axis.set_title(f"Ensemble members ({ensemble['combine']} of {len(members)} models)")
     save_png(figure, out_png)
     return figure
 
 
-def ensemble_report(ensemble_path: str, out_png: str) -> None:
-    """The ensemble-member figure."""
-    plot_ensemble_members(read_json(ensemble_path), out_png)
+def ensemble_report(ensemble_path: str, out_png: str, checkpoint_rounds: Mapping[str, int] | None = None) -> None:
+    """The ensemble-member figure (`checkpoint_rounds`: checkpoint path -> round, for soup members)."""
+    plot_ensemble_members(read_json(ensemble_path), out_png, checkpoint_rounds)
 
 
 # --------------------------------------------------------------------------- export
@@ -869,6 +889,19 @@ EXPORT_VARIANT_NAMES = {
     "openvino_fp16": "OpenVINO fp16",
     "openvino_int8": "OpenVINO int8",
 }
+
+
+def _value_bars(axis, x, names, values, colours, fmt: str, missing: str, ylabel: str, title: str) -> None:
+    """Bars labelled with their values (`fmt`; `missing` where a value is NaN), headroom above the tallest."""
+    values = np.array(values, dtype=float)
+    bars = axis.bar(x, np.nan_to_num(values), color=colours)
+    axis.bar_label(bars, labels=[missing if not np.isfinite(v) else fmt.format(v) for v in values], padding=2)
+    axis.set_xticks(x, names)
+    top = np.nanmax(values) if np.isfinite(values).any() else 1.0
+    axis.set_ylim(0, top * 1.18)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="y", alpha=0.3)
 
 
 def plot_export(headline: Mapping[str, Any], out_png: str | os.PathLike):
@@ -917,27 +950,11 @@ def plot_export(headline: Mapping[str, Any], out_png: str | os.PathLike):
     auc_axis.set_title("Score per precision", fontsize=10)
     auc_axis.grid(axis="y", alpha=0.3)
 
-    speed_values = np.array([speed.get(v, np.nan) for v in variants], dtype=float)
-    bars = speed_axis.bar(x, np.nan_to_num(speed_values), color=colours)
-    speed_axis.bar_label(bars, labels=["n/a" if not np.isfinite(v) else f"{v:,.0f}" for v in speed_values],
-                         padding=2)
-    speed_axis.set_xticks(x, names)
-    top = np.nanmax(speed_values) if np.isfinite(speed_values).any() else 1.0
-    speed_axis.set_ylim(0, top * 1.18)
-    speed_axis.set_ylabel(f"5 s clips per second, whole ensemble ({headline.get('threads', '?')} threads)")
-    speed_axis.set_title("Speed per precision (CPU)", fontsize=10)
-    speed_axis.grid(axis="y", alpha=0.3)
-
-    size_values = np.array([sizes.get(v, np.nan) for v in variants], dtype=float)
-    bars = size_axis.bar(x, np.nan_to_num(size_values), color=colours)
-    size_axis.bar_label(bars, labels=["no IR" if not np.isfinite(v) else f"{v:.2f}" for v in size_values],
-                        padding=2)
-    size_axis.set_xticks(x, names)
-    top = np.nanmax(size_values) if np.isfinite(size_values).any() else 1.0
-    size_axis.set_ylim(0, top * 1.18)
-    size_axis.set_ylabel("model files, all members (MB)")
-    size_axis.set_title("Size per precision (OpenVINO IR)", fontsize=10)
-    size_axis.grid(axis="y", alpha=0.3)
+    threads = headline.get("threads", "?")
+    _value_bars(speed_axis, x, names, [speed.get(v, np.nan) for v in variants], colours, "{:,.0f}", "n/a",
+                f"5 s clips per second, whole ensemble ({threads} threads)", "Speed per precision (CPU)")
+    _value_bars(size_axis, x, names, [sizes.get(v, np.nan) for v in variants], colours, "{:.2f}", "no IR",
+                "model files, all members (MB)", "Size per precision (OpenVINO IR)")
     windows = headline.get("eval_windows")
     figure.suptitle(
         f"Export: {len(headline.get('members') or [])} members, shipped precision "
@@ -958,12 +975,14 @@ def export_report(manifest_path: str, out_png: str) -> None:
 
 def submission_per_class(submission: pd.DataFrame, truth: pd.DataFrame,
                          classes: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Per-class ROC-AUC of a submission against ground truth, and positive windows per class."""
-    from .metrics import per_class_roc_auc
+    """Per-class ROC-AUC of a submission against ground truth, and positive windows per class.
 
-    aligned = truth.set_index("row_id").reindex(submission["row_id"])
-    present = [c for c in classes if c in aligned.columns and c in submission.columns]
-    y_true = aligned[present].fillna(0).to_numpy(dtype=float)
+    The truth is aligned as `submission.score_submission` aligns it (it must cover every row)."""
+    from .metrics import per_class_roc_auc
+    from .submission import aligned_truth
+
+    present = [c for c in classes if c in submission.columns]
+    y_true = aligned_truth(submission, truth, present).to_numpy(dtype=float)
     scores = per_class_roc_auc(y_true, submission[present].to_numpy(dtype=float))
     positives = (y_true > 0.5).sum(axis=0)
     return ({c: float(s) for c, s in zip(present, scores, strict=True)},
@@ -974,62 +993,46 @@ def plot_prediction_histograms(submission: pd.DataFrame, truth: pd.DataFrame | N
                                classes: Sequence[str], names: Mapping[str, str],
                                out_dir: str | os.PathLike, per_page: int = CLASSES_PER_PAGE) -> list:
     """Per class, the histogram of predicted probabilities over the submission's windows
-    (split into windows with and without the species when ground truth is known)."""
+    (split into windows with and without the species when ground truth is known; the truth
+    is aligned as `submission.score_submission` aligns it, so it must cover every row)."""
+    from .submission import aligned_truth
+
     classes = [c for c in classes if c in submission.columns]
-    aligned = None
-    if truth is not None:
-        aligned = truth.set_index("row_id").reindex(submission["row_id"]).fillna(0)
+    aligned = None if truth is None else aligned_truth(submission, truth, classes)
     bins = np.linspace(0, 1, 21)
     figures = []
-    with atomic_dir(out_dir) as tmp:
-        for page, page_classes in enumerate(_pages(classes, per_page)):
-            columns = min(GRID_COLUMNS, max(1, len(page_classes)))
-            rows = max(1, math.ceil(len(page_classes) / columns))
-            figure = new_figure(3.3 * columns, 2.7 * rows + 1.2)
-            axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-            for k, axis in enumerate(axes):
-                if k >= len(page_classes):
-                    axis.set_axis_off()
-                    continue
-                label = page_classes[k]
-                values = submission[label].to_numpy(dtype=float)
-                title = names.get(label, label)
-                if aligned is not None and label in aligned.columns:
-                    present = aligned[label].to_numpy(dtype=float) > 0.5
-                    axis.hist(values[~present], bins=bins, color=ABSENT_COLOUR, alpha=0.75)
-                    axis.hist(values[present], bins=bins, color=PRESENT_COLOUR, alpha=0.75)
-                    title += f"\npresent in {int(present.sum())} of {len(values)} windows"
-                else:
-                    axis.hist(values, bins=bins, color="#1f77b4")
-                axis.set_yscale("log")
-                axis.set_xlim(0, 1)
-                axis.set_title(title, fontsize=9)
-                axis.set_xlabel("predicted probability", fontsize=8)
-                axis.set_ylabel("5 s windows (log)", fontsize=8)
-                axis.tick_params(labelsize=8)
-                axis.grid(alpha=0.3)
+    for figure, panels, span in _class_pages(classes, out_dir, per_page, (3.3, 2.7), (0.0, 1.2)):
+        for label, axis in panels:
+            values = submission[label].to_numpy(dtype=float)
+            title = names.get(label, label)
             if aligned is not None:
-                figure.legend(handles=[
-                    Patch(color=ABSENT_COLOUR, alpha=0.75, label="windows without the species"),
-                    Patch(color=PRESENT_COLOUR, alpha=0.75, label="windows with the species (ground truth)"),
-                ], loc="outside lower center", ncols=2, fontsize=9)
-            first = page * per_page + 1
-            figure.suptitle(
-                f"Submission: predicted probabilities per class over {len(submission)} windows "
-                f"(classes {first}-{first + len(page_classes) - 1} of {len(classes)})"
-                + ("" if aligned is not None else "; no ground truth"))
-            save_png(figure, Path(tmp) / _page_name("classes", page, per_page, len(classes)))
-            figures.append(figure)
+                present = aligned[label].to_numpy(dtype=float) > 0.5
+                axis.hist(values[~present], bins=bins, color=ABSENT_COLOUR, alpha=0.75)
+                axis.hist(values[present], bins=bins, color=PRESENT_COLOUR, alpha=0.75)
+                title += f"\npresent in {int(present.sum())} of {len(values)} windows"
+            else:
+                axis.hist(values, bins=bins, color="#1f77b4")
+            axis.set_yscale("log")
+            axis.set_xlim(0, 1)
+            axis.set_title(title, fontsize=9)
+            axis.set_xlabel("predicted probability", fontsize=8)
+            axis.set_ylabel("5 s windows (log)", fontsize=8)
+            axis.tick_params(labelsize=8)
+            axis.grid(alpha=0.3)
+        if aligned is not None:
+            figure.legend(handles=[
+                Patch(color=ABSENT_COLOUR, alpha=0.75, label="windows without the species"),
+                Patch(color=PRESENT_COLOUR, alpha=0.75, label="windows with the species (ground truth)"),
+            ], loc="outside lower center", ncols=2, fontsize=9)
+        figure.suptitle(f"Submission: predicted probabilities per class over {len(submission)} windows "
+                        f"({span})" + ("" if aligned is not None else "; no ground truth"))
+        figures.append(figure)
     return figures
 
 
 def _read_submission_tables(submission_csv: str, ground_truth_csv: str | None):
     submission = pd.read_csv(submission_csv)
-    submission.columns = [str(c) for c in submission.columns]
-    truth = None
-    if ground_truth_csv:
-        truth = pd.read_csv(ground_truth_csv)
-        truth.columns = [str(c) for c in truth.columns]
+    truth = pd.read_csv(ground_truth_csv) if ground_truth_csv else None
     return submission, truth
 
 

@@ -55,15 +55,27 @@ def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6f")
 
 
+def aligned_truth(submission: pd.DataFrame, ground_truth: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """The ground truth's `classes` columns in the submission's row order (index: row_id).
+
+    Raises DataError when the ground truth lacks a class or a row of the submission.
+    """
+    absent = [c for c in classes if c not in ground_truth.columns]
+    if absent:
+        raise DataError(f"ground truth lacks classes of the submission, e.g. {absent[:5]}")
+    truth = ground_truth.set_index("row_id").reindex(submission["row_id"])[list(classes)]
+    if truth.isna().any().any():
+        missing = truth.index[truth.isna().any(axis=1)][:5].tolist()
+        raise DataError(f"ground truth lacks rows of the submission, e.g. {missing}")
+    return truth
+
+
 def score_submission(submission: pd.DataFrame, ground_truth: pd.DataFrame, classes: Sequence[str]) -> float:
     """Macro ROC-AUC of `submission` against a ground-truth table with the same row_ids."""
     from .metrics import macro_roc_auc
 
-    truth = ground_truth.set_index("row_id").reindex(submission["row_id"])
-    if truth.isna().any().any():
-        missing = truth.index[truth.isna().any(axis=1)][:5].tolist()
-        raise DataError(f"ground truth lacks rows of the submission, e.g. {missing}")
-    return macro_roc_auc(truth[list(classes)].to_numpy(), submission[list(classes)].to_numpy())
+    truth = aligned_truth(submission, ground_truth, classes)
+    return macro_roc_auc(truth.to_numpy(), submission[list(classes)].to_numpy())
 
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
