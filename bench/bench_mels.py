@@ -8,7 +8,8 @@ second (x real time):
 
 - decode alone: `birdclef.audio.read_audio` (soundfile/libsndfile), per file;
 - mel alone on decoded audio: `birdclef.features.log_mel` and librosa's
-  `melspectrogram` + `power_to_db` (the same numbers within 1e-5 dB);
+  `melspectrogram` + `power_to_db` (the script prints their largest difference
+  over three of the files: 3.1e-4 dB in the run recorded in bench/README.md);
 - the bound the issue names: decode + librosa mel, 1 / (1/decode + 1/librosa mel);
 - a per-file `librosa.load` + `librosa.feature.melspectrogram` loop;
 - the mel cache itself (`birdclef.mels.build_mel_cache`: decode, mel, float16
@@ -30,14 +31,13 @@ import datetime as dt
 import os
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from benchlib import machine, markdown  # noqa: E402
+from benchlib import best_of, machine, markdown  # noqa: E402
 from threadpoolctl import threadpool_limits
 
 from birdclef.audio import read_audio
@@ -84,16 +84,6 @@ def make_files(workdir: Path, n_files: int, seconds: float, processes: int) -> l
     with ProcessPoolExecutor(max_workers=max(1, processes)) as pool:
         list(pool.map(_encode, tasks))
     return paths
-
-
-def best_of(repeats: int, function) -> float:
-    """Smallest wall time of `repeats` calls of `function`."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _decode_seconds(path: str) -> float:
@@ -168,7 +158,7 @@ def main() -> None:
     # Decode alone.
     decode_speed = {}
     for n in processes:
-        wall = best_of(args.repeats, lambda n=n: decode_all(paths, n))
+        wall = best_of(args.repeats, lambda n=n: decode_all(paths, n))[0].wall
         decode_speed[n] = add("decode alone (soundfile, read_audio)", n, audio_seconds, wall) / n
 
     # Mel alone, on decoded audio (a subset, so that memory stays small).
@@ -181,9 +171,9 @@ def main() -> None:
         log_mel(waves[0][:SAMPLE_RATE], filterbank, args.n_fft, args.hop_length, args.top_db)
         librosa_mel(waves[0][:SAMPLE_RATE], mel)
         ours = best_of(args.repeats, lambda: [
-            log_mel(w, filterbank, args.n_fft, args.hop_length, args.top_db) for w in waves])
+            log_mel(w, filterbank, args.n_fft, args.hop_length, args.top_db) for w in waves])[0].wall
         ours_speed = add("mel alone: birdclef.features.log_mel", 1, subset_seconds, ours)
-        reference = best_of(args.repeats, lambda: [librosa_mel(w, mel) for w in waves])
+        reference = best_of(args.repeats, lambda: [librosa_mel(w, mel) for w in waves])[0].wall
         librosa_speed = add("mel alone: librosa melspectrogram + power_to_db", 1,
                             subset_seconds, reference)
         difference = max(
@@ -195,7 +185,7 @@ def main() -> None:
         rows.append({"measurement": "bound: decode + librosa mel, 1/(1/decode + 1/mel)",
                      "processes": 1, "audio_s": None, "wall_s": None,
                      "x_real_time": round(bound), "x_real_time_per_core": round(bound)})
-        loop = best_of(max(1, args.repeats - 1), lambda: librosa_loop(paths, mel))
+        loop = best_of(max(1, args.repeats - 1), lambda: librosa_loop(paths, mel))[0].wall
         add("per-file librosa.load + melspectrogram loop", 1, audio_seconds, loop)
     waves.clear()
 
@@ -214,7 +204,7 @@ def main() -> None:
                 stats.update(build_mel_cache(catalog, Path(out) / "mels.npy", Path(out) / "index.parquet",
                                              mel, threads=n, progress=False))
 
-            wall = best_of(args.repeats, build)
+            wall = best_of(args.repeats, build)[0].wall
             cache_speed[n] = add("mel cache: build_mel_cache (decode + mel + write)", n,
                                  stats["cached_seconds"], wall) / n
 

@@ -11,7 +11,9 @@ tag, so the runs share their earlier rounds' models. Each run's submission is
 scored against the held-out test ground truth (int8 OpenVINO models, f32
 inference precision). Then, on each run's export bundle, the post-processing
 variants are scored: TTA (+-2.5 s shifted windows), neighbour smoothing, and
-the per-soundscape power adjustment of low-ranked classes.
+the per-soundscape power adjustment of low-ranked classes. A last run adds the
+greedy model soup (`ensemble.soup`) to round 2 and tabulates, per fold, each
+round's checkpoint alone, each candidate soup and what the greedy rule kept.
 
 Usage: python bench/bench_rounds.py [--workdir DIR] [--cores 2] [--variants demo,hard]
 Prints markdown tables for bench/README.md (and writes results.json in the workdir).
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +52,6 @@ VARIANTS = {
 }
 
 POSTPROCESS = {
-    "none": {},
     "tta": {"tta_shift_seconds": 2.5},
     "smoothing": {"smoothing": 0.25},
     "power_adjust": {"power_adjust_top_k": 3, "power_adjust_exponent": 2.0},
@@ -61,11 +61,17 @@ POSTPROCESS = {
 }
 
 
-def run_config(workdir: Path, name: str, base: dict, demo: dict, rounds: list[dict], cores: str) -> dict:
-    """Run the workflow with these rounds; return the submission's score and the export folder."""
+def run_config(
+    workdir: Path, name: str, base: dict, demo: dict, rounds: list[dict], ensemble: dict, cores: str
+) -> dict:
+    """Run the workflow with these rounds and ensemble settings.
+
+    Returns the submission's score, its folder, and the export and ensemble folders.
+    """
     config = json.loads(json.dumps(base))
     config["data"]["demo"].update(demo)
     config["pseudo"] = {"rounds": rounds}
+    config["ensemble"] = {**config.get("ensemble", {}), **ensemble}
     path = write_config(workdir, f"{name}.yaml", config)
     snakemake(workdir, "--cores", cores, "submission", "--configfile", str(path), timeout=5400)
     # results/submission.csv is the published copy of this config's submission: find its folder.
@@ -73,21 +79,24 @@ def run_config(workdir: Path, name: str, base: dict, demo: dict, rounds: list[di
     for folder in (workdir / "results/submission").iterdir():
         if (folder / "submission.csv").is_file() and (folder / "submission.csv").read_bytes() == published:
             manifest = json.loads((folder / "manifest.json").read_text())
-            export_tag = manifest["upstream"]["export"]
-            return {"score": manifest["headline"]["macro_roc_auc"],
-                    "export": workdir / "results/export" / export_tag}
+            export = workdir / "results/export" / manifest["upstream"]["export"]
+            export_manifest = json.loads((export / "manifest.json").read_text())
+            return {"score": manifest["headline"]["macro_roc_auc"], "submission": folder / "submission.csv",
+                    "export": export, "ensemble": workdir / "results/ensemble" / export_manifest["upstream"]["ensemble"]}
     raise RuntimeError(f"no submission folder holds the published submission of {name}")
 
 
-def bootstrap_sd(aligned: pd.DataFrame, truth: pd.DataFrame, classes: list[str], reps: int = 200) -> float:
-    """Standard deviation of the test macro ROC-AUC when the test soundscapes are resampled.
+def bootstrap_sd(submission_csv: Path, truth_csv: Path, reps: int = 200) -> float:
+    """Standard deviation of a submission's test macro ROC-AUC when the test soundscapes are resampled.
 
     A yardstick for how large a difference between two rows must be before it
     means something on this many test soundscapes (it leaves out training noise).
     """
     from birdclef.metrics import macro_roc_auc
 
-    truth = truth.set_index("row_id").reindex(aligned["row_id"])
+    aligned = pd.read_csv(submission_csv)
+    classes = list(aligned.columns[1:])
+    truth = pd.read_csv(truth_csv).set_index("row_id").reindex(aligned["row_id"])
     scape = aligned["row_id"].str.rsplit("_", n=1).str[0].to_numpy()
     names = np.unique(scape)
     rows = {name: np.flatnonzero(scape == name) for name in names}
@@ -101,9 +110,8 @@ def bootstrap_sd(aligned: pd.DataFrame, truth: pd.DataFrame, classes: list[str],
     return float(np.std(scores))
 
 
-def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: int,
-                      with_sd: bool = False) -> float | tuple[float, float]:
-    """Test macro ROC-AUC of the bundle with `settings` as its post-processing (and its bootstrap sd)."""
+def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: int) -> float:
+    """Test macro ROC-AUC of the bundle with `settings` as its post-processing."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         definition = json.loads((export_dir / "bundle.json").read_text())
@@ -119,10 +127,28 @@ def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: 
         sample = pd.read_csv(root / "sample_submission.csv")
         truth = pd.read_csv(root / "test_ground_truth.csv")
         aligned, _ = align_to_sample(preds, sample)
-        score = float(score_submission(aligned, truth, list(sample.columns[1:])))
-        if with_sd:
-            return score, bootstrap_sd(aligned, truth, list(sample.columns[1:]))
-        return score
+        return float(score_submission(aligned, truth, list(sample.columns[1:])))
+
+
+def round_of(checkpoint: str) -> str:
+    """"r<k>" of a results/train/<backbone>-r<k>-<hash>/fold<f>/best.pt path."""
+    return Path(checkpoint).parts[-3].split("-")[1]
+
+
+def soup_rows(variant: str, ensemble_dir: Path) -> list[dict]:
+    """One row per soup member: each ingredient alone, each candidate soup, what was kept."""
+    manifest = json.loads((ensemble_dir / "manifest.json").read_text())
+    rows = []
+    for member, soup in manifest["soups"].items():
+        rows.append({
+            "data": variant,
+            "member": member.split("/")[-1],
+            "ingredients alone": ", ".join(f"{round_of(p)} {v:.4f}" for p, v in soup["scores"].items()),
+            "candidate soups": ", ".join(f"+{round_of(t['added'])} {t['oof_auc']:.4f}" for t in soup["tried"]),
+            "kept": " + ".join(round_of(p) for p in soup["ingredients"]),
+            "soup OOF": round(soup["oof_auc"], 4),
+        })
+    return rows
 
 
 def main() -> None:
@@ -133,36 +159,41 @@ def main() -> None:
     parser.add_argument("--power", type=float, default=2.0)
     args = parser.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench_rounds_"))
-    results = []
+    results, soups = [], []
     for variant in args.variants.split(","):
         workdir = root / variant
         copy_workflow(workdir)  # (again): results stay, the workflow files are the current ones
         base = load_config(workdir)
-        runs = {
-            "round 0": [],
-            "round 1, power scaling": [{"method": "power", "power": args.power}],
-            "round 2, power scaling": [{"method": "power", "power": args.power}] * 2,
-            "round 1, no scaling": [{"method": "power", "power": 1.0}],
-            "round 2, no scaling": [{"method": "power", "power": 1.0}] * 2,
-            "round 1, power, max-normalised": [{"method": "power", "power": args.power, "normalize": "max"}],
-            "round 2, power, max-normalised": [{"method": "power", "power": args.power, "normalize": "max"}] * 2,
-            "round 1, threshold rule": [{"method": "threshold"}],
+        power = {"method": "power", "power": args.power}
+        runs = {  # name: (pseudo rounds, ensemble settings)
+            "round 0": ([], {}),
+            "round 1, power scaling": ([power], {}),
+            "round 2, power scaling": ([power] * 2, {}),
+            "round 1, no scaling": ([{"method": "power", "power": 1.0}], {}),
+            "round 2, no scaling": ([{"method": "power", "power": 1.0}] * 2, {}),
+            "round 1, power, max-normalised": ([{**power, "normalize": "max"}], {}),
+            "round 2, power, max-normalised": ([{**power, "normalize": "max"}] * 2, {}),
+            "round 1, threshold rule": ([{"method": "threshold"}], {}),
+            "round 2, power scaling, soup": ([power] * 2, {"soup": True}),
         }
-        for name, rounds in runs.items():
+        for name, (rounds, ensemble) in runs.items():
             slug = name.replace(" ", "_").replace(",", "")
-            outcome = run_config(workdir, slug, base, VARIANTS[variant], rounds, args.cores)
-            row = {"data": variant, "run": name, "submission": round(outcome["score"], 4)}
-            _, sd = score_postprocess(workdir, outcome["export"], {}, 2, with_sd=True)
-            row["bootstrap sd"] = round(sd, 4)
+            outcome = run_config(workdir, slug, base, VARIANTS[variant], rounds, ensemble, args.cores)
+            row = {"data": variant, "run": name, "submission": round(outcome["score"], 4),
+                   "bootstrap sd": round(bootstrap_sd(outcome["submission"],
+                                                      workdir / "resources/demo/test_ground_truth.csv"), 4)}
             for label, settings in POSTPROCESS.items():
                 row[f"pp: {label}"] = round(score_postprocess(workdir, outcome["export"], settings, 2), 4)
             results.append(row)
             print(row, flush=True)
-        shutil.rmtree(workdir / ".snakemake" / "conda", ignore_errors=True)
-    (root / "results.json").write_text(json.dumps(results, indent=2))
+            if ensemble.get("soup"):
+                soups.extend(soup_rows(variant, outcome["ensemble"]))
+    (root / "results.json").write_text(json.dumps({"rounds": results, "soups": soups}, indent=2))
     print(f"\nMachine: {machine()}; {dt.date.today().isoformat()}; int8 OpenVINO members, f32 inference "
           "precision; macro ROC-AUC on the held-out test soundscapes\n")
     print(markdown(results))
+    print("\nGreedy soups (OOF macro ROC-AUC on each fold's validation recordings):\n")
+    print(markdown(soups))
 
 
 if __name__ == "__main__":

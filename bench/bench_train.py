@@ -9,7 +9,11 @@ power-domain mixup, spec-augment) on fold 0 of 2 and reports:
 - training samples/s as the pipeline logs it (every step: crops, mixup,
   forward, backward, optimizer; the first epoch, which includes warm-up, is left
   out of the mean);
-- validation windows/s and the whole job's wall seconds;
+- validation windows/s: the fold's validation windows (`train.validation_set`)
+  over each epoch's seconds minus its training seconds, both as `train_fold`
+  records them (so the validation pass plus whatever else an epoch does after
+  its last training step; mean over epochs after the first); and the whole
+  job's wall seconds;
 - where the time goes: the data path alone (crops + spec-augment + collation,
   no model) and one optimizer step alone on a fixed batch.
 
@@ -39,7 +43,9 @@ from birdclef.train import (
     build_targets,
     example_loss,
     mix_batch,
+    split_fold,
     train_fold,
+    validation_set,
 )
 
 N_CLASSES = 12
@@ -128,6 +134,9 @@ def main() -> None:
     mels, index, folds, classes = synthetic_cache()
     settings = TrainSettings(**{**DEMO_SETTINGS, "epochs": args.epochs})
     started = dt.datetime.now().astimezone()
+    _, val_table = split_fold(index, folds, 0)
+    val_windows = len(validation_set(mels, val_table, classes, settings, WINDOW_FRAMES,
+                                     FRAMES_PER_SECOND).windows)
     rows, parts = [], []
     for backbone in backbones:
         spec = {"backbone": backbone, "n_classes": N_CLASSES, "pretrained": False, "drop_rate": 0.2}
@@ -142,16 +151,16 @@ def main() -> None:
             history = metrics["epochs"]
             steady = history[1:] or history
             train_rate = float(np.mean([h["samples_per_s"] for h in steady]))
-            usable = np.minimum(index.loc[folds["fold"] == 0, "frames"].to_numpy(),
-                                int(round(settings.crop_seconds_max * FRAMES_PER_SECOND)))
-            val_windows = int(np.maximum(1, -(-usable // WINDOW_FRAMES)).sum())
-            val_seconds = float(np.mean([h["seconds"] - settings.samples_per_epoch / h["samples_per_s"]
-                                         for h in steady]))
+            # Every batch is full: steps x batch size samples per epoch.
+            trained = metrics["steps_per_epoch"] * settings.batch_size
+            after_training_s = float(np.mean([h["seconds"] - trained / h["samples_per_s"]
+                                              for h in steady]))
             rows.append({
                 "backbone": backbone, "threads": threads, "loader_workers": metrics["loader_workers"],
                 "epochs": len(history), "train_samples_per_s": round(train_rate, 1),
                 "train_samples_per_s_per_thread": round(train_rate / threads, 1),
-                "validation_windows_per_s": round(val_windows / val_seconds, 1) if val_seconds > 0 else None,
+                "validation_windows_per_s": (round(val_windows / after_training_s, 1)
+                                             if after_training_s > 0 else None),
                 "job_wall_s": round(wall, 1), "final_oof_auc": round(metrics["oof_auc"], 3),
             })
             data_rate = data_path_rate(mels, index, classes, settings)
@@ -166,7 +175,9 @@ def main() -> None:
     print(f"torch {torch.__version__}; synthetic demo-sized cache ({N_CLASSES} classes x {PER_CLASS} "
           f"recordings, {N_MELS} mels, windows of {WINDOW_FRAMES} frames); fold 0 of 2; settings "
           f"{DEMO_SETTINGS | {'epochs': args.epochs}}; {backbones[0]} has {n_params:,} parameters. "
-          "Training samples/s is the mean over epochs after the first.\n")
+          f"Training samples/s is the mean over epochs after the first; validation windows/s is "
+          f"the fold's {val_windows} validation windows over (epoch seconds - training seconds), "
+          "i.e. the validation pass plus anything else after an epoch's last step.\n")
     print(markdown(rows))
     print("\nWhere the time goes (same thread counts):\n")
     print(markdown(parts))

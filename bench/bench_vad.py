@@ -39,13 +39,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -55,6 +53,8 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from benchlib import best_of, machine, markdown  # noqa: E402
 
 from birdclef import vad  # noqa: E402
 from birdclef.audio import read_audio, resample  # noqa: E402
@@ -67,57 +67,13 @@ TOLERANCE_S = 0.3
 TRUTH_FRAME_S = 0.01
 TRUTH_RANGE_DB = 40.0
 TRUTH_GAP_S = 0.1
+VERSIONS = ("silero-vad", "openvino", "onnxruntime", "torch", "soxr", "soundfile", "numpy")
 SWEEP = [(0.5, 0.25), (0.5, 0.5), (0.5, 0.75), (0.6, 0.25), (0.7, 0.25), (0.7, 0.5)]
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 # --------------------------------------------------------------------------- report helpers
-
-
-def machine() -> str:
-    """CPU, cores, memory, versions and load: one paragraph."""
-    cpu = "unknown CPU"
-    memory = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = ", load average {:.2f} {:.2f} {:.2f} at start".format(*os.getloadavg())
-    packages = ", ".join(
-        f"{name} {version(name)}"
-        for name in ("silero-vad", "openvino", "onnxruntime", "torch", "soxr", "soundfile", "numpy")
-    )
-    return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs ({usable} usable){memory}; "
-        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
-        f"{packages}{load}"
-    )
-
-
-def markdown(frame: pd.DataFrame, floats: str = "{:.1f}") -> str:
-    """A markdown table (index not shown)."""
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    lines = [header, "|" + "---|" * len(frame.columns)]
-    for _, row in frame.iterrows():
-        cells = []
-        for value in row:
-            if isinstance(value, float | np.floating):
-                cells.append("n/a" if np.isnan(value) else floats.format(value))
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 class Report:
@@ -367,7 +323,7 @@ def quality(report: Report, real: Path, args, workdir: Path) -> None:
                 "end err med/max s": f"{group['end_err_s'].median():.2f} / {group['end_err_s'].max():.2f}",
             }
         )
-    report.add(markdown(pd.DataFrame(rows)))
+    report.add(markdown(rows, "{:.1f}"))
     report.add()
     at_or_above_0 = scores[scores["snr_db"] >= 0]
     recall0 = 100 * at_or_above_0["found_s"].sum() / at_or_above_0["truth_s"].sum()
@@ -420,7 +376,7 @@ def quality(report: Report, real: Path, args, workdir: Path) -> None:
         )
     report.add("False alarms (speech found in bird-only audio; target <= 10 s per hour):")
     report.add()
-    report.add(markdown(pd.DataFrame(fa_rows), "{:.2f}"))
+    report.add(markdown(fa_rows, "{:.2f}"))
     report.add()
 
     # Settings sweep from the same probabilities.
@@ -454,7 +410,7 @@ def quality(report: Report, real: Path, args, workdir: Path) -> None:
         sweep_rows.append(row)
     report.add("Settings sweep (same probabilities; FA = false alarm seconds per hour):")
     report.add()
-    report.add(markdown(pd.DataFrame(sweep_rows)))
+    report.add(markdown(sweep_rows, "{:.1f}"))
     report.add()
 
     if demo is not None:
@@ -483,7 +439,7 @@ def quality(report: Report, real: Path, args, workdir: Path) -> None:
                     "verdict": "false alarm" if truth is None else ("found" if spans else "missed"),
                 }
             )
-        report.add(markdown(pd.DataFrame(demo_rows)))
+        report.add(markdown(demo_rows, "{:.1f}"))
         report.add()
     report.add(f"(quality part: {time.perf_counter() - started:.0f} s)")
     report.add()
@@ -515,26 +471,6 @@ def build_speed_files(
         sf.write(path, wave, SR, format="OGG", subtype="VORBIS")
         paths.append(path)
     return paths
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished child processes."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def timed(function: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    """Best wall time and least CPU time (workers included) of `repeats` calls, last result."""
-    wall, cpu, result = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        cpu_start, start = cpu_seconds(), time.perf_counter()
-        result = function()
-        wall = min(wall, time.perf_counter() - start)
-        cpu = min(cpu, cpu_seconds() - cpu_start)
-    return wall, cpu, result
 
 
 def baseline_spans(paths: Sequence[Path], settings) -> dict[str, list[tuple[float, float]]]:
@@ -626,8 +562,8 @@ def speed(report: Report, real: Path, args, workdir: Path) -> None:
 
     rows = []
 
-    def add(name, model, processes, timing, agreement="") -> None:
-        wall, cpu = timing[0], timing[1]
+    def add(name, model, processes, timer, agreement="") -> None:
+        wall, cpu = timer.wall, timer.cpu
         rows.append(
             {
                 "run": name,
@@ -644,34 +580,35 @@ def speed(report: Report, real: Path, args, workdir: Path) -> None:
         )
 
     ov = "sequence ONNX, OpenVINO"
-    timing = timed(lambda: baseline_spans(paths, settings), 1)
-    base = timing[2]
-    add("baseline: per-file `get_speech_timestamps`", "silero_vad.jit, TorchScript", 1, timing, "-")
+    timer, base = best_of(1, lambda: baseline_spans(paths, settings))
+    add("baseline: per-file `get_speech_timestamps`", "silero_vad.jit, TorchScript", 1, timer, "-")
     for processes in (1, 2):
-        timing = timed(lambda p=processes: ours_spans(paths, settings, p), args.repeats)
-        add("`scan_files`, 8 files batched", ov, processes, timing, compare(base, timing[2]))
-    timing = timed(lambda: ours_spans(paths, settings, 1, batch=1), args.repeats)
-    add("`scan_files`, one file per model call", ov, 1, timing, compare(base, timing[2]))
-    timing = timed(lambda: ours_spans(paths, settings, 1, kind="sequence", batch=1), args.repeats)
+        timer, spans = best_of(args.repeats, lambda p=processes: ours_spans(paths, settings, p))
+        add("`scan_files`, 8 files batched", ov, processes, timer, compare(base, spans))
+    timer, spans = best_of(args.repeats, lambda: ours_spans(paths, settings, 1, batch=1))
+    add("`scan_files`, one file per model call", ov, 1, timer, compare(base, spans))
+    timer, spans = best_of(
+        args.repeats, lambda: ours_spans(paths, settings, 1, kind="sequence", batch=1)
+    )
     add(
         "`scan_files`, previous engine",
         "sequence ONNX, onnxruntime",
         1,
-        timing,
-        compare(base, timing[2]),
+        timer,
+        compare(base, spans),
     )
     runs = iter(range(1000))
     for processes in (1, 2):
-        timing = timed(
-            lambda p=processes: run_stage(paths, settings, p, folder / f"stage{next(runs)}"),
+        timer, _ = best_of(
             args.repeats,
+            lambda p=processes: run_stage(paths, settings, p, folder / f"stage{next(runs)}"),
         )
-        add("full stage `run_vad` (+ writes cleaned FLAC)", ov, processes, timing)
+        add("full stage `run_vad` (+ writes cleaned FLAC)", ov, processes, timer)
     table = pd.DataFrame(rows)
     table["vs baseline (per core)"] = (
         table["x real time per core"] / table.loc[0, "x real time per core"]
     )
-    report.add(markdown(table))
+    report.add(markdown(table.to_dict("records"), "{:.1f}"))
     report.add()
     report.add(
         "x real time per CPU-second counts the CPU time of the process and its workers "
@@ -684,53 +621,52 @@ def speed(report: Report, real: Path, args, workdir: Path) -> None:
     sub_s = len(subset) * args.seconds
     part_rows = []
 
-    def part(name: str, timing, audio: float, note: str = "") -> None:
+    def part(name: str, timer, audio: float, note: str = "") -> None:
         part_rows.append(
             {
                 "part (1 thread)": name,
-                "x real time": audio / timing[0],
-                "x real time per CPU-second": audio / timing[1],
+                "x real time": audio / timer.wall,
+                "x real time per CPU-second": audio / timer.cpu,
                 "note": note,
             }
         )
 
-    timing = timed(lambda: [read_audio(p, SR) for p in subset], args.repeats)
-    waves = timing[2]
-    part("decode Ogg Vorbis -> 32 kHz float32 (soundfile)", timing, sub_s)
-    timing = timed(lambda: [resample(w, SR, SR16) for w in waves], args.repeats)
-    waves16 = timing[2]
-    part("resample 32 -> 16 kHz (soxr HQ)", timing, sub_s)
+    timer, waves = best_of(args.repeats, lambda: [read_audio(p, SR) for p in subset])
+    part("decode Ogg Vorbis -> 32 kHz float32 (soundfile)", timer, sub_s)
+    timer, waves16 = best_of(args.repeats, lambda: [resample(w, SR, SR16) for w in waves])
+    part("resample 32 -> 16 kHz (soxr HQ)", timer, sub_s)
     ov_model = vad.load_vad_model("openvino", threads=1)
-    timing = timed(lambda: vad.batch_speech_probabilities(waves16, ov_model), args.repeats)
-    probs = timing[2]
-    part(f"model: {ov}, {len(subset)} files batched", timing, sub_s)
-    timing = timed(lambda: [vad.speech_probabilities(w, ov_model) for w in waves16], args.repeats)
-    part(f"model: {ov}, one file per call", timing, sub_s)
+    timer, probs = best_of(args.repeats, lambda: vad.batch_speech_probabilities(waves16, ov_model))
+    part(f"model: {ov}, {len(subset)} files batched", timer, sub_s)
+    timer, _ = best_of(args.repeats, lambda: [vad.speech_probabilities(w, ov_model) for w in waves16])
+    part(f"model: {ov}, one file per call", timer, sub_s)
     seq_model = vad.load_vad_model("sequence", threads=1)
-    timing = timed(lambda: [vad.speech_probabilities(w, seq_model) for w in waves16], args.repeats)
-    part("model: sequence ONNX, onnxruntime, one file per call", timing, sub_s)
+    timer, _ = best_of(
+        args.repeats, lambda: [vad.speech_probabilities(w, seq_model) for w in waves16]
+    )
+    part("model: sequence ONNX, onnxruntime, one file per call", timer, sub_s)
     onnx_model = vad.load_vad_model("onnx", threads=1)
-    timing = timed(lambda: vad.speech_probabilities(waves16[0], onnx_model), 1)
+    timer, _ = best_of(1, lambda: vad.speech_probabilities(waves16[0], onnx_model))
     part(
         "model: streaming silero_vad.onnx, onnxruntime (frame by frame)",
-        timing,
+        timer,
         args.seconds,
         "1 file",
     )
     jit_model = vad.load_vad_model("jit", threads=1)
-    timing = timed(lambda: vad.speech_probabilities(waves16[0], jit_model), 1)
-    part("model: silero_vad.jit, TorchScript (frame by frame)", timing, args.seconds, "1 file")
-    timing = timed(
+    timer, _ = best_of(1, lambda: vad.speech_probabilities(waves16[0], jit_model))
+    part("model: silero_vad.jit, TorchScript (frame by frame)", timer, args.seconds, "1 file")
+    timer, _ = best_of(
+        args.repeats,
         lambda: [
             vad.spans_from_probabilities(p, w.size, settings)
             for p, w in zip(probs, waves16, strict=True)
         ],
-        args.repeats,
     )
-    part("spans from probabilities (Silero's state machine)", timing, sub_s)
+    part("spans from probabilities (Silero's state machine)", timer, sub_s)
     report.add(f"Each part alone, one thread, {len(subset)} of the files held in memory:")
     report.add()
-    report.add(markdown(pd.DataFrame(part_rows), "{:.0f}"))
+    report.add(markdown(part_rows, "{:.0f}"))
     report.add()
     report.add(f"(speed part: {time.perf_counter() - started:.0f} s)")
     report.add()
@@ -764,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = Report()
     report.add(f"# VAD benchmark ({dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z})")
     report.add()
-    report.add(f"Machine: {machine()}.")
+    report.add(f"Machine: {machine(VERSIONS, load=True)}.")
     report.add()
     report.add(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
     report.add()
