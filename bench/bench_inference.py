@@ -2,7 +2,7 @@
 
 Builds tf_efficientnet_b0 SED models (random init, BN statistics set on real
 mel windows, 206 classes) at 128 mels x 313 frames (sr 32000, n_fft 2048,
-hop 512, fmin 20, fmax 16000, top_db 80), exports them with
+hop 512, fmin 20, fmax 16000, top_db 80; one mel group), exports them with
 `birdclef.export.export_ensemble` to f32 and NNCF int8 IR (calibrated on real
 mel windows), writes 60 one-minute 32 kHz Ogg Vorbis soundscapes tiled from
 ../shared/data/real-audio, and measures seconds of audio per second per core
@@ -12,7 +12,11 @@ mel windows), writes 60 one-minute 32 kHz Ogg Vorbis soundscapes tiled from
 - the int8 ensemble of the largest --members size alone (its models only);
 - end to end (decode + mel + model + ensemble mean + submission frame), for
   one model, a 5-member and a 10-member ensemble that share decode and mels
-  (--members picks the sizes).
+  (--members picks the sizes);
+- the largest ensemble again with its second half of members on a second mel
+  configuration (`MEL_2`: n_fft 1024, fmin 50, fmax 14000, so the same
+  128 x 313 input and the same models): the cost of computing a second
+  group's log-mels per soundscape, everything else equal.
 
 As many distinct models (different random seeds) are exported as the largest
 ensemble has members: OpenVINO merges identical subgraphs of one compiled
@@ -58,6 +62,8 @@ MEL = {
     "fmax": 16000,
     "top_db": 80,
 }
+# A second mel configuration with the same input shape (128 x 313): other FFT size and band edges.
+MEL_2 = {**MEL, "n_fft": 1024, "fmin": 50, "fmax": 14000}
 N_CLASSES = 206
 BACKBONE = "tf_efficientnet_b0"
 KAGGLE_MINUTES = 700
@@ -137,12 +143,17 @@ def build_models(workdir: Path, calibration: np.ndarray, distinct: int) -> list[
         model.eval()
         path = workdir / "checkpoints" / f"m{index}.pt"
         save_checkpoint(path, model, spec, classes=[f"c{k:03d}" for k in range(N_CLASSES)])
-        members.append({"name": f"b0-m{index}", "checkpoint": str(path), "weight": 1.0})
+        members.append(
+            {"name": f"b0-m{index}", "checkpoint": str(path), "weight": 1.0, "mel_group": 0}
+        )
     return members
 
 
-def bundle_copy(export_dir: Path, target: Path, members: int, precision: str) -> Path:
+def bundle_copy(export_dir: Path, target: Path, members: int, precision: str, second_mel: dict | None = None) -> Path:
     """A bundle of the first `members` exported members, each IR a file copy.
+
+    With `second_mel` (settings giving the same input shape), the second half
+    of the members is put in a second mel group with those settings.
 
     A `target` already copied from `export_dir` (a rerun with --workdir) is kept:
     its bundle.json is written last and names its source.
@@ -154,7 +165,16 @@ def bundle_copy(export_dir: Path, target: Path, members: int, precision: str) ->
     source_members = definition["members"][:members]
     assert len(source_members) == members, "the export has as many members as the largest ensemble"
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(export_dir / "mel_filterbank.npy", target / "mel_filterbank.npy")
+    for group in definition["mel_groups"]:
+        shutil.copyfile(export_dir / group["filterbank"], target / group["filterbank"])
+    if second_mel is not None:
+        from birdclef.features import mel_filterbank
+
+        first = definition["mel_groups"][0]
+        definition["mel_groups"].append(
+            {**second_mel, "tag": "bench-2", "filterbank": "mel_filterbank_1.npy", "window_frames": first["window_frames"]}
+        )
+        np.save(target / "mel_filterbank_1.npy", mel_filterbank(second_mel))
     out_members = []
     for index, source in enumerate(source_members):
         xml = export_dir / (source["ir_f32"] if precision == "f32" else source["ir"])
@@ -162,7 +182,8 @@ def bundle_copy(export_dir: Path, target: Path, members: int, precision: str) ->
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(xml, target / relative)
         shutil.copyfile(xml.with_suffix(".bin"), (target / relative).with_suffix(".bin"))
-        out_members.append({**source, "name": f"{source['name']}#{index}", "ir": relative})
+        group = 1 if second_mel is not None and index >= members // 2 else 0
+        out_members.append({**source, "name": f"{source['name']}#{index}", "ir": relative, "mel_group": group})
     definition |= {"members": out_members, "precision": precision, "copied_from": str(export_dir)}
     bundle_json.write_text(json.dumps(definition))
     return target
@@ -218,7 +239,7 @@ def torch_end_to_end(paths, models, bundle, threads: int) -> int:
     rows = 0
     with blas_threads(1, user_api="blas"):
         for mels, ids in iter_soundscape_mels(paths, bundle, threads):
-            torch_predict(models, mels)
+            torch_predict(models, mels[0])  # the bench's bundles have one mel group
             rows += len(ids)
     return rows
 
@@ -306,7 +327,7 @@ def main() -> None:
     if not (export_dir / "bundle.json").exists():
         members = build_models(workdir, calibration, distinct=distinct)
         ensemble = {"classes": [f"c{k:03d}" for k in range(N_CLASSES)], "window_seconds": 5.0}
-        ensemble |= {"mel": MEL, "members": members}
+        ensemble |= {"mel_groups": [{"tag": "bench", **MEL}], "members": members}
         with Timer() as export_timer:
             report = export_ensemble(
                 ensemble, export_dir, calibration, precision="int8",
@@ -326,6 +347,11 @@ def main() -> None:
         for precision in ("f32", "int8")
         for n in sizes[precision]
     }
+    largest = sizes["int8"][-1]
+    if largest > 1:
+        bundles[("int8", largest, "two mel groups")] = bundle_copy(
+            export_dir, workdir / f"bundle_int8_{largest}_two_mel_groups", largest, "int8", second_mel=MEL_2
+        )
     ir_mb = {
         key: sum(p.stat().st_size for p in (export_dir / "members/0").glob(f"model_{key}.*")) / 1e6
         for key in ("f32", "int8")
@@ -353,7 +379,7 @@ def main() -> None:
     decoded = subset = None
 
     one = load_bundle(bundles[("int8", 1)], threads=threads)
-    model_windows = np.concatenate([soundscape_mels(p, one)[0] for p in paths[:8]])  # 96 windows
+    model_windows = np.concatenate([soundscape_mels(p, one)[0][0] for p in paths[:8]])  # 96 windows
     model_audio = 5.0 * len(model_windows)
     batch = args.batch_windows or BATCH_WINDOWS
 
@@ -403,6 +429,22 @@ def main() -> None:
             e2e.append([f"OpenVINO {precision}", str(n), f"{precision} IR, INFERENCE_PRECISION_HINT f32", f"{layout_of(bundle, threads)} + {threads} decode/mel workers", str(len(paths)), row])
             log(f"end to end {precision} x{n}: {row['per_core']:.0f} x per core")
             del bundle
+    if largest > 1:
+        bundle = load_bundle(bundles[("int8", largest, "two mel groups")], threads=threads)
+        assert len(bundle.mel_groups) == 2
+        predict_soundscapes(paths[:2], bundle, progress=False, batch_windows=batch)  # warm-up
+        load_before = os.getloadavg()[0]
+        timer, frame = best_of(
+            max(1, args.repeats),
+            lambda b=bundle: predict_soundscapes(paths, b, progress=False, batch_windows=batch),
+        )
+        assert len(frame) == 12 * len(paths)
+        row = rate_row(audio_s, timer, threads) | {"load": load_before}
+        results[("int8", largest, "two mel groups")] = row
+        half = largest // 2
+        e2e.append([f"OpenVINO int8, 2 mel groups ({largest - half} + {half} members; the second: n_fft 1024, fmin 50, fmax 14000)", str(largest), "int8 IR, INFERENCE_PRECISION_HINT f32", f"{layout_of(bundle, threads)} + {threads} decode/mel workers", str(len(paths)), row])
+        log(f"end to end int8 x{largest}, two mel groups: {row['per_core']:.0f} x per core")
+        del bundle
     for n in sizes["torch"]:
         count = len(paths) if n == 1 else min(len(paths), args.torch_soundscapes)
         models = torch_models[:n]
@@ -428,7 +470,7 @@ def main() -> None:
         ["soundscapes", f"{len(paths)} x 60 s, 32 kHz mono Ogg Vorbis, {origin}"],
         ["model", f"{BACKBONE} SED (timm, random init, BN statistics from real windows), {N_CLASSES} classes, input 1 x 128 x 313 log-mel dB"],
         ["mel", ", ".join(f"{k} {v}" for k, v in MEL.items()) + "; 5 s windows, 12 per soundscape"],
-        ["IR", f"f32 {ir_mb['f32']:.1f} MB, int8 {ir_mb['int8']:.1f} MB per member (NNCF {report.get('preset')}, {report.get('calibration_windows')} real calibration windows); every member a distinct model (its own random init and BN statistics)"],
+        ["IR", f"f32 {ir_mb['f32']:.1f} MB, int8 {ir_mb['int8']:.1f} MB per member (NNCF {report.get('preset')}, {report['calibration_windows'][0]} real calibration windows); every member a distinct model (its own random init and BN statistics)"],
         ["precision", "OpenVINO CPU compiled with INFERENCE_PRECISION_HINT=f32 everywhere (int8 IR: int8 where NNCF put quantizers, f32 elsewhere); torch float32"],
     ]
     if batch != BATCH_WINDOWS:
@@ -487,6 +529,13 @@ def main() -> None:
             "measured / bound": f"{100 * measured['per_core'] * total:.0f} %",
         })
     print(markdown(bound_rows))
+    if ("int8", largest_n := sizes["int8"][-1], "two mel groups") in results:
+        one_group = results[("int8", largest_n)]["per_core"]
+        two_groups = results[("int8", largest_n, "two mel groups")]["per_core"]
+        print(f"\nA second mel group (same models, a second log-mel per window): int8 x{largest_n}"
+              f" {fmt(two_groups)}x vs {fmt(one_group)}x realtime per core with one group"
+              f" ({100 * (one_group / two_groups - 1):+.0f} % time); the parts predict"
+              f" {100 * mel_cost / (decode_cost + mel_cost + model_costs[largest_n]):.0f} % (one more log-mel alone).")
     print("\nCPU seconds of each part alone for the whole run, from the parts-alone CPU-second rates"
           " (the ensemble's models from its own row above where measured, else members x one model);"
           " the bound assumes every core busy all the time.")

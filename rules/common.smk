@@ -66,27 +66,58 @@ CATALOG_TAG = stage_tag("catalog", CATALOG_SETTINGS, {"xc_scrape": XC_TAG})
 VAD_SETTINGS = {**config["vad"], "on_bad_audio": ON_BAD_AUDIO}
 VAD_TAG = stage_tag("vad", VAD_SETTINGS, {"catalog": CATALOG_TAG})
 
-MEL_SETTINGS = dict(config["mels"])
-# mels.normalization scales the model's input (inside the model): it is part
-# of the training tags, not of the caches.
-MEL_NORMALIZATION = MEL_SETTINGS.get("normalization")
-MELS_SETTINGS = {
-    **{k: v for k, v in MEL_SETTINGS.items() if k != "normalization"},
-    "on_bad_audio": ON_BAD_AUDIO,
-}
-MELS_TAG = stage_tag("mels", MELS_SETTINGS, {"vad": VAD_TAG})
+# Mel configurations: `mels` is the base one (folds and the report's mel
+# figure read its cache); a backbone's `mels` overrides some keys and trains on
+# its own caches. Every distinct configuration is one mels tag (training
+# recordings) and one soundscape_mels tag (train_soundscapes windows); the
+# ensemble's members are grouped by it (MEL_GROUPS).
+SOUNDSCAPE_EXCLUDED_KEYS = (
+    "max_seconds",
+    "rare_threshold",
+    "rare_max_seconds",
+    "normalization",
+)
+MEL_RUNS = {}  # mels tag -> cache settings
+SOUNDSCAPE_MEL_RUNS = {}  # soundscape_mels tag -> cache settings
 
-SOUNDSCAPE_MELS_SETTINGS = {
-    **{
-        k: v
-        for k, v in MEL_SETTINGS.items()
-        if k
-        not in ("max_seconds", "rare_threshold", "rare_max_seconds", "normalization")
-    },
-    **DATA_IDENTITY,
-    "on_bad_audio": ON_BAD_AUDIO,
-}
-SOUNDSCAPE_MELS_TAG = stage_tag("soundscape_mels", SOUNDSCAPE_MELS_SETTINGS)
+
+def mel_configuration(overrides=None):
+    """Full mel settings, their mels tag and soundscape_mels tag; registers both caches.
+
+    mels.normalization scales the model's input (inside the model): it is part
+    of the training tags, not of the caches.
+    """
+    settings = {**config["mels"], **(overrides or {})}
+    cache = {
+        **{k: v for k, v in settings.items() if k != "normalization"},
+        "on_bad_audio": ON_BAD_AUDIO,
+    }
+    tag = stage_tag("mels", cache, {"vad": VAD_TAG})
+    MEL_RUNS[tag] = cache
+    soundscape = {
+        **{k: v for k, v in settings.items() if k not in SOUNDSCAPE_EXCLUDED_KEYS},
+        **DATA_IDENTITY,
+        "on_bad_audio": ON_BAD_AUDIO,
+    }
+    soundscape_tag = stage_tag("soundscape_mels", soundscape)
+    SOUNDSCAPE_MEL_RUNS[soundscape_tag] = soundscape
+    return settings, tag, soundscape_tag
+
+
+MEL_SETTINGS, MELS_TAG, SOUNDSCAPE_MELS_TAG = mel_configuration()
+
+
+def mel_cache(tag):
+    """The training-recording mel cache files of a mels tag."""
+    base = stage_dir("mels", tag)
+    return {"mels": f"{base}/mels.npy", "index": f"{base}/index.parquet"}
+
+
+def soundscape_mel_cache(tag):
+    """The train_soundscapes mel cache files of a soundscape_mels tag."""
+    base = stage_dir("soundscape_mels", tag)
+    return {"mels": f"{base}/mels.npy", "index": f"{base}/index.parquet"}
+
 
 FOLDS_SETTINGS = dict(config["folds"])
 FOLDS_TAG = stage_tag("folds", FOLDS_SETTINGS, {"mels": MELS_TAG})
@@ -106,6 +137,21 @@ for _fold in FOLDS:
         raise ValueError(
             f"train.folds lists fold {_fold} but folds.n_folds is {FOLDS_SETTINGS['n_folds']}: "
             f"expected folds between 0 and {FOLDS_SETTINGS['n_folds'] - 1}"
+        )
+
+
+def backbone_label(backbone):
+    """The ensemble's name for a train.backbones entry: its label, else its timm name."""
+    return backbone.get("label") or backbone["name"]
+
+
+_labels = [backbone_label(_backbone) for _backbone in TRAIN["backbones"]]
+for _label in _labels:
+    if _labels.count(_label) > 1:
+        raise ValueError(
+            f"train.backbones has {_labels.count(_label)} entries named {_label!r}: give each "
+            "a distinct `label` (the ensemble's name for it and the key of ensemble.weights), "
+            f"e.g. label: {_label}-96mels"
         )
 ROUNDS = config["pseudo"]["rounds"]
 N_ROUNDS = len(ROUNDS)
@@ -138,6 +184,7 @@ for _round in range(N_ROUNDS + 1):
         }
     _tags = []
     for _backbone in TRAIN["backbones"]:
+        _mel, _mels_tag, _soundscape_tag = mel_configuration(_backbone.get("mels"))
         _settings = {
             **TRAIN_COMMON,
             "round": _round,
@@ -150,22 +197,39 @@ for _round in range(N_ROUNDS + 1):
             _settings["oof_by_soundscape"] = True
             _settings["soundscape_folds"] = FOLDS
             _settings["soundscape_fold_seed"] = FOLDS_SETTINGS["seed"]
+        _upstream = {
+            "mels": _mels_tag,
+            "folds": FOLDS_TAG,
+            "soundscape_mels": _soundscape_tag,
+            "pseudo": _pseudo_tag,
+        }
         _tag = stage_tag(
             "train",
-            {**_settings, "backbone": _backbone, "normalization": MEL_NORMALIZATION},
             {
-                "mels": MELS_TAG,
-                "folds": FOLDS_TAG,
-                "soundscape_mels": SOUNDSCAPE_MELS_TAG,
-                "pseudo": _pseudo_tag,
+                **_settings,
+                # The label only names the entry; its mels are in the mels tags
+                # and the normalization.
+                "backbone": {
+                    k: v for k, v in _backbone.items() if k not in ("label", "mels")
+                },
+                "normalization": _mel.get("normalization"),
             },
+            _upstream,
             prefix=f"{_backbone['name']}-r{_round}",
         )
+        if _tag in TRAIN_RUNS:
+            raise ValueError(
+                f"train.backbones lists {_backbone['name']!r} twice with the same settings: "
+                "expected entries to differ in more than their label (e.g. mels, "
+                "drop_path_rate or checkpoint)"
+            )
         TRAIN_RUNS[_tag] = {
             "round": _round,
             "backbone": dict(_backbone),
             "settings": _settings,
             "pseudo_tag": _pseudo_tag,
+            "mel": _mel,
+            "upstream": _upstream,
         }
         _tags.append(_tag)
     ROUND_TRAIN_TAGS.append(_tags)
@@ -184,9 +248,17 @@ ENSEMBLE_TAG = stage_tag(
     {"train": FINAL_TRAIN_TAGS, "soup_ingredients": ENSEMBLE_TRAIN_TAGS},
 )
 
+# The final round's mel configurations, in order of first use: the ensemble's
+# mel_groups (each member names its group; export and inference compute each
+# group's log-mels once for all its members).
+MEL_GROUPS = []
+for _tag in FINAL_TRAIN_TAGS:
+    if TRAIN_RUNS[_tag]["upstream"]["mels"] not in MEL_GROUPS:
+        MEL_GROUPS.append(TRAIN_RUNS[_tag]["upstream"]["mels"])
+
 EXPORT_SETTINGS = dict(config["export"])
 EXPORT_TAG = stage_tag(
-    "export", EXPORT_SETTINGS, {"ensemble": ENSEMBLE_TAG, "mels": MELS_TAG}
+    "export", EXPORT_SETTINGS, {"ensemble": ENSEMBLE_TAG, "mels": MEL_GROUPS}
 )
 
 SUBMISSION_SETTINGS = {
@@ -227,11 +299,21 @@ def fold_dirs(tags):
     return [train_outputs(tag, fold) for tag in tags for fold in FOLDS]
 
 
+def mel_groups():
+    """The ensemble's mel groups: each group's tag and mel settings, in MEL_GROUPS order."""
+    groups = []
+    for tag in MEL_GROUPS:
+        run = next(run for run in TRAIN_RUNS.values() if run["upstream"]["mels"] == tag)
+        groups.append({"tag": tag, **run["mel"]})
+    return groups
+
+
 def ensemble_members():
     """The final round's models: one member per (backbone, fold), with soup ingredients."""
     members = []
     for final_tag in FINAL_TRAIN_TAGS:
         backbone = TRAIN_RUNS[final_tag]["backbone"]
+        group = MEL_GROUPS.index(TRAIN_RUNS[final_tag]["upstream"]["mels"])
         for fold in FOLDS:
             ingredients = [
                 f"{train_outputs(tag, fold)}/best.pt"
@@ -242,7 +324,8 @@ def ensemble_members():
             members.append(
                 {
                     "name": f"{final_tag}/fold{fold}",
-                    "backbone": backbone["name"],
+                    "backbone": backbone_label(backbone),
+                    "mel_group": group,
                     "fold": fold,
                     "round": TRAIN_RUNS[final_tag]["round"],
                     "ingredients": (
@@ -264,14 +347,16 @@ def xc_inputs(wildcards):
 
 
 def train_inputs(wildcards):
-    """Caches, folds and (rounds > 0) pseudo-labels of one train tag."""
+    """Caches (of the backbone's mel configuration), folds and (rounds > 0) pseudo-labels."""
     run = TRAIN_RUNS[wildcards.tag]
+    cache = mel_cache(run["upstream"]["mels"])
+    soundscapes = soundscape_mel_cache(run["upstream"]["soundscape_mels"])
     inputs = {
-        "mels": rules.mels.output.mels,
-        "index": rules.mels.output.index,
+        "mels": cache["mels"],
+        "index": cache["index"],
         "folds": rules.folds.output.folds,
-        "soundscape_mels": rules.soundscape_mels.output.mels,
-        "soundscape_index": rules.soundscape_mels.output.index,
+        "soundscape_mels": soundscapes["mels"],
+        "soundscape_index": soundscapes["index"],
         "taxonomy": root_path("taxonomy.csv"),
     }
     if run["pseudo_tag"] is not None:

@@ -12,8 +12,8 @@ rule ensemble:
             for member in ensemble_members()
             for path in member["ingredients"]
         ],
-        mels=rules.mels.output.mels,
-        index=rules.mels.output.index,
+        mels=[mel_cache(tag)["mels"] for tag in MEL_GROUPS],
+        index=[mel_cache(tag)["index"] for tag in MEL_GROUPS],
         folds=rules.folds.output.folds,
         taxonomy=root_path("taxonomy.csv"),
     output:
@@ -36,6 +36,6 @@ rule ensemble:
         upstream={"train": FINAL_TRAIN_TAGS, "soup_ingredients": ENSEMBLE_TRAIN_TAGS},
         members=ensemble_members(),
         train_settings=TRAIN_COMMON,
-        mel=MEL_SETTINGS,
+        mel_groups=mel_groups(),
     script:
         "../workflow_scripts/ensemble.py"

@@ -6,12 +6,15 @@ rule export:
         ensemble=rules.ensemble.output.ensemble,
         checkpoints=rules.ensemble.input.checkpoints,
         soups=rules.ensemble.output.soups,
-        mels=rules.mels.output.mels,
-        index=rules.mels.output.index,
+        mels=rules.ensemble.input.mels,
+        index=rules.ensemble.input.index,
         folds=rules.folds.output.folds,
     output:
         bundle=f"{stage_dir('export', EXPORT_TAG)}/bundle.json",
-        filterbank=f"{stage_dir('export', EXPORT_TAG)}/mel_filterbank.npy",
+        filterbanks=[
+            f"{stage_dir('export', EXPORT_TAG)}/mel_filterbank_{group}.npy"
+            for group in range(len(MEL_GROUPS))
+        ],
         members=directory(f"{stage_dir('export', EXPORT_TAG)}/members"),
         manifest=f"{stage_dir('export', EXPORT_TAG)}/manifest.json",
     log:
@@ -27,7 +30,6 @@ rule export:
     params:
         settings=EXPORT_SETTINGS,
         tag=EXPORT_TAG,
-        upstream={"ensemble": ENSEMBLE_TAG, "mels": MELS_TAG},
-        mel=MEL_SETTINGS,
+        upstream={"ensemble": ENSEMBLE_TAG, "mels": MEL_GROUPS},
     script:
         "../workflow_scripts/export.py"

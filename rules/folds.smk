@@ -3,7 +3,7 @@
 
 rule folds:
     input:
-        index=rules.mels.output.index,
+        index=mel_cache(MELS_TAG)["index"],
     output:
         folds=f"{stage_dir('folds', FOLDS_TAG)}/folds.parquet",
         manifest=f"{stage_dir('folds', FOLDS_TAG)}/manifest.json",

@@ -1,18 +1,22 @@
 # Log-mel caches: training recordings (from the VAD-cleaned catalog) and the
-# 5 s windows of the unlabelled train_soundscapes (for pseudo-labelling).
+# 5 s windows of the unlabelled train_soundscapes (for pseudo-labelling), one
+# pair per mel configuration in use (the base `mels` and any backbone's
+# `mels` override; MEL_RUNS and SOUNDSCAPE_MEL_RUNS in common.smk).
 
 
 rule mels:
     input:
         catalog=rules.vad.output.catalog,
     output:
-        mels=f"{stage_dir('mels', MELS_TAG)}/mels.npy",
-        index=f"{stage_dir('mels', MELS_TAG)}/index.parquet",
-        manifest=f"{stage_dir('mels', MELS_TAG)}/manifest.json",
+        mels="results/mels/{tag}/mels.npy",
+        index="results/mels/{tag}/index.parquet",
+        manifest="results/mels/{tag}/manifest.json",
     log:
-        log_path("mels", MELS_TAG),
+        "results/logs/mels/{tag}.log",
     benchmark:
-        benchmark_path("mels", MELS_TAG)
+        "results/benchmarks/mels/{tag}.tsv"
+    wildcard_constraints:
+        tag=r"[^/]+",
     conda:
         "../envs/pipeline.yaml"
     threads: 16
@@ -20,8 +24,8 @@ rule mels:
         mem_mb=8000,
         runtime=120,
     params:
-        settings=MELS_SETTINGS,
-        tag=MELS_TAG,
+        settings=lambda wildcards: MEL_RUNS[wildcards.tag],
+        tag=lambda wildcards: wildcards.tag,
         upstream={"vad": VAD_TAG},
     script:
         "../workflow_scripts/mels.py"
@@ -31,13 +35,15 @@ rule soundscape_mels:
     input:
         soundscapes=root_path("train_soundscapes"),
     output:
-        mels=f"{stage_dir('soundscape_mels', SOUNDSCAPE_MELS_TAG)}/mels.npy",
-        index=f"{stage_dir('soundscape_mels', SOUNDSCAPE_MELS_TAG)}/index.parquet",
-        manifest=f"{stage_dir('soundscape_mels', SOUNDSCAPE_MELS_TAG)}/manifest.json",
+        mels="results/soundscape_mels/{tag}/mels.npy",
+        index="results/soundscape_mels/{tag}/index.parquet",
+        manifest="results/soundscape_mels/{tag}/manifest.json",
     log:
-        log_path("soundscape_mels", SOUNDSCAPE_MELS_TAG),
+        "results/logs/soundscape_mels/{tag}.log",
     benchmark:
-        benchmark_path("soundscape_mels", SOUNDSCAPE_MELS_TAG)
+        "results/benchmarks/soundscape_mels/{tag}.tsv"
+    wildcard_constraints:
+        tag=r"[^/]+",
     conda:
         "../envs/pipeline.yaml"
     threads: 16
@@ -45,7 +51,7 @@ rule soundscape_mels:
         mem_mb=8000,
         runtime=120,
     params:
-        settings=SOUNDSCAPE_MELS_SETTINGS,
-        tag=SOUNDSCAPE_MELS_TAG,
+        settings=lambda wildcards: SOUNDSCAPE_MEL_RUNS[wildcards.tag],
+        tag=lambda wildcards: wildcards.tag,
     script:
         "../workflow_scripts/soundscape_mels.py"

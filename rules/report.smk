@@ -6,8 +6,14 @@
 PSEUDO_TAGS = list(PSEUDO_RUNS)  # in round order
 # train tag -> "<backbone>, round <r>": the report's subcategory for that run
 RUN_TITLES = {
-    tag: f"{run['backbone']['name']}, round {run['round']}"
+    tag: f"{backbone_label(run['backbone'])}, round {run['round']}"
     for tag, run in TRAIN_RUNS.items()
+}
+# metrics.json of every fold -> the ensemble's name of its backbone entry
+METRICS_LABELS = {
+    f"{folder}/metrics.json": backbone_label(TRAIN_RUNS[tag]["backbone"])
+    for tag in TRAIN_RUNS
+    for folder in fold_dirs([tag])
 }
 # round -> every fold's metrics.json of that round (backbone, OOF ROC-AUC)
 ROUND_METRICS = {
@@ -115,8 +121,8 @@ rule report_vad:
 
 rule report_mels:
     input:
-        mels=rules.mels.output.mels,
-        index=rules.mels.output.index,
+        mels=mel_cache(MELS_TAG)["mels"],
+        index=mel_cache(MELS_TAG)["index"],
         taxonomy=root_path("taxonomy.csv"),
     output:
         examples=report(
@@ -175,7 +181,7 @@ rule report_oof:
         oof=lambda wildcards: [
             f"{folder}/oof.parquet" for folder in fold_dirs([wildcards.tag])
         ],
-        index=rules.mels.output.index,
+        index=mel_cache(MELS_TAG)["index"],
         taxonomy=root_path("taxonomy.csv"),
     output:
         per_class=report(
@@ -210,7 +216,7 @@ if PSEUDO_TAGS:
         input:
             metrics=[path for paths in ROUND_METRICS.values() for path in paths],
             manifests=list(PSEUDO_MANIFESTS.values()),
-            index=rules.mels.output.index,
+            index=mel_cache(MELS_TAG)["index"],
             taxonomy=root_path("taxonomy.csv"),
         output:
             scores=report(
@@ -237,6 +243,7 @@ if PSEUDO_TAGS:
             runtime=10,
         params:
             fold_metrics=ROUND_METRICS,
+            backbone_labels=METRICS_LABELS,
             pseudo_manifests=PSEUDO_MANIFESTS,
         script:
             "../workflow_scripts/report_pseudo.py"

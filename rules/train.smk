@@ -29,12 +29,7 @@ rule train:
     params:
         settings=lambda wildcards: TRAIN_RUNS[wildcards.tag]["settings"],
         backbone=lambda wildcards: TRAIN_RUNS[wildcards.tag]["backbone"],
-        upstream=lambda wildcards: {
-            "mels": MELS_TAG,
-            "folds": FOLDS_TAG,
-            "soundscape_mels": SOUNDSCAPE_MELS_TAG,
-            "pseudo": TRAIN_RUNS[wildcards.tag]["pseudo_tag"],
-        },
-        mel=MEL_SETTINGS,
+        upstream=lambda wildcards: TRAIN_RUNS[wildcards.tag]["upstream"],
+        mel=lambda wildcards: TRAIN_RUNS[wildcards.tag]["mel"],
     script:
         "../workflow_scripts/train.py"

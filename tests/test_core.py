@@ -114,6 +114,9 @@ def test_shipped_configs_are_valid(name):
     config = yaml.safe_load((REPO / name).read_text())
     validate(config, str(REPO / "schemas/config.schema.yaml"))
     assert config["train"]["backbones"][0]["pretrained"] is False  # filled in from the schema default
+    for backbone in config["train"]["backbones"]:
+        # A backbone's mels override only what it names: no schema defaults may fill it.
+        assert set(backbone.get("mels", {})) <= {"n_fft", "hop_length", "n_mels"}, backbone
 
 
 def test_write_ogg_long_recording(tmp_path):

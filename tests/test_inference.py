@@ -1,10 +1,13 @@
 """Soundscape inference (birdclef.inference), the submission file and the Kaggle bundle.
 
-One tiny exported ensemble (test_efficientnet, 4 classes, 32 mels) serves every
-test: robustness to short, long, stereo, resampled, silent, NaN, corrupt, empty
-and missing files; batching and threading not changing the numbers; the
-optional post-processing; sample_submission's columns and rows; the Kaggle
-bundle's predict.py in a subprocess where torch cannot be imported.
+One tiny exported ensemble (test_efficientnet, 4 classes, 32 mels, one mel
+group) serves most tests: robustness to short, long, stereo, resampled, silent,
+NaN, corrupt, empty and missing files; batching and threading not changing the
+numbers; the optional post-processing; sample_submission's columns and rows.
+A second one has members on two mel groups (32 mels, hop 512 at 32 kHz; 24
+mels, hop 320 at 16 kHz): it must give what each member gives on its own
+group's log-mels, and it is the one the Kaggle bundle's predict.py runs in a
+subprocess where torch cannot be imported.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import torch
 
 import birdclef.inference
 from birdclef.audio import BadAudioError, decode_audio, read_audio, write_ogg
-from birdclef.export import export_ensemble, window_frames
-from birdclef.features import log_mel, window_waves
+from birdclef.export import export_ensemble, group_frames
+from birdclef.features import log_mel, mel_filterbank, window_waves
 from birdclef.inference import load_bundle, predict_soundscapes, soundscape_mels
 from birdclef.kaggle import MODULES, current_bundle, pack_bundle
 from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
@@ -47,6 +50,15 @@ MEL = {
     "n_mels": 32,
     "fmin": 50,
     "fmax": 14000,
+    "top_db": 80,
+}
+MEL_B = {
+    "sample_rate": 16000,
+    "n_fft": 512,
+    "hop_length": 320,
+    "n_mels": 24,
+    "fmin": 50,
+    "fmax": 8000,
     "top_db": 80,
 }
 BLOCKED = ("torch", "timm", "librosa", "sklearn", "snakemake", "nncf")
@@ -71,31 +83,69 @@ def torch_probabilities(ensemble: dict, mels: np.ndarray) -> np.ndarray:
     return out
 
 
+def calibration_windows(mel: dict, seed: int = 0) -> np.ndarray:
+    """16 log-mel-like windows of mel settings `mel`: noise plus a loud band."""
+    frames = group_frames(mel, 5.0)
+    rng = np.random.default_rng(seed)
+    calibration = rng.normal(-60.0, 8.0, size=(16, 1, mel["n_mels"], frames)).astype(np.float32)
+    calibration[:, :, 10:14, 100:200] += 30.0
+    return calibration
+
+
+def tiny_member(path: Path, seed: int, calibration: np.ndarray) -> None:
+    """A test_efficientnet checkpoint whose BN statistics come from `calibration`."""
+    torch.manual_seed(seed)
+    spec = {"backbone": "test_efficientnet", "n_classes": len(CLASSES), "pretrained": False}
+    model = build_model(spec)
+    model.train()
+    with torch.no_grad():  # BN statistics from data, so outputs vary with the input
+        model(torch.from_numpy(calibration))
+        model.head.cla.weight.mul_(20.0)
+    model.eval()
+    save_checkpoint(path, model, spec, classes=CLASSES)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Two tiny members exported to f32 and int8 bundles (no gate: speed only)."""
     root = tmp_path_factory.mktemp("inference")
-    frames = window_frames({"mel": MEL, "window_seconds": 5.0})
-    rng = np.random.default_rng(0)
-    calibration = rng.normal(-60.0, 8.0, size=(16, 1, MEL["n_mels"], frames)).astype(np.float32)
-    calibration[:, :, 10:14, 100:200] += 30.0
+    calibration = calibration_windows(MEL)
     members = []
     for index, weight in enumerate((0.6, 0.4)):
-        torch.manual_seed(index)
-        spec = {"backbone": "test_efficientnet", "n_classes": len(CLASSES), "pretrained": False}
-        model = build_model(spec)
-        model.train()
-        with torch.no_grad():  # BN statistics from data, so outputs vary with the input
-            model(torch.from_numpy(calibration))
-            model.head.cla.weight.mul_(20.0)
-        model.eval()
         path = root / "train" / f"m{index}" / "best.pt"
-        save_checkpoint(path, model, spec, classes=CLASSES)
-        members.append({"name": f"m{index}", "checkpoint": str(path), "weight": weight})
-    ensemble = {"classes": CLASSES, "window_seconds": 5.0, "mel": MEL, "members": members}
+        tiny_member(path, index, calibration)
+        members.append(
+            {"name": f"m{index}", "checkpoint": str(path), "weight": weight, "mel_group": 0}
+        )
+    ensemble = {
+        "classes": CLASSES,
+        "window_seconds": 5.0,
+        "mel_groups": [{"tag": "mels-a", **MEL}],
+        "members": members,
+    }
     export_ensemble(ensemble, root / "f32", calibration, precision="f32")
     export_ensemble(ensemble, root / "int8", calibration, precision="int8", calibration_size=16)
     return {"root": root, "ensemble": ensemble, "f32": root / "f32", "int8": root / "int8"}
+
+
+@pytest.fixture(scope="module")
+def two_groups(tmp_path_factory):
+    """Three members on two mel groups (MEL, MEL_B), listed b0 (group 1), a0 (group 0), b1 (group 1); int8."""
+    root = tmp_path_factory.mktemp("two_groups")
+    calibration = [calibration_windows(MEL, 1), calibration_windows(MEL_B, 2)]
+    members = []
+    for index, (name, group, weight) in enumerate([("b0", 1, 0.5), ("a0", 0, 0.3), ("b1", 1, 0.2)]):
+        path = root / "train" / name / "best.pt"
+        tiny_member(path, 10 + index, calibration[group])
+        members.append({"name": name, "checkpoint": str(path), "weight": weight, "mel_group": group})
+    ensemble = {
+        "classes": CLASSES,
+        "window_seconds": 5.0,
+        "mel_groups": [{"tag": "mels-a", **MEL}, {"tag": "mels-b", **MEL_B}],
+        "members": members,
+    }
+    export_ensemble(ensemble, root / "int8", calibration, precision="int8", calibration_size=8)
+    return root / "int8"
 
 
 @pytest.fixture(scope="module")
@@ -212,18 +262,19 @@ def test_end_to_end_matches_torch_and_features_log_mel(exported, soundscapes, tm
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     bundle = load_bundle(os.path.relpath(moved, elsewhere), threads=2)
-    assert bundle.precision == "f32" and bundle.frames == 313 and len(bundle.members) == 2
+    assert len(bundle.mel_groups) == 1 and bundle.mel_groups[0].frames == 313
+    assert bundle.precision == "f32" and len(bundle.members) == 2
     assert bundle.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     assert bundle.compiled.get_property("INFERENCE_NUM_THREADS") == 2
     assert bundle.compiled.get_property("NUM_STREAMS") == 2
     assert bundle.combine == "mean"
 
-    mels, row_ids = soundscape_mels(soundscapes["normal"], bundle)
+    (mels,), row_ids = soundscape_mels(soundscapes["normal"], bundle)
     assert mels.shape == (12, 1, 32, 313) and mels.dtype == np.float32
     assert row_ids == expected_rows("normal")
     wave, _ = sf.read(soundscapes["normal"], dtype="float32")
     window = window_waves(wave, 32000, 5.0, 12)[3]
-    np.testing.assert_array_equal(mels[3, 0], log_mel(window, bundle.filterbank, 1024, 512, 80))
+    np.testing.assert_array_equal(mels[3, 0], log_mel(window, mel_filterbank(MEL), 1024, 512, 80))
 
     frame = predict_soundscapes([soundscapes["normal"]], bundle, progress=True)
     expected = torch_probabilities(exported["ensemble"], mels)
@@ -296,25 +347,26 @@ def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path, mo
 
     tta_dir = with_postprocess(exported["f32"], tmp_path / "tta", {"tta_shift_seconds": 2.5})
     tta_bundle = load_bundle(tta_dir)
-    mels, row_ids = soundscape_mels(path, tta_bundle)
+    (mels,), row_ids = soundscape_mels(path, tta_bundle)
     assert mels.shape[0] == 36 and len(row_ids) == 12
     wave, _ = sf.read(path, dtype="float32")
     shift = int(2.5 * 32000)
     later = window_waves(wave[shift:], 32000, 5.0, 12)
     earlier = window_waves(np.concatenate([np.zeros(shift, np.float32), wave]), 32000, 5.0, 12)
-    np.testing.assert_array_equal(mels[12 + 4, 0], log_mel(earlier[4], tta_bundle.filterbank, 1024, 512, 80))
-    np.testing.assert_array_equal(mels[24 + 4, 0], log_mel(later[4], tta_bundle.filterbank, 1024, 512, 80))
+    filterbank = tta_bundle.mel_groups[0].filterbank
+    np.testing.assert_array_equal(mels[12 + 4, 0], log_mel(earlier[4], filterbank, 1024, 512, 80))
+    np.testing.assert_array_equal(mels[24 + 4, 0], log_mel(later[4], filterbank, 1024, 512, 80))
     tta = predict_soundscapes([path], tta_bundle, progress=False)
     views = plain_bundle.predict(mels).reshape(3, 12, -1).mean(axis=0)
     np.testing.assert_allclose(tta[CLASSES].to_numpy(), views, atol=1e-5)
     assert tta["row_id"].tolist() == expected_rows("normal")
-    assert (tta_bundle.tta_shift_samples, tta_bundle.tta_views) == (shift, 3)
+    assert (tta_bundle.tta_shift_samples, tta_bundle.tta_views) == ([shift], 3)
 
     # a shift under half a sample rounds to none: one view, like no TTA (it once crashed the reshape)
     tiny_bundle = load_bundle(with_postprocess(exported["f32"], tmp_path / "tiny", {"tta_shift_seconds": 1e-6}))
     assert tiny_bundle.postprocess["tta_shift_seconds"] == 1e-6
-    assert (tiny_bundle.tta_shift_samples, tiny_bundle.tta_views) == (0, 1)
-    assert soundscape_mels(path, tiny_bundle)[0].shape[0] == 12
+    assert (tiny_bundle.tta_shift_samples, tiny_bundle.tta_views) == ([0], 1)
+    assert soundscape_mels(path, tiny_bundle)[0][0].shape[0] == 12
     tiny = predict_soundscapes([path, soundscapes["short"]], tiny_bundle, progress=False)
     reference = predict_soundscapes([path, soundscapes["short"]], plain_bundle, progress=False)
     assert tiny["row_id"].tolist() == reference["row_id"].tolist()
@@ -335,8 +387,11 @@ def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path, mo
         load_bundle(with_postprocess(exported["f32"], tmp_path / "bad_combine", {}, combine="max"))
 
 
-def separate_member_probabilities(bundle_dir: Path, mels: np.ndarray) -> list[np.ndarray]:
-    """Each member's IR compiled on its own (same CPU settings as load_bundle), run on `mels`."""
+def separate_member_probabilities(bundle_dir: Path, mels: list[np.ndarray]) -> list[np.ndarray]:
+    """Each member's IR compiled on its own (same CPU settings as load_bundle), run on its group's `mels`.
+
+    `mels` holds one array per mel group of the bundle (bundle.json order).
+    """
     definition = json.loads((bundle_dir / "bundle.json").read_text())
     core = ov.Core()
     config = {
@@ -348,7 +403,8 @@ def separate_member_probabilities(bundle_dir: Path, mels: np.ndarray) -> list[np
     outputs = []
     for member in definition["members"]:
         compiled = core.compile_model(bundle_dir / member["ir"], "CPU", config)
-        outputs.append(compiled.create_infer_request().infer({0: mels})[0].copy())
+        group_mels = mels[member["mel_group"]]
+        outputs.append(compiled.create_infer_request().infer({0: group_mels})[0].copy())
     return outputs
 
 
@@ -370,7 +426,7 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
     per_member: list[list[np.ndarray]] = [[], []]
     for name in names:
         mels, _ = soundscape_mels(soundscapes[name], bundle)
-        assert mels.shape[0] == 3 * 12
+        assert mels[0].shape[0] == 3 * 12
         for index, probs in enumerate(separate_member_probabilities(source, mels)):
             per_member[index].append(probs.reshape(3, 12, -1).mean(axis=0))
     stacked = [np.concatenate(blocks).astype(np.float64) for blocks in per_member]  # (48, 4) each
@@ -410,6 +466,121 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
     np.testing.assert_allclose(bundle.predict(mels), by_hand, atol=1e-6)
 
 
+def reference_mels(path: Path, shift_seconds: float = 0.0) -> list[np.ndarray]:
+    """Each mel group's log-mel windows of `path`, built by hand from `features` (views: 0, -s, +s)."""
+    out = []
+    for mel in (MEL, MEL_B):
+        rate = mel["sample_rate"]
+        wave, _ = decode_audio(path, rate, repair=True)
+        shift = int(round(shift_seconds * rate))
+        waves = [wave] + ([np.concatenate([np.zeros(shift, np.float32), wave]), wave[shift:]] if shift else [])
+        filterbank = mel_filterbank(mel)
+        out.append(np.stack([
+            log_mel(window, filterbank, mel["n_fft"], mel["hop_length"], mel["top_db"])[None]
+            for view in waves
+            for window in window_waves(view, rate, 5.0, 12)
+        ]))
+    return out
+
+
+def test_two_mel_groups_match_each_member_on_its_own_log_mels(two_groups, soundscapes, tmp_path):
+    """Every member runs on its own group's log-mels; the bundle combines them with the weights."""
+    bundle = load_bundle(two_groups, threads=2)
+    assert [(g.n_mels, g.frames, g.sample_rate) for g in bundle.mel_groups] == [(32, 313, 32000), (24, 251, 16000)]
+    assert [(m.name, m.mel_group) for m in bundle.members] == [("b0", 1), ("a0", 0), ("b1", 1)]
+    for group, mel in zip(bundle.mel_groups, (MEL, MEL_B), strict=True):
+        np.testing.assert_array_equal(group.filterbank, mel_filterbank(mel))
+    weights = np.array([0.5, 0.3, 0.2])
+    names = ["normal", "stereo48k", "short"]  # 32 kHz, 48 kHz stereo (resampled to both rates), short
+    paths = [soundscapes[name] for name in names]
+    expected, expected_members = [], []
+    for path in paths:
+        mels, row_ids = soundscape_mels(path, bundle)
+        reference = reference_mels(path)
+        assert [m.shape for m in mels] == [(12, 1, 32, 313), (12, 1, 24, 251)]
+        for got, want in zip(mels, reference, strict=True):
+            np.testing.assert_array_equal(got, want)
+        members = np.stack(separate_member_probabilities(two_groups, reference))
+        np.testing.assert_allclose(bundle.predict_members(mels), members, atol=1e-6)
+        np.testing.assert_allclose(bundle.predict(mels), np.tensordot(weights, members, axes=1), atol=1e-6)
+        expected.append(np.tensordot(weights, members, axes=1))
+        expected_members.append(members)
+    frame = predict_soundscapes(paths, bundle, progress=False)
+    assert frame["row_id"].tolist() == [row for name in names for row in expected_rows(name)]
+    np.testing.assert_allclose(frame[CLASSES].to_numpy(), np.concatenate(expected), atol=1e-6)
+    with pytest.raises(ValueError, match="list of 2 arrays, one per mel group"):
+        bundle.predict(mels[0])
+    with pytest.raises(ValueError, match=r"mels\[1\] must have shape \(N, 1, 24, 251\)"):
+        bundle.predict([mels[0], mels[0]])
+    with pytest.raises(ValueError, match=r"\[12, 11\] windows per mel group"):
+        bundle.predict([mels[0], mels[1][:-1]])
+
+    # TTA: each group shifts by the same 1 s in its own samples; views averaged per member
+    tta_dir = with_postprocess(two_groups, tmp_path / "tta", {"tta_shift_seconds": 1.0})
+    tta_bundle = load_bundle(tta_dir, threads=2)
+    assert (tta_bundle.tta_shift_samples, tta_bundle.tta_views) == ([32000, 16000], 3)
+    expected = []
+    for path in paths:
+        mels, _ = soundscape_mels(path, tta_bundle)
+        reference = reference_mels(path, shift_seconds=1.0)
+        for got, want in zip(mels, reference, strict=True):
+            np.testing.assert_array_equal(got, want)
+        members = [probs.reshape(3, 12, -1).mean(axis=0) for probs in separate_member_probabilities(two_groups, reference)]
+        expected.append(np.tensordot(weights, np.stack(members), axes=1))
+    frame = predict_soundscapes(paths, tta_bundle, progress=False)
+    np.testing.assert_allclose(frame[CLASSES].to_numpy(), np.concatenate(expected), atol=1e-6)
+
+    # Members of group 1 at weight 0: group 1 is neither decoded nor computed
+    definition = json.loads((two_groups / "bundle.json").read_text())
+    for member in definition["members"]:
+        member["weight"] = 1.0 if member["mel_group"] == 0 else 0.0
+    only_a = tmp_path / "only_a"
+    shutil.copytree(two_groups, only_a)
+    (only_a / "bundle.json").write_text(json.dumps(definition))
+    bundle_a = load_bundle(only_a, threads=2)
+    assert [g.n_mels for g in bundle_a.mel_groups] == [32]
+    assert [(m.name, m.mel_group) for m in bundle_a.members] == [("a0", 0)]
+    mels, _ = soundscape_mels(paths[0], bundle_a)
+    assert len(mels) == 1
+    frame = predict_soundscapes(paths, bundle_a, progress=False)
+    np.testing.assert_allclose(frame[CLASSES].to_numpy(), np.concatenate([m[1] for m in expected_members]), atol=1e-6)
+
+
+def test_load_bundle_checks_mel_groups(two_groups, tmp_path):
+    def broken(name: str, change) -> Path:
+        target = tmp_path / name
+        shutil.copytree(two_groups, target)
+        definition = json.loads((target / "bundle.json").read_text())
+        change(definition, target)
+        (target / "bundle.json").write_text(json.dumps(definition))
+        return target
+
+    def old_format(definition, _):
+        definition["mel"] = definition.pop("mel_groups")[0]
+
+    def wrong_filterbank(_, target):
+        np.save(target / "mel_filterbank_1.npy", mel_filterbank({**MEL_B, "n_mels": 20}))
+
+    def wrong_group(definition, _):
+        definition["members"][0]["mel_group"] = 0
+
+    def missing_group(definition, _):
+        definition["members"][1]["mel_group"] = 2
+
+    def wrong_frames(definition, _):
+        definition["mel_groups"][1]["window_frames"] = 250
+
+    for change, message in [
+        (old_format, "no mel_groups list.*re-export"),
+        (wrong_filterbank, r"mel_filterbank_1.npy has shape \(20, 257\), expected \(24, 257\)"),
+        (wrong_group, r"member 'b0' takes input .*mel_groups\[0\]\) gives \(batch, 1, 32, 313\)"),
+        (missing_group, "member 'a0' .* has mel_group 2; expected an index into its 2 mel_groups"),
+        (wrong_frames, r"mel_groups\[1\] says window_frames 250, but .* give 251"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_bundle(broken(change.__name__, change), threads=1)
+
+
 def sample_submission(names: list[str]) -> pd.DataFrame:
     rows = [row for name in names for row in expected_rows(name)]
     frame = pd.DataFrame({"row_id": rows})
@@ -438,17 +609,24 @@ def blocked_python(code: str) -> str:
     return f"import sys\nfor _n in {BLOCKED!r}:\n    sys.modules[_n] = None\n" + code
 
 
-def test_kaggle_bundle_predicts_without_torch(exported, soundscapes, tmp_path):
+def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path):
     out = tmp_path / "kaggle_bundle"
-    # rank combine and post-processing: the packed code must carry birdclef.postprocess
+    # two mel groups, rank combine and post-processing: the packed code must carry
+    # birdclef.postprocess and both filterbanks
     postprocess = {"smoothing": 0.1, "power_adjust_top_k": 2, "power_adjust_exponent": 2.0}
-    source = with_postprocess(exported["int8"], tmp_path / "ranked", postprocess, combine="rank")
+    source = with_postprocess(two_groups, tmp_path / "ranked", postprocess, combine="rank")
     summary = pack_bundle(source, out)
     assert (out / "predict.py").exists() and (out / "README.md").exists()
-    assert (out / "bundle.json").exists() and (out / "mel_filterbank.npy").exists()
+    assert (out / "bundle.json").exists()
+    assert sorted(p.name for p in out.glob("*.npy")) == ["mel_filterbank_0.npy", "mel_filterbank_1.npy"]
+    for group in (0, 1):
+        np.testing.assert_array_equal(
+            np.load(out / f"mel_filterbank_{group}.npy"), np.load(source / f"mel_filterbank_{group}.npy")
+        )
+    assert "24 mels, n_fft 512, hop 320, 16000 Hz" in (out / "README.md").read_text()
     assert sorted(p.name for p in (out / "birdclef").iterdir() if p.suffix == ".py") == sorted(MODULES)
     irs = sorted(str(p.relative_to(out)) for p in out.glob("members/*/*"))
-    assert irs == [f"members/{i}/model_int8.{s}" for i in (0, 1) for s in ("bin", "xml")]
+    assert irs == [f"members/{i}/model_int8.{s}" for i in (0, 1, 2) for s in ("bin", "xml")]
     assert summary["bytes"] > 0 and not (out / "wheels").exists()
 
     data = tmp_path / "competition"

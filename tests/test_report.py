@@ -314,6 +314,12 @@ def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypat
     # The manifest's per-class means give the shares of the summed labels.
     assert shift["round 1 pseudo-labels (2 windows)"] == pytest.approx(report.label_distribution(labels, CLASSES))
     assert shift["labelled training recordings (primary labels)"] == pytest.approx([1 / 3] * 3)
+    # Labels name the backbone entries (one timm model on two mel configurations).
+    labels_of = {path: f"tiny-{fold}" for paths in fold_metrics.values() for fold, path in enumerate(paths)}
+    report.pseudo_report(fold_metrics, {1: str(tmp_path / "pseudo.json")}, str(tmp_path / "index.parquet"),
+                         str(taxonomy), str(tmp_path / "scores.png"), str(tmp_path / "shift.png"),
+                         backbone_labels=labels_of)
+    assert drawn["scores"]["backbone"].tolist() == ["tiny-0", "tiny-1", "tiny-0", "tiny-1"]
     monkeypatch.undo()
     scores, shift_png = tmp_path / "scores.png", tmp_path / "shift.png"
     report.pseudo_report(fold_metrics, {1: str(tmp_path / "pseudo.json")}, str(tmp_path / "index.parquet"),

@@ -48,6 +48,13 @@ def test_out_of_fold_pseudo_labels_use_only_models_that_never_saw_the_window():
     both, _ = pseudo.make_pseudo_labels([m0, m1], ["x", "y"], {**settings, "oof_by_soundscape": False})
     np.testing.assert_allclose(both[["x", "y"]].to_numpy(), [[0.5, 0.5], [0.5, 0.5], [0.4, 0.6]])
     assert both["n_models"].tolist() == [2, 2, 2]
+    # Another mel configuration's cache may list the same windows in another order.
+    shuffled = m1.iloc[[2, 0, 1]].reset_index(drop=True)
+    again, _ = pseudo.make_pseudo_labels([m0, shuffled], ["x", "y"], {**settings, "oof_by_soundscape": False})
+    assert again["row_id"].tolist() == ["a_5", "a_10", "b_5"]
+    np.testing.assert_allclose(again[["x", "y"]].to_numpy(), both[["x", "y"]].to_numpy())
+    with pytest.raises(ValueError, match="model 1 cover different windows"):
+        pseudo.make_pseudo_labels([m0, m1.iloc[:2]], ["x", "y"], settings)
     # A window every model saw has no out-of-fold label.
     with pytest.raises(ValueError, match="b_5.*oof_by_soundscape"):
         pseudo.make_pseudo_labels([m0, m1.assign(seen_in_training=True)], ["x", "y"], settings)
@@ -182,3 +189,17 @@ def test_power_scaling_normalisations():
         [pd.DataFrame({"row_id": ["s_5"], "soundscape": ["s"], "end_s": [5], "x": [0.8], "y": [0.4]})],
         ["x", "y"], {"method": "power", "power": 2.0, "normalize": "max"})
     np.testing.assert_allclose(labels[["x", "y"]].to_numpy()[0], [0.8, 0.2], rtol=1e-6)
+
+
+def test_mel_groups_are_checked():
+    mel = {"sample_rate": 32000, "n_fft": 1024, "hop_length": 512, "n_mels": 64, "fmin": 50,
+           "fmax": 14000, "top_db": 80, "window_seconds": 5}
+    other = {**mel, "tag": "m2", "n_mels": 48, "hop_length": 400}
+    members = [{"name": "a", "mel_group": 0}, {"name": "b", "mel_group": 1}]
+    ensemble.check_mel_groups([mel, other], members)
+    with pytest.raises(ValueError, match="member 'b' has mel_group 1.*1 mel groups"):
+        ensemble.check_mel_groups([mel], members)
+    with pytest.raises(ValueError, match="window_seconds"):
+        ensemble.check_mel_groups([mel, {**other, "window_seconds": 4}], members)
+    with pytest.raises(ValueError, match="mel group 'm2' lacks \\['n_fft'\\]"):
+        ensemble.check_mel_groups([mel, {k: v for k, v in other.items() if k != "n_fft"}], members)

@@ -228,3 +228,47 @@ def test_two_rounds_chain_and_the_ensemble_names_the_final_round(demo_run):
     submission = pd.read_csv(workdir / "results/submission.csv")
     sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
     assert submission["row_id"].tolist() == sample["row_id"].tolist()
+
+
+def test_two_mel_configurations_in_one_ensemble(demo_run):
+    workdir, _, _ = demo_run
+    config = load_config(workdir)
+    base = config["train"]["backbones"][0]
+    other = {**base, "label": f"{base['name']}-48mels", "mels": {"n_mels": 48, "n_fft": 512, "hop_length": 400}}
+    config["train"]["backbones"] = [base, other]
+    config["pseudo"]["rounds"] = []
+    two = write_config(workdir, "two_mels.yaml", config)
+    jobs = planned_jobs(workdir, "submission", "--configfile", str(two))
+    # The base backbone's round 0 and the base caches are reused: the new
+    # configuration's caches and the new entry's folds train.
+    assert jobs["mels"] == 1 and jobs["soundscape_mels"] == 1 and jobs["train"] == 2, jobs
+    assert "folds" not in jobs and "vad" not in jobs, jobs
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(two))
+
+    caches = {np.load(path, mmap_mode="r").shape[1]: path for path in (workdir / "results/mels").glob("*/mels.npy")}
+    assert {64, 48} <= set(caches), caches
+    ensembles = sorted((workdir / "results/ensemble").glob("*/ensemble.json"), key=lambda p: p.stat().st_mtime)
+    definition = json.loads(ensembles[-1].read_text())
+    groups = definition["mel_groups"]
+    assert [g["n_mels"] for g in groups] == [64, 48] and groups[1]["hop_length"] == 400
+    assert groups[1]["tag"] == caches[48].parent.name
+    by_group = {g: sorted(m["backbone"] for m in definition["members"] if m["mel_group"] == g) for g in (0, 1)}
+    assert by_group == {0: [base["name"]] * 2, 1: [other["label"]] * 2}, by_group
+    assert set(definition["backbone_weights"]) == {base["name"], other["label"]}
+
+    exports = sorted((workdir / "results/export").glob("*/bundle.json"), key=lambda p: p.stat().st_mtime)
+    bundle = json.loads(exports[-1].read_text())
+    assert [g["n_mels"] for g in bundle["mel_groups"]] == [64, 48]
+    for group in bundle["mel_groups"]:
+        filterbank = np.load(exports[-1].parent / group["filterbank"])
+        assert filterbank.shape == (group["n_mels"], group["n_fft"] // 2 + 1)
+    export = json.loads((exports[-1].parent / "manifest.json").read_text())["headline"]
+    assert export["gate"]["status"] in ("passed", "failed"), export["gate"]
+    assert len(export["members"]) == 4
+
+    manifests = sorted((workdir / "results/submission").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    headline = json.loads(manifests[-1].read_text())["headline"]
+    assert headline["macro_roc_auc"] >= 0.80, headline
+    submission = pd.read_csv(workdir / "results/submission.csv")
+    sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
+    assert submission["row_id"].tolist() == sample["row_id"].tolist()

@@ -46,6 +46,16 @@ def failure_text(result):
         (lambda c: c["train"].update(learning_rate=0.1), ["learning_rate", "Additional properties"]),
         (lambda c: c["train"].update(backbones=[{"in_chans": 1}]), ["'name' is a required property"]),
         (lambda c: c.update(mels_typo={}), ["mels_typo"]),
+        # window_seconds is shared by every mel configuration: a backbone cannot override it.
+        (lambda c: c["train"]["backbones"][0].update(mels={"window_seconds": 4}), ["window_seconds", "Additional properties"]),
+        (
+            lambda c: c["train"].update(backbones=c["train"]["backbones"] * 2),
+            ["train.backbones has 2 entries named", "give each a distinct `label`"],
+        ),
+        (
+            lambda c: c["train"].update(backbones=[c["train"]["backbones"][0], {**c["train"]["backbones"][0], "label": "b"}]),
+            ["twice with the same settings"],
+        ),
     ],
 )
 def test_bad_config_names_the_key(workdir, edit, expected):

@@ -7,6 +7,7 @@ setup_logging(snakemake.log[0])
 pseudo_report(
     fold_metrics=snakemake.params.fold_metrics,
     pseudo_manifests=snakemake.params.pseudo_manifests,
+    backbone_labels=snakemake.params.backbone_labels,
     index_path=snakemake.input.index,
     taxonomy_csv=snakemake.input.taxonomy,
     out_scores=snakemake.output.scores,

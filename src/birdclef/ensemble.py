@@ -29,6 +29,29 @@ log = logging.getLogger("birdclef.ensemble")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
+# What a model's input depends on: the mel settings an ensemble's mel group records.
+MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
+
+
+def check_mel_groups(groups: Sequence[Mapping[str, Any]], members: Sequence[Mapping[str, Any]]) -> None:
+    """Every member names an existing mel group; all groups share one window length."""
+    if not groups:
+        raise ValueError("the ensemble needs at least one mel group")
+    for group in groups:
+        missing = [k for k in (*MEL_KEYS, "window_seconds") if k not in group]
+        if missing:
+            raise ValueError(f"mel group {group.get('tag')!r} lacks {missing}")
+    lengths = {float(group["window_seconds"]) for group in groups}
+    if len(lengths) > 1:
+        raise ValueError(f"mel groups have window_seconds {sorted(lengths)}: every mel configuration of "
+                         "one ensemble must cut the same windows (the submission's rows)")
+    for member in members:
+        group = member.get("mel_group")
+        if not isinstance(group, int) or not 0 <= group < len(groups):
+            raise ValueError(f"ensemble member {member.get('name')!r} has mel_group {group!r}: "
+                             f"expected an index into the {len(groups)} mel groups")
+
+
 def oof_targets(index: pd.DataFrame, filenames: Sequence[str], classes: Sequence[str]) -> np.ndarray:
     """Binary targets (primary and secondary labels) for `filenames`, from the mel index."""
     position = {c: k for k, c in enumerate(classes)}
@@ -173,28 +196,33 @@ def build_ensemble(
 
 def ensemble_stage(
     members: Sequence[Mapping[str, Any]],
-    index_path: str,
+    index_paths: Sequence[str],
     taxonomy_csv: str,
-    mel: Mapping[str, Any],
+    mel_groups: Sequence[Mapping[str, Any]],
     out_ensemble: str,
     out_soups: str,
     out_manifest: str,
     settings: Mapping[str, Any],
     tag: str,
     upstream: Mapping[str, Any],
-    mels_path: str | None = None,
+    mels_paths: Sequence[str] | None = None,
     folds_path: str | None = None,
     train_settings: Mapping[str, Any] | None = None,
     threads: int = 1,
 ) -> dict:
-    """The ensemble stage: the definition file (members, weights, mel settings, post-processing, scores).
+    """The ensemble stage: the definition file (members, weights, mel groups, post-processing, scores).
 
-    `members`: name, backbone, fold and ingredients (``best.pt`` paths; the
-    last is the final round's, and its ``oof.parquet`` lies beside it). Without
-    soup each member is its final-round checkpoint. With ``settings['soup']``
-    every member becomes the greedy soup of its ingredients (written to
-    `out_soups`, which needs `mels_path`, `folds_path` and `train_settings` to
-    score soups on the fold). `out_soups` is always created (empty without soup).
+    `members`: name, backbone, fold, ``mel_group`` (an index into
+    `mel_groups`) and ingredients (``best.pt`` paths; the last is the final
+    round's, and its ``oof.parquet`` lies beside it). `mel_groups`: the mel
+    settings (with their cache ``tag``) the members were trained on, all with
+    the same ``window_seconds``; `index_paths` and `mels_paths` are each
+    group's training mel cache, in the same order. Without soup each member is
+    its final-round checkpoint. With ``settings['soup']`` every member becomes
+    the greedy soup of its ingredients, scored on its fold's recordings in its
+    own group's cache (written to `out_soups`; needs `mels_paths`,
+    `folds_path` and `train_settings`). `out_soups` is always created (empty
+    without soup).
     """
     from .catalog import read_taxonomy
     from .io import atomic_dir, write_json
@@ -203,7 +231,12 @@ def ensemble_stage(
     inputs = [str(Path(i).parent / "oof.parquet") for m in members for i in m["ingredients"]]
     manifest = StageManifest("ensemble", tag, settings, upstream, inputs)
     classes = read_taxonomy(taxonomy_csv)
-    index = pd.read_parquet(index_path)
+    groups = [dict(group) for group in mel_groups]
+    check_mel_groups(groups, members)
+    if len(index_paths) != len(groups):
+        raise ValueError(f"{len(index_paths)} mel cache indexes for {len(groups)} mel groups")
+    indexes = [pd.read_parquet(path) for path in index_paths]
+    index = indexes[0]  # labels are per recording: the same in every group's index
     full_members: list[dict[str, Any]] = []
     oof_tables: dict[str, pd.DataFrame] = {}
     soups: dict[str, Any] = {}
@@ -215,13 +248,12 @@ def ensemble_stage(
             from .soup import fold_validation, greedy_soup
             from .train import settings_from_config
 
-            if mels_path is None or folds_path is None or train_settings is None:
-                raise ValueError("ensemble.soup needs the mel cache, the folds and the train settings")
+            if mels_paths is None or folds_path is None or train_settings is None:
+                raise ValueError("ensemble.soup needs the mel caches, the folds and the train settings")
             torch.set_num_threads(max(1, int(threads)))
-            mels = np.load(mels_path, mmap_mode="r")
+            caches = [np.load(path, mmap_mode="r") for path in mels_paths]
             folds = pd.read_parquet(folds_path)
             tsettings = settings_from_config(train_settings)
-            frames_per_second = float(mel["sample_rate"]) / float(mel["hop_length"])
         for member in members:
             ingredients = list(member["ingredients"])
             if not ingredients:
@@ -229,8 +261,11 @@ def ensemble_stage(
             final = ingredients[-1]
             entry = {k: v for k, v in member.items() if k != "ingredients"}
             if settings.get("soup"):
-                validation = fold_validation(mels, index, folds, int(member["fold"]), classes, tsettings,
-                                             mel_window_frames(mel), frames_per_second)
+                group = int(member["mel_group"])
+                mel = groups[group]
+                validation = fold_validation(caches[group], indexes[group], folds, int(member["fold"]), classes,
+                                             tsettings, mel_window_frames(mel),
+                                             float(mel["sample_rate"]) / float(mel["hop_length"]))
                 name = f"{member['backbone']}-fold{member['fold']}.pt"
                 result = greedy_soup(ingredients, validation, tsettings, str(Path(soup_dir) / name))
                 checkpoint = result["checkpoint"]
@@ -247,10 +282,11 @@ def ensemble_stage(
                 oof_tables[member["name"]] = pd.read_parquet(Path(final).parent / "oof.parquet")
             full_members.append(entry)
         definition = build_ensemble(full_members, oof_tables, index, classes, settings)
-    definition["mel"] = {k: mel[k] for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")}
-    definition["window_seconds"] = mel["window_seconds"]
+    definition["mel_groups"] = [{k: group[k] for k in ("tag", *MEL_KEYS) if k in group} for group in groups]
+    window_seconds = groups[0]["window_seconds"]
+    definition["window_seconds"] = window_seconds
     definition["postprocess"] = postprocess_settings(
-        {"postprocess": settings.get("postprocess") or {}, "window_seconds": mel["window_seconds"]})
+        {"postprocess": settings.get("postprocess") or {}, "window_seconds": window_seconds})
     write_json(out_ensemble, definition)
     manifest.headline.update(
         {

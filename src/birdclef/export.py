@@ -13,9 +13,19 @@ compiled with ``INFERENCE_PRECISION_HINT=f32``. "int8" numbers are therefore
 int8 weights/activations where NNCF inserted quantizers, with f32 for the rest;
 "fp16" numbers are fp16-stored weights computed in f32.
 
-The bundle (``bundle.json`` + ``mel_filterbank.npy`` + ``members/<i>/*.xml``)
-is what `birdclef.inference.load_bundle` reads; its IR paths are relative to the
-bundle folder, so the folder can be uploaded to Kaggle as is.
+Mel groups: members may be trained on different mel configurations. The
+ensemble definition lists them in ``mel_groups`` (sample_rate, n_fft,
+hop_length, n_mels, fmin, fmax, top_db, tag) and each member names its group
+(``mel_group``, an index). Every group shares ``window_seconds``, so window k
+of a recording covers the same span of time in every group. Each member is
+converted, calibrated and gate-scored on windows of its own group; the gate's
+windows are aligned across groups (`gate_windows`), so the ensemble AUC
+combines the members window by window as Kaggle inference does.
+
+The bundle (``bundle.json`` + ``mel_filterbank_<g>.npy`` per mel group +
+``members/<i>/*.xml``) is what `birdclef.inference.load_bundle` reads; its IR
+and filterbank paths are relative to the bundle folder, so the folder can be
+uploaded to Kaggle as is.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +70,41 @@ class ExportGateError(RuntimeError):
         self.report = report
 
 
-def window_frames(ensemble: Mapping[str, Any]) -> int:
-    """Mel frames of one window for an ensemble definition (313 for 5 s, 32 kHz, hop 512)."""
-    mel = ensemble["mel"]
-    samples = int(round(float(ensemble["window_seconds"]) * int(mel["sample_rate"])))
-    return frames_for(samples, int(mel["hop_length"]))
+MEL_GROUP_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
+
+
+def group_frames(group: Mapping[str, Any], window_seconds: float) -> int:
+    """Mel frames of one window of `window_seconds` in mel group `group` (313 for 5 s, 32 kHz, hop 512)."""
+    samples = int(round(float(window_seconds) * int(group["sample_rate"])))
+    return frames_for(samples, int(group["hop_length"]))
+
+
+def window_frames(ensemble: Mapping[str, Any]) -> list[int]:
+    """Mel frames of one window for each of the ensemble's ``mel_groups``, in their order."""
+    return [group_frames(group, ensemble["window_seconds"]) for group in ensemble["mel_groups"]]
+
+
+def filterbank_file(group: int) -> str:
+    """The bundle file (relative to the bundle folder) holding mel group `group`'s filterbank."""
+    return f"mel_filterbank_{int(group)}.npy"
+
+
+def _per_group(name: str, value: Any, n_groups: int) -> list[np.ndarray]:
+    """`value` as one array per mel group: a list/tuple of `n_groups` arrays, or one array when `n_groups` is 1."""
+    if isinstance(value, np.ndarray):
+        if n_groups != 1:
+            raise ValueError(
+                f"{name} must be a list of {n_groups} arrays, one per mel group (ensemble "
+                "mel_groups order); a single array is only accepted for one mel group"
+            )
+        return [value]
+    values = list(value)
+    if len(values) != n_groups:
+        raise ValueError(
+            f"{name} has {len(values)} arrays, expected {n_groups}: one per mel group "
+            "(ensemble mel_groups order)"
+        )
+    return values
 
 
 def _check_mels(name: str, mels: np.ndarray, n_mels: int, frames: int) -> np.ndarray:
@@ -72,7 +112,7 @@ def _check_mels(name: str, mels: np.ndarray, n_mels: int, frames: int) -> np.nda
     if mels.ndim != 4 or mels.shape[1:] != (1, n_mels, frames):
         raise ValueError(
             f"{name} must have shape (N, 1, {n_mels}, {frames}) (n_mels, window frames from "
-            f"the ensemble's mel settings), got {mels.shape}"
+            f"its mel group's settings), got {mels.shape}"
         )
     if mels.shape[0] == 0:
         raise ValueError(f"{name} is empty: need at least one window")
@@ -82,17 +122,54 @@ def _check_mels(name: str, mels: np.ndarray, n_mels: int, frames: int) -> np.nda
 
 
 def _check_ensemble(ensemble: Mapping[str, Any]) -> None:
-    for key in ("classes", "window_seconds", "mel", "members"):
+    for key in ("classes", "window_seconds", "mel_groups", "members"):
         if key not in ensemble:
-            raise ValueError(f"ensemble definition lacks {key!r}")
+            hint = " (an ensemble.json from before mel groups: rerun the ensemble stage)" if (
+                key == "mel_groups" and "mel" in ensemble) else ""
+            raise ValueError(f"ensemble definition lacks {key!r}{hint}")
+    groups = ensemble["mel_groups"]
+    if not isinstance(groups, list) or not groups:
+        raise ValueError("ensemble mel_groups must be a non-empty list of mel settings")
+    for g, group in enumerate(groups):
+        missing = [key for key in MEL_GROUP_KEYS if key not in group]
+        if missing:
+            raise ValueError(f"ensemble mel_groups[{g}] lacks {missing}; expected {list(MEL_GROUP_KEYS)}")
     if not ensemble["members"]:
         raise ValueError("ensemble definition has no members")
-    for key in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax"):
-        if key not in ensemble["mel"]:
-            raise ValueError(f"ensemble mel settings lack {key!r}")
+    used = set()
+    for member in ensemble["members"]:
+        g = member.get("mel_group")
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < len(groups):
+            raise ValueError(
+                f"ensemble member {member.get('name')!r} has mel_group {g!r}; expected an index "
+                f"into mel_groups (0..{len(groups) - 1})"
+            )
+        used.add(g)
+    unused = [g for g in range(len(groups)) if g not in used]
+    if unused:
+        raise ValueError(f"ensemble mel_groups {unused} are used by no member")
     weights = [float(member.get("weight", 1.0)) for member in ensemble["members"]]
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"member weights must be finite, >= 0 and not all 0, got {weights}")
+
+
+def _check_member_windows(member: Mapping[str, Any], payload: Mapping[str, Any],
+                          group: Mapping[str, Any], frames: int) -> None:
+    """The checkpoint's training windows (when it records them) must match its mel group's."""
+    where = f"member {member['name']!r} ({member['checkpoint']}), mel_group {member['mel_group']}"
+    trained = payload.get("window_frames")
+    if trained is not None and int(trained) != frames:
+        raise ValueError(
+            f"{where}: trained on {int(trained)}-frame windows, but its mel group "
+            f"{group.get('tag', '')!r} gives {frames}-frame windows"
+        )
+    per_second = payload.get("frames_per_second")
+    expected = int(group["sample_rate"]) / int(group["hop_length"])
+    if per_second is not None and not math.isclose(float(per_second), expected, rel_tol=1e-6):
+        raise ValueError(
+            f"{where}: trained at {float(per_second):g} frames per second, but its mel group "
+            f"{group.get('tag', '')!r} (sample_rate / hop_length) gives {expected:g}"
+        )
 
 
 def _ir_files(xml: Path) -> list[Path]:
@@ -212,11 +289,11 @@ def _auc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
 def export_ensemble(
     ensemble: dict,
     out_dir: str | os.PathLike,
-    calibration_mels: np.ndarray,
+    calibration_mels: Sequence[np.ndarray] | np.ndarray,
     precision: str = "int8",
     calibration_size: int = 300,
     preset: str = "performance",
-    eval_mels: np.ndarray | None = None,
+    eval_mels: Sequence[np.ndarray] | np.ndarray | None = None,
     eval_targets: np.ndarray | None = None,
     max_auc_drop: float = 0.003,
     on_gate_fail: str = "fail",
@@ -227,25 +304,34 @@ def export_ensemble(
     Writes, atomically (the whole folder appears only when complete):
     ``out_dir/members/<i>/model_f32.xml`` (+ ``.bin``) for every member, plus
     ``model_fp16.xml`` or ``model_int8.xml`` for those precisions,
-    ``out_dir/mel_filterbank.npy`` and ``out_dir/bundle.json`` (the ensemble
-    definition with each member's ``"ir"`` path relative to ``out_dir``, the
-    precision used, classes, mel settings and window length).
+    ``out_dir/mel_filterbank_<g>.npy`` for every mel group g and
+    ``out_dir/bundle.json`` (the ensemble definition with each member's
+    ``"ir"`` path relative to ``out_dir``, the precision used, classes, window
+    length and ``mel_groups``: each group's mel settings plus its
+    ``"filterbank"`` file and ``"window_frames"``).
 
-    `calibration_mels` (N, 1, n_mels, frames) float32 log-mel dB windows feed
-    NNCF's int8 calibration (at most `calibration_size` of them, `preset`
-    "performance" = symmetric, "mixed" = asymmetric activations).
+    `calibration_mels` holds one array per mel group (``ensemble["mel_groups"]``
+    order; a bare array is accepted when there is one group): (N_g, 1, n_mels,
+    frames) float32 log-mel dB windows of that group, which feed NNCF's int8
+    calibration of the group's members (at most `calibration_size` of them,
+    `preset` "performance" = symmetric, "mixed" = asymmetric activations).
 
-    With `eval_mels` and binary `eval_targets` (N, n_classes) an accuracy gate
-    runs: macro ROC-AUC of torch fp32, OpenVINO f32 and the chosen precision,
-    for the weighted ensemble and for each member (all OpenVINO runs compiled
-    with INFERENCE_PRECISION_HINT=f32). When the ensemble AUC of the chosen
+    With `eval_mels` (one array per mel group, like `calibration_mels`, each
+    with the same N windows) and binary `eval_targets` (N, n_classes) an
+    accuracy gate runs. Window i of every group must be the same recording and
+    the same span of time (`gate_windows`): each member is scored on its own
+    group's windows and the members are combined window by window. Scored:
+    macro ROC-AUC of torch fp32, OpenVINO f32 and the chosen precision, for the
+    weighted ensemble and for each member (all OpenVINO runs compiled with
+    INFERENCE_PRECISION_HINT=f32). When the ensemble AUC of the chosen
     precision is more than `max_auc_drop` below OpenVINO f32, `on_gate_fail`
     decides: "fail" raises `ExportGateError` (nothing is written), "fp16"
     exports fp16 IRs instead and records it, "warn" keeps the IRs and records
     a warning. The gate does not apply to precision "f32".
 
-    Returns the report: AUCs with the precision of each, per member, the gate
-    result, IR sizes in bytes, throughput of the gate runs and seconds taken.
+    Returns the report: AUCs with the precision of each, per member (with its
+    ``mel_group``), the gate result, window frames and calibration windows per
+    mel group, IR sizes in bytes, throughput of the gate runs and seconds taken.
     """
     import openvino as ov
     import torch
@@ -265,17 +351,29 @@ def export_ensemble(
 
     classes = list(ensemble["classes"])
     n_classes = len(classes)
-    n_mels = int(ensemble["mel"]["n_mels"])
+    groups = ensemble["mel_groups"]
     frames = window_frames(ensemble)
-    calibration = _check_mels("calibration_mels", calibration_mels, n_mels, frames)
+    n_mels = [int(group["n_mels"]) for group in groups]
+    calibration = [
+        _check_mels(f"calibration_mels[{g}]", mels, n_mels[g], frames[g])
+        for g, mels in enumerate(_per_group("calibration_mels", calibration_mels, len(groups)))
+    ]
     gate_on = eval_mels is not None
     if gate_on:
-        eval_mels = _check_mels("eval_mels", eval_mels, n_mels, frames)
-        eval_targets = np.asarray(eval_targets)
-        if eval_targets.shape != (len(eval_mels), n_classes):
+        eval_mels = [
+            _check_mels(f"eval_mels[{g}]", mels, n_mels[g], frames[g])
+            for g, mels in enumerate(_per_group("eval_mels", eval_mels, len(groups)))
+        ]
+        n_eval = len(eval_mels[0])
+        if any(len(mels) != n_eval for mels in eval_mels):
             raise ValueError(
-                f"eval_targets must have shape ({len(eval_mels)}, {n_classes}), "
-                f"got {eval_targets.shape}"
+                f"eval_mels have {[len(m) for m in eval_mels]} windows per mel group; every "
+                "group needs the same windows (window i: one recording, one span of time)"
+            )
+        eval_targets = np.asarray(eval_targets)
+        if eval_targets.shape != (n_eval, n_classes):
+            raise ValueError(
+                f"eval_targets must have shape ({n_eval}, {n_classes}), got {eval_targets.shape}"
             )
     members = ensemble["members"]
     weights = [float(member.get("weight", 1.0)) for member in members]
@@ -289,9 +387,10 @@ def export_ensemble(
         "precision": precision,
         "inference_precision_hint": INFERENCE_PRECISION_HINT,
         "preset": preset if precision == "int8" else None,
-        "calibration_windows": int(min(calibration_size, len(calibration)))
-        if precision == "int8"
-        else 0,
+        "calibration_windows": [
+            int(min(calibration_size, len(mels))) if precision == "int8" else 0
+            for mels in calibration
+        ],
         "threads": int(threads),
         "window_frames": frames,
         "members": [],
@@ -304,6 +403,7 @@ def export_ensemble(
             ov_models = []
             for index, member in enumerate(members):
                 t0 = time.perf_counter()
+                g = member["mel_group"]
                 model, payload = load_model(member["checkpoint"])
                 spec_classes = int(payload["spec"]["n_classes"])
                 if spec_classes != n_classes:
@@ -316,15 +416,17 @@ def export_ensemble(
                         f"member {member['name']!r} was trained on a different class list or "
                         "order than the ensemble's"
                     )
+                _check_member_windows(member, payload, groups[g], frames[g])
                 wrapper = InferenceWrapper(model).eval()
                 ov_model = _convert(
-                    wrapper, calibration[: min(2, len(calibration))], n_mels, frames
+                    wrapper, calibration[g][: min(2, len(calibration[g]))], n_mels[g], frames[g]
                 )
                 member_dir = tmp / "members" / str(index)
                 member_dir.mkdir(parents=True)
                 ov.save_model(ov_model, member_dir / "model_f32.xml", compress_to_fp16=False)
                 entry: dict[str, Any] = {
                     "name": member["name"],
+                    "mel_group": g,
                     "weight": float(member.get("weight", 1.0)),
                     "ir_f32": f"members/{index}/model_f32.xml",
                     "ir_bytes": {"f32": _ir_bytes(member_dir / "model_f32.xml")},
@@ -334,7 +436,7 @@ def export_ensemble(
                     entry["ir_bytes"]["fp16"] = _ir_bytes(member_dir / "model_fp16.xml")
                 elif precision == "int8":
                     t_quant = time.perf_counter()
-                    quantized = _quantize(ov_model, calibration, calibration_size, preset)
+                    quantized = _quantize(ov_model, calibration[g], calibration_size, preset)
                     ov.save_model(quantized, member_dir / "model_int8.xml", compress_to_fp16=False)
                     entry["ir_bytes"]["int8"] = _ir_bytes(member_dir / "model_int8.xml")
                     entry["quantize_seconds"] = round(time.perf_counter() - t_quant, 2)
@@ -342,13 +444,13 @@ def export_ensemble(
                 ov_models.append(ov_model)
 
                 if gate_on:
-                    probs, speed = _run_torch(wrapper, eval_mels)
+                    probs, speed = _run_torch(wrapper, eval_mels[g])
                     member_probs["torch_fp32"].append(probs)
                     entry["clips_per_second"] = {"torch_fp32": round(speed, 1)}
                     runs = ["f32"] if precision == "f32" else ["f32", precision]
                     for run in runs:
                         compiled = _compile(core, member_dir / f"model_{run}.xml", threads)
-                        probs, speed = _run_openvino(compiled, eval_mels)
+                        probs, speed = _run_openvino(compiled, eval_mels[g])
                         member_probs[f"openvino_{run}"].append(probs)
                         entry["clips_per_second"][f"openvino_{run}"] = round(speed, 1)
                     entry["auc"] = {
@@ -377,7 +479,7 @@ def export_ensemble(
                         )
                     ),
                 }
-                report["eval_windows"] = int(len(eval_mels))
+                report["eval_windows"] = int(n_eval)
                 report["gate"] = _gate(aucs, precision, max_auc_drop, report, members, on_gate_fail)
                 if report["gate"]["status"] == "failed":
                     if on_gate_fail == "fail":
@@ -409,7 +511,8 @@ def export_ensemble(
             for index, entry in enumerate(report["members"]):
                 entry["ir"] = f"members/{index}/model_{used}.xml"
 
-            np.save(tmp / "mel_filterbank.npy", mel_filterbank(ensemble["mel"]))
+            for g, group in enumerate(groups):
+                np.save(tmp / filterbank_file(g), mel_filterbank(group))
             bundle = _bundle_definition(ensemble, report, used)
             write_json(tmp / "bundle.json", bundle)
             report["ir_bytes_total"] = {
@@ -477,7 +580,10 @@ def _gate(
 def _fallback_fp16(
     ov_models, tmp: Path, core, threads: int, eval_mels, eval_targets, weights, report, max_drop
 ) -> None:
-    """Write fp16 IRs after a failed gate, evaluate them and record the fallback."""
+    """Write fp16 IRs after a failed gate, evaluate them and record the fallback.
+
+    `eval_mels` holds one array per mel group; each member runs on its group's.
+    """
     import openvino as ov
 
     probs = []
@@ -485,7 +591,9 @@ def _fallback_fp16(
         xml = tmp / "members" / str(index) / "model_fp16.xml"
         ov.save_model(ov_model, xml, compress_to_fp16=True)
         entry["ir_bytes"]["fp16"] = _ir_bytes(xml)
-        member_probs, speed = _run_openvino(_compile(core, xml, threads), eval_mels)
+        member_probs, speed = _run_openvino(
+            _compile(core, xml, threads), eval_mels[entry["mel_group"]]
+        )
         probs.append(member_probs)
         entry["clips_per_second"]["openvino_fp16"] = round(speed, 1)
         entry["auc"]["openvino_fp16"] = _auc(eval_targets, member_probs)
@@ -510,8 +618,12 @@ def _bundle_definition(ensemble: Mapping[str, Any], report: Mapping[str, Any], u
     bundle = copy.deepcopy(dict(ensemble))
     bundle["precision"] = used
     bundle["inference_precision_hint"] = INFERENCE_PRECISION_HINT
-    bundle["window_frames"] = report["window_frames"]
-    bundle["mel_filterbank"] = "mel_filterbank.npy"
+    bundle["mel_groups"] = [
+        {**dict(group), "filterbank": filterbank_file(g), "window_frames": frames}
+        for g, (group, frames) in enumerate(
+            zip(ensemble["mel_groups"], report["window_frames"], strict=True)
+        )
+    ]
     bundle["input_name"] = INPUT_NAME
     bundle["output_name"] = OUTPUT_NAME
     bundle["members"] = [
@@ -554,25 +666,78 @@ def cache_windows(
     return out
 
 
-def gate_windows(
-    index, folds, frames: int, max_windows: int = MAX_EVAL_WINDOWS
-) -> tuple[np.ndarray, np.ndarray]:
-    """(recording rows, start frames) of the windows the accuracy gate scores.
+def _window_starts(k: np.ndarray, step: float) -> np.ndarray:
+    """First frame of window k: round(k * step), halves rounded up.
 
-    Every non-overlapping whole window of every validated recording (fold >= 0;
-    one window from the start of a recording shorter than `frames`), so the
-    int8-vs-f32 comparison rests on as many windows as the cache holds; capped
-    at `max_windows`, taken evenly across the list.
+    `step` is the (fractional) number of frames in one window's time,
+    window_seconds * sample_rate / hop_length: 312.5 for 5 s at 32 kHz, hop 512.
     """
+    return np.floor(k * step + 0.5).astype(np.int64)
+
+
+def gate_windows(
+    indexes: Sequence,
+    folds,
+    groups: Sequence[Mapping[str, Any]],
+    window_seconds: float,
+    max_windows: int = MAX_EVAL_WINDOWS,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Windows the accuracy gate scores, aligned across mel groups: (rows, start frames) per group.
+
+    `indexes` are the mel cache indexes of `groups` (same order; columns
+    filename, offset, frames). The recordings are the validated ones (fold >=
+    0 in `folds`) present in every index (matched by filename), in the first
+    index's order. Window k of a recording starts at time k * `window_seconds`
+    in every group: frame round(k * window_seconds * sample_rate / hop_length)
+    of that group. A recording gets as many windows as fit whole into its
+    cached frames in every group (the minimum over the groups), at least one
+    (from its start; `cache_windows` pads a recording shorter than a window).
+    At most `max_windows` windows, taken evenly across the list, the same ones
+    in every group. Returns (rows, starts): one int64 array per group, rows of
+    that group's index and start frames within the recording; entry i of every
+    group is the same recording and span of time.
+    """
+    import pandas as pd
+
+    if len(indexes) != len(groups) or not groups:
+        raise ValueError(f"gate_windows needs one index per mel group: {len(indexes)} indexes, "
+                         f"{len(groups)} groups")
+    for g, index in enumerate(indexes):
+        duplicated = index["filename"][index["filename"].duplicated()]
+        if len(duplicated):
+            raise ValueError(f"the mel cache index of mel group {g} lists {duplicated.iloc[0]!r} "
+                             "more than once; expected one row per recording")
     validated = set(folds.loc[folds["fold"] >= 0, "filename"])
-    recordings = np.flatnonzero(index["filename"].isin(validated).to_numpy()).astype(np.int64)
-    counts = np.maximum(1, index["frames"].to_numpy(np.int64)[recordings] // int(frames))
-    rows = np.repeat(recordings, counts)
+    names = indexes[0]["filename"]
+    keep = names.isin(validated)
+    for index in indexes[1:]:
+        keep &= names.isin(set(index["filename"]))
+    names = names[keep]
+    counts = None
+    recording_rows, steps = [], []
+    for group, index in zip(groups, indexes, strict=True):
+        rows = pd.Index(index["filename"]).get_indexer(names).astype(np.int64)
+        step = float(window_seconds) * int(group["sample_rate"]) / int(group["hop_length"])
+        room = index["frames"].to_numpy(np.int64)[rows] - group_frames(group, window_seconds)
+        # window k fits when its start <= room (the last start that leaves a whole
+        # window): k < (room + 0.5) / step; the two corrections undo float rounding
+        # Windows k with start(k) <= room, i.e. k < (room + 0.5) / step; the two
+        # corrections after the ceil only undo float error at the boundary.
+        fit = np.where(room >= 0, np.ceil((room + 0.5) / step), 0).astype(np.int64)
+        fit -= (fit > 0) & (_window_starts(np.maximum(fit - 1, 0), step) > room)
+        fit += (room >= 0) & (_window_starts(fit, step) <= room)
+        counts = fit if counts is None else np.minimum(counts, fit)
+        recording_rows.append(rows)
+        steps.append(step)
+    counts = np.maximum(1, counts)
     first = np.cumsum(counts) - counts
-    starts = (np.arange(len(rows), dtype=np.int64) - np.repeat(first, counts)) * int(frames)
-    if len(rows) > max_windows:
-        keep = np.linspace(0, len(rows) - 1, max_windows).round().astype(np.int64)
-        rows, starts = rows[keep], starts[keep]
+    k = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)
+    if len(k) > max_windows:
+        pick = np.linspace(0, len(k) - 1, max_windows).round().astype(np.int64)
+    else:
+        pick = np.arange(len(k))
+    rows = [np.repeat(r, counts)[pick] for r in recording_rows]
+    starts = [_window_starts(k[pick], step) for step in steps]
     return rows, starts
 
 
@@ -590,13 +755,12 @@ def gate_targets(index, rows: np.ndarray, classes) -> np.ndarray:
 
 def export_stage(
     ensemble_path: str,
-    mels_path: str,
-    index_path: str,
+    mels_paths: Sequence[str],
+    index_paths: Sequence[str],
     folds_path: str,
     out_bundle: str,
     out_manifest: str,
     settings: Mapping[str, Any],
-    mel: Mapping[str, Any],
     tag: str,
     upstream: Mapping[str, Any],
     threads: int = 2,
@@ -604,40 +768,73 @@ def export_stage(
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
-    Calibration windows are drawn at random (seeded) from the training mel
-    cache; the gate scores every non-overlapping window of the validated
-    recordings (fold >= 0; at most `MAX_EVAL_WINDOWS`, spread evenly), each
-    against its recording's primary and secondary labels.
+    `mels_paths` and `index_paths` are the training mel caches (``.npy``) and
+    their parquet indexes, one per mel group of the ensemble definition, in
+    its ``mel_groups`` order; the mel settings come from the definition.
+    Calibration windows are drawn at random (seeded) from each group's cache;
+    the gate scores the windows of `gate_windows` (validated recordings,
+    fold >= 0, cached in every group; at most `MAX_EVAL_WINDOWS`, spread
+    evenly, aligned in time across the groups), each against its recording's
+    primary and secondary labels.
     """
     import pandas as pd
 
     from .io import read_json
     from .manifest import StageManifest
 
-    manifest = StageManifest("export", tag, settings, upstream, [ensemble_path, index_path, folds_path])
+    if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
+        raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
+    manifest = StageManifest(
+        "export", tag, settings, upstream, [ensemble_path, *index_paths, folds_path]
+    )
     ensemble = read_json(ensemble_path)
+    try:
+        _check_ensemble(ensemble)
+    except ValueError as error:
+        raise ValueError(f"{ensemble_path}: {error}") from None
+    groups = ensemble["mel_groups"]
+    if len(mels_paths) != len(groups) or len(index_paths) != len(groups):
+        raise ValueError(
+            f"{ensemble_path} has {len(groups)} mel groups "
+            f"({[group.get('tag') for group in groups]}), but the export got "
+            f"{len(mels_paths)} mel caches and {len(index_paths)} indexes: expected one of each "
+            "per group, in mel_groups order"
+        )
     frames = window_frames(ensemble)
-    mels = np.load(mels_path, mmap_mode="r")
-    index = pd.read_parquet(index_path)
+    mels = [np.load(path, mmap_mode="r") for path in mels_paths]
+    indexes = [pd.read_parquet(path) for path in index_paths]
+    for g, (array, group, path) in enumerate(zip(mels, groups, mels_paths, strict=True)):
+        if array.ndim != 2 or array.shape[1] != int(group["n_mels"]):
+            raise ValueError(
+                f"{path}: mel cache of shape {array.shape}, but mel_groups[{g}] of {ensemble_path} "
+                f"(tag {group.get('tag')!r}) expects (frames, {int(group['n_mels'])})"
+            )
     folds = pd.read_parquet(folds_path)
     rng = np.random.default_rng(seed)
 
-    size = min(int(settings["calibration_size"]), max(1, len(index) * 4))
-    rows = rng.integers(0, len(index), size=size)
-    spare = np.maximum(index["frames"].to_numpy()[rows] - frames, 0)
-    starts = (rng.random(size) * (spare + 1)).astype(np.int64)
-    calibration = cache_windows(mels, index, starts, rows, frames)
+    calibration = []
+    for array, index, group_window in zip(mels, indexes, frames, strict=True):
+        size = min(int(settings["calibration_size"]), max(1, len(index) * 4))
+        rows = rng.integers(0, len(index), size=size)
+        spare = np.maximum(index["frames"].to_numpy()[rows] - group_window, 0)
+        starts = (rng.random(size) * (spare + 1)).astype(np.int64)
+        calibration.append(cache_windows(array, index, starts, rows, group_window))
 
-    eval_rows, eval_starts = gate_windows(index, folds, frames)
-    eval_mels = cache_windows(mels, index, eval_starts, eval_rows, frames)
-    eval_targets = gate_targets(index, eval_rows, ensemble["classes"])
+    eval_rows, eval_starts = gate_windows(indexes, folds, groups, ensemble["window_seconds"])
+    eval_mels = [
+        cache_windows(array, index, starts, rows, group_window)
+        for array, index, starts, rows, group_window in zip(
+            mels, indexes, eval_starts, eval_rows, frames, strict=True
+        )
+    ]
+    eval_targets = gate_targets(indexes[0], eval_rows[0], ensemble["classes"])
 
     report = export_ensemble(
         ensemble,
         Path(out_bundle).parent,
         calibration,
         precision=settings["precision"],
-        calibration_size=size,
+        calibration_size=int(settings["calibration_size"]),
         preset=settings["preset"],
         eval_mels=eval_mels,
         eval_targets=eval_targets,
@@ -648,7 +845,9 @@ def export_stage(
     manifest.headline.update(report)
     manifest.write(out_manifest)
     logger.info(
-        "export: %s members, precision %s (requested %s), AUC %s (OpenVINO numbers with INFERENCE_PRECISION_HINT f32)",
-        len(ensemble["members"]), report.get("precision"), settings["precision"], report.get("auc"),
+        "export: %s members in %d mel groups, precision %s (requested %s), AUC %s (OpenVINO numbers "
+        "with INFERENCE_PRECISION_HINT f32)",
+        len(ensemble["members"]), len(groups), report.get("precision"), settings["precision"],
+        report.get("auc"),
     )
     return report

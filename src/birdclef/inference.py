@@ -2,27 +2,36 @@
 
 Imports only numpy, pandas, soundfile, openvino and the package's torch-free
 `audio`, `features` and `postprocess` modules, so it runs in a Kaggle notebook
-without torch, timm, librosa or Snakemake: the mel filterbank comes from the
-bundle's ``mel_filterbank.npy``. (`threadpoolctl` and `soxr` are used when
-present.)
+without torch, timm, librosa or Snakemake: the mel filterbanks come from the
+bundle's ``mel_filterbank_<g>.npy`` files. (`threadpoolctl` and `soxr` are
+used when present.)
 
-A soundscape is decoded once (`audio.decode_audio`: mono, resampled to the
-bundle's rate), cut into consecutive windows (5 s in the competition), and
-turned into log-mel windows with `features.log_mel` (the function the mel
-cache uses); every member then runs on those same windows. Members are
-combined as the bundle definition's ``combine`` says (weighted mean of
-probabilities, or of per-class ranks over the run), followed by its
-per-soundscape post-processing (``postprocess``: TTA shifts, smoothing, power
-adjustment; see `birdclef.postprocess`). Row ids are
-``<file stem>_<end second>``.
+Mel groups: the members of a bundle may take different log-mel inputs (their
+models were trained on different mel settings: n_mels, n_fft, hop, even the
+sample rate). ``bundle.json`` lists each configuration once in
+``mel_groups`` (settings, filterbank file, window frames) and each member
+names its group (``mel_group``); `Bundle.mel_groups` holds them as `MelGroup`.
+All groups share ``window_seconds``, so window k covers the same 5 s in every
+group. A bundle of one configuration simply has one group.
+
+A soundscape is decoded once per distinct sample rate of the groups (once in
+the usual case; `audio.decode_audio`: mono, resampled to that rate), cut into
+consecutive windows (5 s in the competition), and turned into each group's
+log-mel windows with `features.log_mel` (the function the mel cache uses);
+every member then runs on its group's windows. Members are combined as the
+bundle definition's ``combine`` says (weighted mean of probabilities, or of
+per-class ranks over the run), followed by its per-soundscape post-processing
+(``postprocess``: TTA shifts, smoothing, power adjustment; see
+`birdclef.postprocess`). Row ids are ``<file stem>_<end second>``.
 
 How it is fast (`predict_soundscapes`): decode + log-mel run in a pool of
 worker threads (numpy, libsndfile and OpenVINO release the GIL), several files
 ahead of the model; whole soundscapes go into infer calls of at least
 `BATCH_WINDOWS` rows (by default one one-minute soundscape per call). All
-members are wired into one OpenVINO model (`ensemble_model`) and
-compiled once with the THROUGHPUT hint, one thread per stream, two infer
-requests per stream: one request runs every member on a batch, each stream
+members are wired into one OpenVINO model (`ensemble_model`: one input per
+mel group, each member on its group's input) and compiled once with the
+THROUGHPUT hint, one thread per stream, two infer requests per stream: one
+request runs every member (of every group) on a batch, each stream
 works on its own core, and a stream that finishes a batch starts the next
 queued one without waiting for Python. (With one compiled model per member,
 OpenVINO pins stream k of every compiled model to core k while it runs: two
@@ -69,32 +78,92 @@ BATCH_WINDOWS = 12
 # Infer requests per stream: a stream that finishes a batch starts the next queued one at once.
 REQUESTS_PER_STREAM = 2
 PRECISION_HINTS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+# What load_bundle needs of each bundle.json mel_groups entry (top_db defaults to 80).
+MEL_GROUP_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "filterbank")
+
+
+@dataclass
+class MelGroup:
+    """One mel configuration of a bundle: its settings, filterbank and window geometry.
+
+    `settings` is the group's entry of ``bundle.json``'s ``mel_groups``
+    (sample_rate, n_fft, hop_length, n_mels, fmin, fmax, top_db, tag,
+    filterbank file, window_frames); `filterbank` the (n_mels, n_fft // 2 + 1)
+    array from that file.
+    """
+
+    settings: dict[str, Any]
+    filterbank: np.ndarray = field(repr=False)
+    window_seconds: float
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate the group's members were trained at."""
+        return int(self.settings["sample_rate"])
+
+    @property
+    def n_fft(self) -> int:
+        """FFT size of the group's log-mel."""
+        return int(self.settings["n_fft"])
+
+    @property
+    def hop_length(self) -> int:
+        """Hop between the group's mel frames, in samples."""
+        return int(self.settings["hop_length"])
+
+    @property
+    def n_mels(self) -> int:
+        """Mel bands of the group's log-mel."""
+        return int(self.settings["n_mels"])
+
+    @property
+    def top_db(self) -> float | None:
+        """Dynamic range of the group's log-mel in dB (None: not clipped)."""
+        return self.settings.get("top_db", 80.0)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one window at the group's sample rate."""
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def frames(self) -> int:
+        """Mel frames in one window (313 for 5 s at 32 kHz, hop 512)."""
+        return frames_for(self.window_samples, self.hop_length)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The (1, n_mels, frames) shape of one window, as the group's members take it."""
+        return (1, self.n_mels, self.frames)
 
 
 @dataclass
 class Member:
-    """One ensemble member: its name, weight and IR file."""
+    """One ensemble member: its name, weight, IR file and mel group (index into `Bundle.mel_groups`)."""
 
     name: str
     weight: float
     ir: Path
+    mel_group: int
 
 
 @dataclass
 class Bundle:
-    """An exported ensemble ready to run: the compiled ensemble model, classes, mel settings.
+    """An exported ensemble ready to run: the compiled ensemble model, classes, mel groups.
 
-    `compiled` is one OpenVINO compiled model that holds every member: it takes
-    (N, 1, n_mels, frames) log-mel windows and returns the members' clip
-    probabilities stacked as (n_members, N, n_classes), in `members` order.
-    `requests` holds its infer requests (an ``ov.AsyncInferQueue``).
+    `compiled` is one OpenVINO compiled model that holds every member: it has
+    one input per mel group (input g takes (N, 1, n_mels, frames) log-mel
+    windows of `mel_groups[g]`, every input the same N windows) and returns the
+    members' clip probabilities stacked as (n_members, N, n_classes), in
+    `members` order. `requests` holds its infer requests (an
+    ``ov.AsyncInferQueue``). `mel_groups` lists the groups that members with a
+    positive weight use (a group only zero-weight members use is not computed).
     """
 
     root: Path
     classes: list[str]
     window_seconds: float
-    mel: dict[str, Any]
-    filterbank: np.ndarray = field(repr=False)
+    mel_groups: list[MelGroup]
     members: list[Member]
     precision: str
     precision_hint: str
@@ -107,29 +176,15 @@ class Bundle:
     postprocess: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def sample_rate(self) -> int:
-        """Sample rate the models were trained at."""
-        return int(self.mel["sample_rate"])
-
-    @property
-    def window_samples(self) -> int:
-        """Samples in one window."""
-        return int(round(self.window_seconds * self.sample_rate))
-
-    @property
-    def frames(self) -> int:
-        """Mel frames in one window (313 for 5 s at 32 kHz, hop 512)."""
-        return frames_for(self.window_samples, int(self.mel["hop_length"]))
-
-    @property
-    def tta_shift_samples(self) -> int:
-        """The TTA shift (``postprocess.tta_shift_seconds``) in samples; 0: no TTA views."""
-        return int(round(float(self.postprocess.get("tta_shift_seconds", 0.0)) * self.sample_rate))
+    def tta_shift_samples(self) -> list[int]:
+        """The TTA shift (``postprocess.tta_shift_seconds``) in samples of each mel group; 0: none."""
+        seconds = float(self.postprocess.get("tta_shift_seconds", 0.0))
+        return [int(round(seconds * group.sample_rate)) for group in self.mel_groups]
 
     @property
     def tta_views(self) -> int:
         """Views per window: 3 (unshifted, -shift, +shift) with a non-zero `tta_shift_samples`, else 1."""
-        return 3 if self.tta_shift_samples else 1
+        return 3 if any(self.tta_shift_samples) else 1
 
     @property
     def weights(self) -> np.ndarray:
@@ -137,27 +192,33 @@ class Bundle:
         weights = np.array([member.weight for member in self.members], dtype=np.float64)
         return weights / weights.sum()
 
-    def predict_members(self, mels: np.ndarray, batch_windows: int = BATCH_WINDOWS) -> np.ndarray:
+    def predict_members(
+        self, mels: Sequence[np.ndarray] | np.ndarray, batch_windows: int = BATCH_WINDOWS
+    ) -> np.ndarray:
         """Every member's clip probabilities (n_members, n_windows, n_classes) for log-mel windows.
 
-        `mels` is (n_windows, 1, n_mels, frames) float32 log-mel dB, run in
-        batches of at most `batch_windows` windows. No combining, no
-        post-processing.
+        `mels` holds one (n_windows, 1, n_mels, frames) float32 log-mel dB
+        array per mel group (`mel_groups` order; a bare array for a one-group
+        bundle), window i of every group the same span of audio; each member
+        runs on its group's array, in batches of at most `batch_windows`
+        windows. No combining, no post-processing.
         """
         parts = self._run(mels, keep_members=True, batch_windows=batch_windows)
         if not parts:
             return np.zeros((len(self.members), 0, len(self.classes)), dtype=np.float32)
         return np.concatenate(parts, axis=1)
 
-    def predict(self, mels: np.ndarray, batch_windows: int = BATCH_WINDOWS) -> np.ndarray:
+    def predict(
+        self, mels: Sequence[np.ndarray] | np.ndarray, batch_windows: int = BATCH_WINDOWS
+    ) -> np.ndarray:
         """Ensemble clip probabilities (n_windows, n_classes) for log-mel windows.
 
-        `mels` is (n_windows, 1, n_mels, frames) float32 log-mel dB; every
-        member runs on it (in batches of at most `batch_windows` windows) and
-        the members are combined by the bundle's method (`combine`: the
-        weighted mean, or with ``"rank"`` the weighted mean of per-class ranks
-        over these windows). No post-processing: that needs whole soundscapes
-        (`predict_soundscapes`).
+        `mels` is as for `predict_members` (one array per mel group); every
+        member runs on its group's windows (in batches of at most
+        `batch_windows` windows) and the members are combined by the bundle's
+        method (`combine`: the weighted mean, or with ``"rank"`` the weighted
+        mean of per-class ranks over these windows). No post-processing: that
+        needs whole soundscapes (`predict_soundscapes`).
         """
         if self.combine == "mean":
             parts = self._run(mels, keep_members=False, batch_windows=batch_windows)
@@ -167,45 +228,87 @@ class Bundle:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return combine_members(list(members), self.weights.tolist(), self.combine)
 
-    def _run(self, mels: np.ndarray, keep_members: bool, batch_windows: int) -> list[np.ndarray]:
+    def _run(
+        self, mels: Sequence[np.ndarray] | np.ndarray, keep_members: bool, batch_windows: int
+    ) -> list[np.ndarray]:
         mels = self._check_mels(mels)
         runner = _Runner(self, keep_members=keep_members)
         step = max(1, int(batch_windows))
-        jobs = [runner.submit(mels[begin : begin + step]) for begin in range(0, len(mels), step)]
+        jobs = [
+            runner.submit([group[begin : begin + step] for group in mels])
+            for begin in range(0, len(mels[0]), step)
+        ]
         runner.wait()
         return [job.parts[0] for job in jobs]
 
-    def _check_mels(self, mels: np.ndarray) -> np.ndarray:
-        mels = np.ascontiguousarray(mels, dtype=np.float32)
-        expected = (1, int(self.mel["n_mels"]), self.frames)
-        if mels.ndim != 4 or mels.shape[1:] != expected:
+    def _check_mels(self, mels: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+        """`mels` as one contiguous float32 array per mel group, shapes and window counts checked.
+
+        A bare array is accepted for a one-group bundle. Raises ValueError
+        naming the group whose array has the wrong shape.
+        """
+        if isinstance(mels, np.ndarray):
+            if len(self.mel_groups) != 1:
+                raise ValueError(
+                    f"mels must be a list of {len(self.mel_groups)} arrays, one per mel group; "
+                    "a single array is only accepted for a one-group bundle"
+                )
+            mels = [mels]
+        mels = [np.ascontiguousarray(group, dtype=np.float32) for group in mels]
+        if len(mels) != len(self.mel_groups):
             raise ValueError(
-                f"mels must have shape (N, {', '.join(map(str, expected))}), got {mels.shape}"
+                f"mels has {len(mels)} arrays, the bundle has {len(self.mel_groups)} mel groups"
+            )
+        for g, (array, group) in enumerate(zip(mels, self.mel_groups, strict=True)):
+            if array.ndim != 4 or array.shape[1:] != group.input_shape:
+                raise ValueError(
+                    f"mels[{g}] must have shape (N, {', '.join(map(str, group.input_shape))}) "
+                    f"(mel group {group.settings.get('tag', g)!r}), got {array.shape}"
+                )
+        if any(len(array) != len(mels[0]) for array in mels):
+            raise ValueError(
+                f"mels have {[len(a) for a in mels]} windows per mel group; every group needs "
+                "the same windows"
             )
         return mels
 
 
-def ensemble_model(models: Sequence[Any], input_shape: Sequence[int]) -> Any:
-    """One ``ov.Model`` that runs every member model on a shared input.
+def ensemble_model(
+    models: Sequence[Any], input_shapes: Sequence[Sequence[int]], member_inputs: Sequence[int]
+) -> Any:
+    """One ``ov.Model`` that runs every member model on the input of its mel group.
 
-    Each of `models` (read IR, one input (N, *input_shape), one output (N,
-    n_classes)) is wired to one shared f32 input ``mels`` of shape (N,
-    *input_shape); the output ``member_probabilities`` stacks the members'
-    outputs as (n_members, N, n_classes). The members' operations are only
-    renamed (prefix ``member<i>/``), so every member computes exactly what it
-    computes on its own (OpenVINO computes identical subgraphs once, so the
-    same IR listed twice costs one member). Compiled once, the ensemble needs
-    one infer request per batch instead of one per member, and each stream
-    (pinned to its own core) runs whole batches through every member. One
-    compiled model per member put two members' requests on the same core
-    most of the time: OpenVINO pins stream k of every compiled model to core k.
+    The model has one f32 input per entry of `input_shapes`, ``mels_<g>`` of
+    shape (N, *input_shapes[g]); each of `models` (read IR, one input (N,
+    *input_shape), one output (N, n_classes)) is wired to input
+    `member_inputs[i]`. The output ``member_probabilities`` stacks the
+    members' outputs as (n_members, N, n_classes). The members' operations
+    are only renamed (prefix ``member<i>/``), so every member computes exactly
+    what it computes on its own (OpenVINO computes identical subgraphs once,
+    so the same IR listed twice on one input costs one member). Compiled
+    once, the ensemble needs one infer request per batch instead of one per
+    member, and each stream (pinned to its own core) runs whole batches
+    through every member. One compiled model per member put two members'
+    requests on the same core most of the time: OpenVINO pins stream k of
+    every compiled model to core k.
     """
     import openvino.opset13 as ops
 
-    shared = ops.parameter([-1, *map(int, input_shape)], ov.Type.f32, name="mels")
-    shared.output(0).set_names({"mels"})
+    if len(member_inputs) != len(models):
+        raise ValueError(f"{len(models)} models but {len(member_inputs)} member_inputs")
+    unused = sorted(set(range(len(input_shapes))) - set(member_inputs))
+    if unused or any(not 0 <= g < len(input_shapes) for g in member_inputs):
+        raise ValueError(
+            f"member_inputs {list(member_inputs)} must use every input 0..{len(input_shapes) - 1}"
+            " and no other"
+        )
+    inputs = []
+    for g, shape in enumerate(input_shapes):
+        parameter = ops.parameter([-1, *map(int, shape)], ov.Type.f32, name=f"mels_{g}")
+        parameter.output(0).set_names({f"mels_{g}"})
+        inputs.append(parameter)
     outputs = []
-    for index, model in enumerate(models):
+    for index, (model, g) in enumerate(zip(models, member_inputs, strict=True)):
         for op in model.get_ordered_ops():
             op.set_friendly_name(f"member{index}/{op.get_friendly_name()}")
             for port in op.outputs():
@@ -213,9 +316,9 @@ def ensemble_model(models: Sequence[Any], input_shape: Sequence[int]) -> Any:
                 if names:
                     port.set_names({f"member{index}/{name}" for name in names})
         parameter = model.get_parameters()[0]
-        source = shared.output(0)
+        source = inputs[g].output(0)
         if parameter.get_element_type() != ov.Type.f32:
-            source = ops.convert(shared, parameter.get_element_type()).output(0)
+            source = ops.convert(inputs[g], parameter.get_element_type()).output(0)
         for target in list(parameter.output(0).get_target_inputs()):
             target.replace_source_output(source)
         output = model.get_results()[0].input_value(0)
@@ -225,7 +328,38 @@ def ensemble_model(models: Sequence[Any], input_shape: Sequence[int]) -> Any:
     stacked = ops.concat(outputs, 0) if len(outputs) > 1 else outputs[0]
     result = ops.result(stacked)
     result.output(0).set_names({"member_probabilities"})
-    return ov.Model([result], [shared], "ensemble")
+    return ov.Model([result], inputs, "ensemble")
+
+
+def _mel_group(root: Path, index: int, settings: dict[str, Any], window_seconds: float) -> MelGroup:
+    """Mel group `index` of ``root/bundle.json``: settings checked, filterbank loaded and checked."""
+    where = f"{root}/bundle.json mel_groups[{index}]"
+    missing = [key for key in MEL_GROUP_KEYS if key not in settings]
+    if missing:
+        raise ValueError(f"{where} lacks {missing}; expected {list(MEL_GROUP_KEYS)}")
+    path = root / settings["filterbank"]
+    if Path(settings["filterbank"]).is_absolute() or not path.exists():
+        raise FileNotFoundError(
+            f"{where}: filterbank {settings['filterbank']!r} not found relative to the bundle folder"
+        )
+    filterbank = np.load(path)
+    expected = (int(settings["n_mels"]), int(settings["n_fft"]) // 2 + 1)
+    if filterbank.shape != expected:
+        raise ValueError(
+            f"{path} has shape {filterbank.shape}, expected {expected} (n_mels, n_fft // 2 + 1) "
+            f"for {where}"
+        )
+    group = MelGroup(
+        settings=dict(settings),
+        filterbank=np.ascontiguousarray(filterbank, dtype=np.float32),
+        window_seconds=window_seconds,
+    )
+    if "window_frames" in settings and int(settings["window_frames"]) != group.frames:
+        raise ValueError(
+            f"{where} says window_frames {settings['window_frames']}, but its sample_rate, "
+            f"hop_length and the bundle's window_seconds give {group.frames}"
+        )
+    return group
 
 
 def load_bundle(
@@ -237,16 +371,19 @@ def load_bundle(
 ) -> Bundle:
     """Read ``bundle.json`` from `bundle_dir` and compile the ensemble on the CPU.
 
-    Every member is read, checked against the bundle's mel settings and
-    classes, and wired into one ensemble model (`ensemble_model`), compiled
-    once with INFERENCE_PRECISION_HINT=`precision_hint` ("f32" is what the
-    export gate measured; "bf16" is faster on CPUs with bf16 units but was not
-    gated), INFERENCE_NUM_THREADS=`threads` and `streams` streams (default:
-    one per thread, the THROUGHPUT hint, one thread per stream; ``streams=1``
-    gives one stream with all threads, the LATENCY hint), and
-    `requests_per_stream` infer requests per stream (a stream that finishes a
-    batch starts the next queued one at once). IR paths in the bundle are
-    relative to `bundle_dir`, so the bundle works from any working directory.
+    Every mel group of ``mel_groups`` is read with its filterbank (shape
+    checked against its settings), and every member with a positive weight
+    is read, checked against its group's input shape and the classes, and
+    wired to its group's input of one ensemble model (`ensemble_model`; a
+    group that only zero-weight members use is left out), compiled once with
+    INFERENCE_PRECISION_HINT=`precision_hint` ("f32" is what the export gate
+    measured; "bf16" is faster on CPUs with bf16 units but was not gated),
+    INFERENCE_NUM_THREADS=`threads` and `streams` streams (default: one per
+    thread, the THROUGHPUT hint, one thread per stream; ``streams=1`` gives
+    one stream with all threads, the LATENCY hint), and `requests_per_stream`
+    infer requests per stream (a stream that finishes a batch starts the next
+    queued one at once). IR and filterbank paths in the bundle are relative to
+    `bundle_dir`, so the bundle works from any working directory.
     ``combine`` and ``postprocess`` of the definition are checked here
     (`birdclef.postprocess.combine_method`, `postprocess_settings`).
     """
@@ -258,25 +395,43 @@ def load_bundle(
     streams = threads if streams is None else max(1, min(int(streams), threads))
     root = Path(bundle_dir).resolve()
     definition = json.loads((root / "bundle.json").read_text())
-    mel = dict(definition["mel"])
-    filterbank = np.load(root / definition.get("mel_filterbank", "mel_filterbank.npy"))
-    expected_fb = (int(mel["n_mels"]), int(mel["n_fft"]) // 2 + 1)
-    if filterbank.shape != expected_fb:
+    group_entries = definition.get("mel_groups")
+    if not isinstance(group_entries, list) or not group_entries:
         raise ValueError(
-            f"{root}/mel_filterbank.npy has shape {filterbank.shape}, "
-            f"expected {expected_fb} for the bundle's mel settings"
+            f"{root}/bundle.json has no mel_groups list (a bundle exported before mel groups "
+            "has a single 'mel' instead): re-export the ensemble"
         )
     combine = combine_method(definition)
     postprocess = postprocess_settings(definition)
-    core = ov.Core()
     classes = list(definition["classes"])
-    window_samples = int(round(float(definition["window_seconds"]) * int(mel["sample_rate"])))
-    expected_input = [1, int(mel["n_mels"]), frames_for(window_samples, int(mel["hop_length"]))]
-    members, models = [], []
+    window_seconds = float(definition["window_seconds"])
+    entries = []
     for entry in definition["members"]:
+        g = entry.get("mel_group")
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < len(group_entries):
+            raise ValueError(
+                f"member {entry.get('name')!r} in {root}/bundle.json has mel_group {g!r}; "
+                f"expected an index into its {len(group_entries)} mel_groups"
+            )
         if float(entry.get("weight", 1.0)) == 0.0:
             logger.info("skipping member %r: weight 0", entry.get("name"))
             continue
+        entries.append(entry)
+    if not entries or sum(float(entry.get("weight", 1.0)) for entry in entries) <= 0:
+        raise ValueError(f"{root}/bundle.json has no members with positive weight")
+    used = sorted({entry["mel_group"] for entry in entries})
+    for g in sorted(set(range(len(group_entries))) - set(used)):
+        logger.info(
+            "mel group %d (%s) is used by no member with positive weight: not computed",
+            g,
+            group_entries[g].get("tag"),
+        )
+    groups = [_mel_group(root, g, group_entries[g], window_seconds) for g in used]
+    position = {g: i for i, g in enumerate(used)}
+    core = ov.Core()
+    members, models = [], []
+    for entry in entries:
+        group = groups[position[entry["mel_group"]]]
         ir = root / entry["ir"]
         if Path(entry["ir"]).is_absolute() or not ir.exists():
             raise FileNotFoundError(
@@ -291,10 +446,11 @@ def load_bundle(
             )
         shape = model.inputs[0].get_partial_shape()
         dims = [dim.get_length() if dim.is_static else None for dim in shape]
-        if len(dims) != 4 or dims[1:] != expected_input:
+        if len(dims) != 4 or tuple(dims[1:]) != group.input_shape:
             raise ValueError(
-                f"member {entry.get('name')!r} takes input {shape}, the bundle's mel settings "
-                f"give (batch, {', '.join(map(str, expected_input))})"
+                f"member {entry.get('name')!r} takes input {shape}, its mel group "
+                f"(mel_groups[{entry['mel_group']}]) gives "
+                f"(batch, {', '.join(map(str, group.input_shape))})"
             )
         out_shape = model.outputs[0].get_partial_shape()
         n_out = out_shape[1] if out_shape.rank.is_static and len(out_shape) == 2 else None
@@ -309,24 +465,25 @@ def load_bundle(
                 name=str(entry.get("name", ir.parent.name)),
                 weight=float(entry.get("weight", 1.0)),
                 ir=ir,
+                mel_group=position[entry["mel_group"]],
             )
         )
-    if not members or sum(member.weight for member in members) <= 0:
-        raise ValueError(f"{root}/bundle.json has no members with positive weight")
     config = {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": streams,
         "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision_hint],
         "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     }
-    compiled = core.compile_model(ensemble_model(models, expected_input), "CPU", config)
+    model = ensemble_model(
+        models, [group.input_shape for group in groups], [member.mel_group for member in members]
+    )
+    compiled = core.compile_model(model, "CPU", config)
     requests = ov.AsyncInferQueue(compiled, streams * max(1, int(requests_per_stream)))
     bundle = Bundle(
         root=root,
         classes=classes,
-        window_seconds=float(definition["window_seconds"]),
-        mel=mel,
-        filterbank=np.ascontiguousarray(filterbank, dtype=np.float32),
+        window_seconds=window_seconds,
+        mel_groups=groups,
         members=members,
         precision=str(definition.get("precision", "unknown")),
         precision_hint=precision_hint,
@@ -339,10 +496,11 @@ def load_bundle(
         postprocess=postprocess,
     )
     logger.info(
-        "loaded bundle %s: %d members, %s IR, OpenVINO CPU INFERENCE_PRECISION_HINT=%s, "
-        "%d threads in %d streams, combine %s, postprocess %s",
+        "loaded bundle %s: %d members in %d mel groups, %s IR, OpenVINO CPU "
+        "INFERENCE_PRECISION_HINT=%s, %d threads in %d streams, combine %s, postprocess %s",
         root,
         len(members),
+        len(groups),
         bundle.precision,
         precision_hint,
         threads,
@@ -365,13 +523,13 @@ class _Job:
 
     def __init__(
         self,
-        batch: np.ndarray,
+        batch: list[np.ndarray],
         segments: Sequence[tuple[int, int]],
         views: int,
         weights: np.ndarray,
         keep_members: bool,
     ) -> None:
-        self.batch = batch  # kept alive: the request reads it in place
+        self.batch = batch  # one array per mel group, kept alive: the request reads them in place
         self.segments = list(segments)
         self.views = views
         self.weights = weights
@@ -413,20 +571,25 @@ class _Runner:
             self.errors.append(error)
 
     def submit(
-        self, batch: np.ndarray, segments: Sequence[tuple[int, int]] | None = None, views: int = 1
+        self,
+        batch: Sequence[np.ndarray],
+        segments: Sequence[tuple[int, int]] | None = None,
+        views: int = 1,
     ) -> _Job:
-        """Start the ensemble on `batch` (N, 1, n_mels, frames); returns the pending job.
+        """Start the ensemble on `batch`; returns the pending job.
 
-        `segments` ((first row, windows) per file, default: the whole batch
-        as one) and `views` say how `_Job.finish` splits and reduces the rows.
-        Blocks while every infer request is busy.
+        `batch` holds one (N, 1, n_mels, frames) array per mel group (the same
+        N windows in every group; the caller checks the shapes). `segments`
+        ((first row, windows) per file, default: the whole batch as one) and
+        `views` say how `_Job.finish` splits and reduces the rows. Blocks
+        while every infer request is busy.
         """
         if self.errors:
             raise RuntimeError("OpenVINO inference failed") from self.errors[0]
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        segments = [(0, len(batch))] if segments is None else segments
+        batch = [np.ascontiguousarray(group, dtype=np.float32) for group in batch]
+        segments = [(0, len(batch[0]))] if segments is None else segments
         job = _Job(batch, segments, views, self.weights, self.keep_members)
-        self.bundle.requests.start_async({0: batch}, job, share_inputs=True)
+        self.bundle.requests.start_async(dict(enumerate(batch)), job, share_inputs=True)
         return job
 
     def wait(self) -> None:
@@ -446,35 +609,47 @@ def _end_label(seconds: float) -> str:
     return str(int(round(seconds))) if abs(seconds - round(seconds)) < 1e-6 else f"{seconds:g}"
 
 
-def _shifted_windows(wave: np.ndarray, bundle: Bundle, n_windows: int, shift: int) -> np.ndarray:
+def _shifted_windows(
+    wave: np.ndarray, sample_rate: int, window_seconds: float, n_windows: int, shift: int
+) -> np.ndarray:
     """`window_waves` of `wave` moved by `shift` samples (later audio for shift > 0)."""
     if shift > 0:
         wave = wave[shift:]
     elif shift < 0:
         wave = np.concatenate([np.zeros(-shift, dtype=np.float32), wave])
-    return window_waves(wave, bundle.sample_rate, bundle.window_seconds, n_windows)
+    return window_waves(wave, sample_rate, window_seconds, n_windows)
 
 
-def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[np.ndarray, list[str]]:
-    """Log-mel windows of one soundscape and their row ids.
+def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[list[np.ndarray], list[str]]:
+    """Log-mel windows of one soundscape for every mel group, and their row ids.
 
-    Decodes `path` (`audio.decode_audio` with ``repair=True``: stereo mixed
-    down, another rate resampled, NaN/infinite samples set to 0), cuts it into
+    Decodes `path` once per distinct sample rate of `bundle.mel_groups`
+    (`audio.decode_audio` with ``repair=True``: stereo mixed down, another
+    rate resampled, NaN/infinite samples set to 0), cuts it into
     max(`DEFAULT_WINDOWS`, ceil(duration / window_seconds)) consecutive
-    windows (the last one zero-padded) and computes `features.log_mel` per
-    window. Returns ((views * n_windows, 1, n_mels, frames) float32, row ids
-    ``"<stem>_<end second>"``, e.g. ``soundscape_1_5`` ... ``soundscape_1_60``);
-    views is `Bundle.tta_views` (3 with a ``postprocess.tta_shift_seconds``
-    of at least half a sample: unshifted, -s, +s; view-major). A short file is
-    padded with silence to all its `DEFAULT_WINDOWS` (12 = a 60 s soundscape)
-    rows; a corrupt, empty or missing file gives `DEFAULT_WINDOWS` windows of
-    silence. Every such fix (and stereo, resampling, silence, a longer file)
-    is logged as a warning.
+    windows (the last one zero-padded; the count from the first group's
+    rate) and computes `features.log_mel` per window with each group's
+    settings and filterbank. Returns (one (views * n_windows, 1, n_mels,
+    frames) float32 array per mel group, row ids ``"<stem>_<end second>"``,
+    e.g. ``soundscape_1_5`` ... ``soundscape_1_60``); window i of every group
+    is the same span of audio. views is `Bundle.tta_views` (3 with a
+    ``postprocess.tta_shift_seconds`` of at least half a sample in some
+    group: unshifted, -s, +s, s in each group's own samples; view-major). A short file is padded
+    with silence to all its `DEFAULT_WINDOWS` (12 = a 60 s soundscape) rows;
+    a corrupt, empty or missing file gives `DEFAULT_WINDOWS` windows of
+    silence. Every such fix (and stereo, resampling to the first group's rate,
+    silence, a longer file) is logged as a warning; resampling to the other
+    groups' rates is by design and not logged.
     """
     stem = Path(path).stem
-    rate, seconds = bundle.sample_rate, bundle.window_seconds
+    seconds = bundle.window_seconds
+    rates = list(dict.fromkeys(group.sample_rate for group in bundle.mel_groups))
     try:
+        rate = rates[0]
         wave, notes = decode_audio(path, rate, repair=True)
+        waves = {rate: wave}
+        for other in rates[1:]:  # the other groups' rates: resampling by design, no notes
+            waves[other] = decode_audio(path, other, repair=True)[0]
         duration = wave.size / rate
         n_windows = max(1, math.ceil(duration / seconds - 1e-6))
         if n_windows < DEFAULT_WINDOWS:
@@ -495,28 +670,31 @@ def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[np.ndarray
     except Exception as error:  # noqa: BLE001 - whatever the file does, its rows must exist
         reason = error.reason if isinstance(error, BadAudioError) else f"cannot decode ({error!r})"
         notes = [f"{reason}; predicting {DEFAULT_WINDOWS} windows of silence"]
-        wave = np.zeros(0, dtype=np.float32)
+        waves = dict.fromkeys(rates, np.zeros(0, dtype=np.float32))
         n_windows = DEFAULT_WINDOWS
     if notes:
         logger.warning("%s: %s", path, "; ".join(notes))
-    shift_samples = bundle.tta_shift_samples
-    shifts = [0, -shift_samples, shift_samples] if bundle.tta_views == 3 else [0]
-    n_fft, hop = int(bundle.mel["n_fft"]), int(bundle.mel["hop_length"])
-    top_db = bundle.mel.get("top_db", 80.0)
-    mels = np.empty(
-        (len(shifts) * n_windows, 1, int(bundle.mel["n_mels"]), bundle.frames), dtype=np.float32
-    )
-    for view, shift in enumerate(shifts):
-        windows = _shifted_windows(wave, bundle, n_windows, shift)
-        for index, window in enumerate(windows):
-            mels[view * n_windows + index, 0] = log_mel(window, bundle.filterbank, n_fft, hop, top_db)
+    views = bundle.tta_views
+    mels = []
+    for group, shift in zip(bundle.mel_groups, bundle.tta_shift_samples, strict=True):
+        shifts = [0, -shift, shift] if views == 3 else [0]
+        out = np.empty((views * n_windows, *group.input_shape), dtype=np.float32)
+        for view, offset in enumerate(shifts):
+            windows = _shifted_windows(
+                waves[group.sample_rate], group.sample_rate, seconds, n_windows, offset
+            )
+            for index, window in enumerate(windows):
+                out[view * n_windows + index, 0] = log_mel(
+                    window, group.filterbank, group.n_fft, group.hop_length, group.top_db
+                )
+        mels.append(out)
     row_ids = [f"{stem}_{_end_label((i + 1) * seconds)}" for i in range(n_windows)]
     return mels, row_ids
 
 
 def iter_soundscape_mels(
     paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int
-) -> Iterator[tuple[np.ndarray, list[str]]]:
+) -> Iterator[tuple[list[np.ndarray], list[str]]]:
     """`soundscape_mels` of every path, in order, computed `workers` files in parallel.
 
     At most 2 * `workers` files are decoded ahead of the consumer. Call it
@@ -569,7 +747,7 @@ def predict_soundscapes(
     keep_members = bundle.combine != "mean"
     runner = _Runner(bundle, keep_members=keep_members)
     files: list[tuple[list[str], _Job, int]] = []  # (row ids, job, index of the file in the job)
-    batch: list[np.ndarray] = []
+    batch: list[list[np.ndarray]] = []  # per file: its windows of every mel group
     batch_rows = 0
     waiting: list[tuple[list[str], int]] = []  # (row ids, first row in the batch)
     start = time.perf_counter()
@@ -580,7 +758,7 @@ def predict_soundscapes(
         nonlocal batch, batch_rows, waiting
         if batch:
             segments = [(first, len(ids)) for ids, first in waiting]
-            mels = np.concatenate(batch) if len(batch) > 1 else batch[0]
+            mels = [np.concatenate(group) if len(group) > 1 else group[0] for group in zip(*batch, strict=True)]
             job = runner.submit(mels, segments, views)
             files.extend((ids, job, index) for index, (ids, _) in enumerate(waiting))
         batch, batch_rows, waiting = [], 0, []
@@ -589,7 +767,7 @@ def predict_soundscapes(
         for index, (mels, ids) in enumerate(iter_soundscape_mels(paths, bundle, workers)):
             waiting.append((ids, batch_rows))
             batch.append(mels)
-            batch_rows += len(mels)
+            batch_rows += len(mels[0])
             windows += len(ids)
             if batch_rows >= batch_windows:
                 flush()

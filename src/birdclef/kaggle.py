@@ -3,8 +3,9 @@
 ``python -m birdclef.kaggle [--bundle results/export/<tag>] --out kaggle_bundle [--wheels]``
 
 The folder holds what a Kaggle notebook without internet needs to write
-``submission.csv``: the IR files the bundle loads, ``bundle.json``,
-``mel_filterbank.npy``, a copy of the package modules inference needs
+``submission.csv``: the IR files the bundle loads, ``bundle.json``, the mel
+filterbank of every mel group (``mel_filterbank_<g>.npy``), a copy of the
+package modules inference needs
 (``birdclef/``: numpy, pandas, soundfile, openvino; no torch, timm, librosa or
 Snakemake), the entry point ``predict.py``, a README with the notebook cells,
 and with ``--wheels`` the OpenVINO wheels for Kaggle's Python (Kaggle images
@@ -139,13 +140,15 @@ When `wheels/` is missing, attach any dataset with an OpenVINO wheel for Python
 |---|---|
 | source bundle | `{source}` |
 | members | {members} |
+| mel groups | {mel_groups} |
 | IR precision | {precision} (export gate: {gate}) |
 | combine, post-processing | {combine}; {postprocess} |
 | export AUCs | {auc} |
 | OpenVINO | {openvino} |
 
-Contents: `bundle.json` (ensemble definition, classes, mel settings, relative IR
-paths), `mel_filterbank.npy`, `members/<i>/model_<precision>.xml/.bin`,
+Contents: `bundle.json` (ensemble definition, classes, mel groups: the mel
+settings of each group of members, relative IR and filterbank paths),
+`mel_filterbank_<g>.npy` (one per mel group), `members/<i>/model_<precision>.xml/.bin`,
 `birdclef/` (torch-free inference code copied from the pipeline), `predict.py`,
 `export_manifest.json` (provenance) and `wheels/` (when packed with `--wheels`).
 """
@@ -228,7 +231,8 @@ def pack_bundle(
     """Write the Kaggle dataset folder `out_dir` from the export folder `bundle_dir`.
 
     Copies the IR each member loads (plus the f32 IR with `include_f32`),
-    ``bundle.json``, ``mel_filterbank.npy``, the export ``manifest.json`` (as
+    ``bundle.json``, every mel group's filterbank (its ``"filterbank"`` file,
+    ``mel_filterbank_<g>.npy``), the export ``manifest.json`` (as
     ``export_manifest.json``), the inference modules (`MODULES`) into
     ``birdclef/``, and writes ``predict.py`` and ``README.md``; with `wheels`,
     pip-downloads the OpenVINO wheels into ``wheels/`` (a failed download is
@@ -237,6 +241,10 @@ def pack_bundle(
     """
     source = Path(bundle_dir)
     definition = json.loads((source / "bundle.json").read_text())
+    if not definition.get("mel_groups"):
+        raise ValueError(
+            f"{source}/bundle.json has no mel_groups (exported before mel groups): re-export it"
+        )
     out_dir = Path(out_dir)
     summary: dict = {"source": str(source), "out": str(out_dir), "files": [], "wheels": []}
     with atomic_dir(out_dir) as tmp:
@@ -248,7 +256,8 @@ def pack_bundle(
             summary["files"].append(target or relative)
 
         copy("bundle.json")
-        copy(definition.get("mel_filterbank", "mel_filterbank.npy"))
+        for group in definition["mel_groups"]:
+            copy(group["filterbank"])
         for member in definition["members"]:
             irs = [member["ir"]] + ([member["ir_f32"]] if include_f32 and "ir_f32" in member else [])
             for xml in dict.fromkeys(irs):
@@ -271,7 +280,14 @@ def pack_bundle(
             README_MD.format(
                 python=python_version,
                 source=source,
-                members=", ".join(str(m.get("name")) for m in definition["members"]),
+                members=", ".join(
+                    f"{m.get('name')} (mel group {m.get('mel_group')})" for m in definition["members"]
+                ),
+                mel_groups="; ".join(
+                    f"{g}: {group.get('tag')} ({group.get('n_mels')} mels, n_fft {group.get('n_fft')}, "
+                    f"hop {group.get('hop_length')}, {group.get('sample_rate')} Hz)"
+                    for g, group in enumerate(definition["mel_groups"])
+                ),
                 precision=definition.get("precision"),
                 gate=export.get("gate_status", "unknown"),
                 combine=definition.get("combine") or "mean",

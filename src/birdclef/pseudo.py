@@ -103,9 +103,12 @@ def make_pseudo_labels(
     used = np.zeros(len(base), dtype=np.int64)
     for k, frame in enumerate(predictions):
         if list(frame["row_id"]) != list(base["row_id"]):
-            raise ValueError(
-                f"soundscape predictions of model {k} cover different windows than model 0"
-            )
+            if frame["row_id"].duplicated().any() or set(frame["row_id"]) != set(base["row_id"]):
+                raise ValueError(
+                    f"soundscape predictions of model {k} cover different windows than model 0"
+                )
+            # Same windows in another order (e.g. another mel configuration's cache).
+            frame = frame.set_index("row_id").loc[base["row_id"]].reset_index()
         missing = [c for c in classes if c not in frame.columns]
         if missing:
             raise ValueError(f"soundscape predictions of model {k} lack classes {missing[:5]}")

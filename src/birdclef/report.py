@@ -787,11 +787,14 @@ def plot_label_shift(distributions: Mapping[str, np.ndarray], classes: Sequence[
 
 
 def pseudo_report(fold_metrics: Mapping[int, Sequence[str]], pseudo_manifests: Mapping[int, str],
-                  index_path: str, taxonomy_csv: str, out_scores: str, out_shift: str) -> None:
+                  index_path: str, taxonomy_csv: str, out_scores: str, out_shift: str,
+                  backbone_labels: Mapping[str, str] | None = None) -> None:
     """Score per round (training OOF AUC) and the label-distribution shift between rounds.
 
     `fold_metrics`: round -> every fold metrics.json of that round's train tags
-    (their `backbone` and `oof_auc`); `pseudo_manifests`: round (>= 1) -> that
+    (their `backbone` and `oof_auc`; `backbone_labels` maps a metrics.json path
+    to the name to show instead, e.g. the entry's label when one timm backbone
+    is trained on two mel configurations); `pseudo_manifests`: round (>= 1) -> that
     round's pseudo manifest.json, whose `label_distribution.after` (mean soft
     label per class over the kept windows) and headline `windows_kept` are shown.
     """
@@ -799,7 +802,8 @@ def pseudo_report(fold_metrics: Mapping[int, Sequence[str]], pseudo_manifests: M
     for round_, paths in sorted(fold_metrics.items()):
         for path in paths:
             metrics = read_json(path)
-            rows.append({"round": int(round_), "backbone": str(metrics["backbone"]),
+            backbone = (backbone_labels or {}).get(path, metrics["backbone"])
+            rows.append({"round": int(round_), "backbone": str(backbone),
                          "oof_auc": metrics["oof_auc"]})
     scores = pd.DataFrame(rows, columns=["round", "backbone", "oof_auc"])
     scores["oof_auc"] = pd.to_numeric(scores["oof_auc"], errors="coerce")

@@ -27,8 +27,8 @@ FORMAT_VERSIONS: dict[str, int] = {
     "folds": 1,
     "train": 1,
     "pseudo": 1,
-    "ensemble": 1,
-    "export": 1,
+    "ensemble": 2,
+    "export": 2,
     "submission": 1,
 }
 
