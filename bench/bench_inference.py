@@ -401,7 +401,6 @@ def main() -> None:
             if streams is None:
                 model_rows[precision] = row
             parts.append([f"model: OpenVINO {precision} IR ({layout}, batch {batch})", f"{precision} IR, hint f32", str(threads), f"{len(model_windows)} windows", row])
-    largest = sizes["int8"][-1]
     if largest > 1:
         bundle = load_bundle(bundles[("int8", largest)], threads=threads)
         bundle.predict(model_windows[:batch], batch)
@@ -414,24 +413,14 @@ def main() -> None:
     # --- end to end
     e2e = []
     results = {}
-    for precision in ("int8", "f32"):
-        for n in sizes[precision]:
-            bundle = load_bundle(bundles[(precision, n)], threads=threads)
-            predict_soundscapes(paths[:2], bundle, progress=False, batch_windows=batch)  # warm-up
-            load_before = os.getloadavg()[0]
-            timer, frame = best_of(
-                max(1, args.repeats),
-                lambda b=bundle: predict_soundscapes(paths, b, progress=False, batch_windows=batch),
-            )
-            assert len(frame) == 12 * len(paths)
-            row = rate_row(audio_s, timer, threads) | {"load": load_before}
-            results[(precision, n)] = row
-            e2e.append([f"OpenVINO {precision}", str(n), f"{precision} IR, INFERENCE_PRECISION_HINT f32", f"{layout_of(bundle, threads)} + {threads} decode/mel workers", str(len(paths)), row])
-            log(f"end to end {precision} x{n}: {row['per_core']:.0f} x per core")
-            del bundle
+    # (results key, pipeline name, precision, members): every OpenVINO size, then the two-group run
+    runs = [((p, n), f"OpenVINO {p}", p, n) for p in ("int8", "f32") for n in sizes[p]]
     if largest > 1:
-        bundle = load_bundle(bundles[("int8", largest, "two mel groups")], threads=threads)
-        assert len(bundle.mel_groups) == 2
+        half = largest // 2
+        name = f"OpenVINO int8, 2 mel groups ({largest - half} + {half} members; the second: n_fft 1024, fmin 50, fmax 14000)"
+        runs.append((("int8", largest, "two mel groups"), name, "int8", largest))
+    for key, name, precision, n in runs:
+        bundle = load_bundle(bundles[key], threads=threads)
         predict_soundscapes(paths[:2], bundle, progress=False, batch_windows=batch)  # warm-up
         load_before = os.getloadavg()[0]
         timer, frame = best_of(
@@ -440,10 +429,9 @@ def main() -> None:
         )
         assert len(frame) == 12 * len(paths)
         row = rate_row(audio_s, timer, threads) | {"load": load_before}
-        results[("int8", largest, "two mel groups")] = row
-        half = largest // 2
-        e2e.append([f"OpenVINO int8, 2 mel groups ({largest - half} + {half} members; the second: n_fft 1024, fmin 50, fmax 14000)", str(largest), "int8 IR, INFERENCE_PRECISION_HINT f32", f"{layout_of(bundle, threads)} + {threads} decode/mel workers", str(len(paths)), row])
-        log(f"end to end int8 x{largest}, two mel groups: {row['per_core']:.0f} x per core")
+        results[key] = row
+        e2e.append([name, str(n), f"{precision} IR, INFERENCE_PRECISION_HINT f32", f"{layout_of(bundle, threads)} + {threads} decode/mel workers", str(len(paths)), row])
+        log(f"end to end {name} x{n} ({len(bundle.mel_groups)} mel group(s)): {row['per_core']:.0f} x per core")
         del bundle
     for n in sizes["torch"]:
         count = len(paths) if n == 1 else min(len(paths), args.torch_soundscapes)
@@ -529,24 +517,23 @@ def main() -> None:
             "measured / bound": f"{100 * measured['per_core'] * total:.0f} %",
         })
     print(markdown(bound_rows))
-    if ("int8", largest_n := sizes["int8"][-1], "two mel groups") in results:
-        one_group = results[("int8", largest_n)]["per_core"]
-        two_groups = results[("int8", largest_n, "two mel groups")]["per_core"]
-        print(f"\nA second mel group (same models, a second log-mel per window): int8 x{largest_n}"
+    if ("int8", largest, "two mel groups") in results:
+        one_group = results[("int8", largest)]["per_core"]
+        two_groups = results[("int8", largest, "two mel groups")]["per_core"]
+        print(f"\nA second mel group (same models, a second log-mel per window): int8 x{largest}"
               f" {fmt(two_groups)}x vs {fmt(one_group)}x realtime per core with one group"
               f" ({100 * (one_group / two_groups - 1):+.0f} % time); the parts predict"
-              f" {100 * mel_cost / (decode_cost + mel_cost + model_costs[largest_n]):.0f} % (one more log-mel alone).")
+              f" {100 * mel_cost / (decode_cost + mel_cost + model_costs[largest]):.0f} % (one more log-mel alone).")
     print("\nCPU seconds of each part alone for the whole run, from the parts-alone CPU-second rates"
           " (the ensemble's models from its own row above where measured, else members x one model);"
           " the bound assumes every core busy all the time.")
-    largest_n = sizes["int8"][-1]
     costs = {"decode": decode_cost, "log-mel": mel_cost, "one int8 model": int8_cost}
-    largest = max(costs, key=costs.get)
-    print(f"One model: the largest part is {largest} ({100 * costs[largest] / sum(costs.values()):.0f} %"
+    biggest = max(costs, key=costs.get)
+    print(f"One model: the largest part is {biggest} ({100 * costs[biggest] / sum(costs.values()):.0f} %"
           f" of the CPU time); decode + log-mel alone cost 1 CPU-s per"
           f" {1 / (decode_cost + mel_cost):,.0f} s of audio, the ceiling of any pipeline."
-          f" {largest_n} members: the models take"
-          f" {100 * model_costs[largest_n] / (decode_cost + mel_cost + model_costs[largest_n]):.0f} %"
+          f" {largest} members: the models take"
+          f" {100 * model_costs[largest] / (decode_cost + mel_cost + model_costs[largest]):.0f} %"
           ", so int8 model speed bounds the ensemble.\n")
 
     ratio_model = model_rows["int8"]["per_core"] / model_rows["torch"]["per_core"]

@@ -300,12 +300,8 @@ def fold_dirs(tags):
 
 
 def mel_groups():
-    """The ensemble's mel groups: each group's tag and mel settings, in MEL_GROUPS order."""
-    groups = []
-    for tag in MEL_GROUPS:
-        run = next(run for run in TRAIN_RUNS.values() if run["upstream"]["mels"] == tag)
-        groups.append({"tag": tag, **run["mel"]})
-    return groups
+    """The ensemble's mel groups: each group's tag and cache settings, in MEL_GROUPS order."""
+    return [{"tag": tag, **MEL_RUNS[tag]} for tag in MEL_GROUPS]
 
 
 def ensemble_members():

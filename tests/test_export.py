@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef import features
 from birdclef.export import (
     MAX_EVAL_WINDOWS,
     ExportGateError,
@@ -29,7 +30,6 @@ from birdclef.export import (
     export_stage,
     gate_targets,
     gate_windows,
-    group_frames,
     window_frames,
 )
 from birdclef.features import mel_filterbank
@@ -68,7 +68,7 @@ def synthetic_labels(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def group_mels(rng: np.random.Generator, labels: np.ndarray, mel: dict = MEL) -> np.ndarray:
     """Log-mel-like windows of mel settings `mel`: noise floor plus a band of energy per present class."""
-    frames = group_frames(mel, 5.0)
+    frames = features.window_frames(mel, 5.0)
     n_mels = mel["n_mels"]
     mels = rng.normal(-60.0, 6.0, size=(len(labels), 1, n_mels, frames)).astype(np.float32)
     for i, row in enumerate(labels):
@@ -471,7 +471,7 @@ def cache_frames(seconds: float, mel: dict) -> int:
 
 def brute_force_count(frames: int, mel: dict) -> int:
     """Windows k whose start round(k * 5 s * rate / hop) leaves a whole window in `frames`."""
-    step, size = 5.0 * mel["sample_rate"] / mel["hop_length"], group_frames(mel, 5.0)
+    step, size = 5.0 * mel["sample_rate"] / mel["hop_length"], features.window_frames(mel, 5.0)
     return sum(1 for k in range(1000) if int(k * step + 0.5) + size <= frames)
 
 
@@ -513,7 +513,7 @@ def test_gate_windows_are_aligned_across_mel_groups():
     np.testing.assert_array_equal(starts[1] * 320 / 16000, k * 5.0)
     # every window is whole in its group's cache, except c's (shorter than a window)
     for index, mel, r, s in ((index_a, MEL, rows[0], starts[0]), (index_b, MEL_B, rows[1], starts[1])):
-        whole = s + group_frames(mel, 5.0) <= index["frames"].to_numpy()[r]
+        whole = s + features.window_frames(mel, 5.0) <= index["frames"].to_numpy()[r]
         assert whole[names_a != "c.ogg"].all() and not whole[names_a == "c.ogg"].any()
 
     # the cap picks the same windows in every group

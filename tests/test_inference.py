@@ -26,10 +26,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from test_export import CLASSES, MEL, MEL_B
 
 import birdclef.inference
+from birdclef import features
 from birdclef.audio import BadAudioError, decode_audio, read_audio, write_ogg
-from birdclef.export import export_ensemble, group_frames
+from birdclef.export import export_ensemble
 from birdclef.features import log_mel, mel_filterbank, window_waves
 from birdclef.inference import load_bundle, predict_soundscapes, soundscape_mels
 from birdclef.kaggle import MODULES, current_bundle, pack_bundle
@@ -42,25 +44,6 @@ from birdclef.postprocess import (
 )
 from birdclef.submission import align_to_sample, write_submission
 
-CLASSES = ["sp01", "sp02", "sp03", "sp04"]
-MEL = {
-    "sample_rate": 32000,
-    "n_fft": 1024,
-    "hop_length": 512,
-    "n_mels": 32,
-    "fmin": 50,
-    "fmax": 14000,
-    "top_db": 80,
-}
-MEL_B = {
-    "sample_rate": 16000,
-    "n_fft": 512,
-    "hop_length": 320,
-    "n_mels": 24,
-    "fmin": 50,
-    "fmax": 8000,
-    "top_db": 80,
-}
 BLOCKED = ("torch", "timm", "librosa", "sklearn", "snakemake", "nncf")
 
 
@@ -85,7 +68,7 @@ def torch_probabilities(ensemble: dict, mels: np.ndarray) -> np.ndarray:
 
 def calibration_windows(mel: dict, seed: int = 0) -> np.ndarray:
     """16 log-mel-like windows of mel settings `mel`: noise plus a loud band."""
-    frames = group_frames(mel, 5.0)
+    frames = features.window_frames(mel, 5.0)
     rng = np.random.default_rng(seed)
     calibration = rng.normal(-60.0, 8.0, size=(16, 1, mel["n_mels"], frames)).astype(np.float32)
     calibration[:, :, 10:14, 100:200] += 30.0
@@ -574,7 +557,7 @@ def test_load_bundle_checks_mel_groups(two_groups, tmp_path):
         (old_format, "no mel_groups list.*re-export"),
         (wrong_filterbank, r"mel_filterbank_1.npy has shape \(20, 257\), expected \(24, 257\)"),
         (wrong_group, r"member 'b0' takes input .*mel_groups\[0\]\) gives \(batch, 1, 32, 313\)"),
-        (missing_group, "member 'a0' .* has mel_group 2; expected an index into its 2 mel_groups"),
+        (missing_group, "member 'a0' in .*bundle.json has mel_group 2; expected an index into the 2 mel groups"),
         (wrong_frames, r"mel_groups\[1\] says window_frames 250, but .* give 251"),
     ]:
         with pytest.raises(ValueError, match=message):

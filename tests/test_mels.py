@@ -166,7 +166,7 @@ def test_soundscape_cache_streams_the_direct_windows(tmp_path):
     decoded = read_audio(folder / "s1.ogg", 32000)
     windows = features.window_waves(decoded, 32000, 1.0, 3)
     fb = features.mel_filterbank(MEL)
-    assert array.shape == (3, 32, mels.window_frames(MEL))
+    assert array.shape == (3, 32, features.window_frames(MEL))
     for k in range(3):
         direct = features.log_mel(windows[k], fb, 1024, 512, 80).astype(np.float16)
         np.testing.assert_array_equal(array[k], direct)

@@ -197,9 +197,11 @@ def test_mel_groups_are_checked():
     other = {**mel, "tag": "m2", "n_mels": 48, "hop_length": 400}
     members = [{"name": "a", "mel_group": 0}, {"name": "b", "mel_group": 1}]
     ensemble.check_mel_groups([mel, other], members)
+    with pytest.raises(ValueError, match=r"mel_groups \[1\] are used by no member"):
+        ensemble.check_mel_groups([mel, other], members[:1])
     with pytest.raises(ValueError, match="member 'b' has mel_group 1.*1 mel groups"):
         ensemble.check_mel_groups([mel], members)
     with pytest.raises(ValueError, match="window_seconds"):
         ensemble.check_mel_groups([mel, {**other, "window_seconds": 4}], members)
-    with pytest.raises(ValueError, match="mel group 'm2' lacks \\['n_fft'\\]"):
+    with pytest.raises(ValueError, match="mel_groups\\[1\\] \\(tag 'm2'\\) lacks \\['n_fft'\\]"):
         ensemble.check_mel_groups([mel, {k: v for k, v in other.items() if k != "n_fft"}], members)

@@ -103,7 +103,7 @@ def test_soundscape_cache_windows_and_row_ids(tmp_path):
     array = np.load(tmp_path / "m.npy")
     index = pd.read_parquet(tmp_path / "i.parquet")
     assert list(index["row_id"]) == ["s1_1", "s1_2", "s1_3", "s2_1", "s2_2"]
-    assert array.shape == (5, 32, mels.window_frames(MEL))
+    assert array.shape == (5, 32, features.window_frames(MEL))
     assert stats["bad_audio"] == 1
 
 

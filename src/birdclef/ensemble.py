@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .features import MEL_KEYS
+from .features import check_mel_groups as check_group_settings
 from .metrics import macro_roc_auc
 from .postprocess import combine_members, postprocess_settings
 
@@ -29,27 +31,13 @@ log = logging.getLogger("birdclef.ensemble")
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-# What a model's input depends on: the mel settings an ensemble's mel group records.
-MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
-
-
 def check_mel_groups(groups: Sequence[Mapping[str, Any]], members: Sequence[Mapping[str, Any]]) -> None:
-    """Every member names an existing mel group; all groups share one window length."""
-    if not groups:
-        raise ValueError("the ensemble needs at least one mel group")
-    for group in groups:
-        missing = [k for k in (*MEL_KEYS, "window_seconds") if k not in group]
-        if missing:
-            raise ValueError(f"mel group {group.get('tag')!r} lacks {missing}")
+    """`features.check_mel_groups` for the stage's groups, which also carry one shared window_seconds."""
+    check_group_settings(groups, members, keys=(*MEL_KEYS, "window_seconds"))
     lengths = {float(group["window_seconds"]) for group in groups}
     if len(lengths) > 1:
         raise ValueError(f"mel groups have window_seconds {sorted(lengths)}: every mel configuration of "
                          "one ensemble must cut the same windows (the submission's rows)")
-    for member in members:
-        group = member.get("mel_group")
-        if not isinstance(group, int) or not 0 <= group < len(groups):
-            raise ValueError(f"ensemble member {member.get('name')!r} has mel_group {group!r}: "
-                             f"expected an index into the {len(groups)} mel groups")
 
 
 def oof_targets(index: pd.DataFrame, filenames: Sequence[str], classes: Sequence[str]) -> np.ndarray:
@@ -235,8 +223,7 @@ def ensemble_stage(
     check_mel_groups(groups, members)
     if len(index_paths) != len(groups):
         raise ValueError(f"{len(index_paths)} mel cache indexes for {len(groups)} mel groups")
-    indexes = [pd.read_parquet(path) for path in index_paths]
-    index = indexes[0]  # labels are per recording: the same in every group's index
+    index = pd.read_parquet(index_paths[0])  # labels are per recording: the same in every group's index
     full_members: list[dict[str, Any]] = []
     oof_tables: dict[str, pd.DataFrame] = {}
     soups: dict[str, Any] = {}
@@ -244,7 +231,7 @@ def ensemble_stage(
         if settings.get("soup"):
             import torch
 
-            from .mels import window_frames as mel_window_frames
+            from .features import window_frames as mel_window_frames
             from .soup import fold_validation, greedy_soup
             from .train import settings_from_config
 
@@ -252,6 +239,7 @@ def ensemble_stage(
                 raise ValueError("ensemble.soup needs the mel caches, the folds and the train settings")
             torch.set_num_threads(max(1, int(threads)))
             caches = [np.load(path, mmap_mode="r") for path in mels_paths]
+            indexes = [index, *(pd.read_parquet(path) for path in index_paths[1:])]
             folds = pd.read_parquet(folds_path)
             tsettings = settings_from_config(train_settings)
         for member in members:

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .features import frames_for, mel_filterbank
+from .features import check_mel_groups, mel_filterbank
+from .features import window_frames as group_frames
 from .io import atomic_dir, write_json
 from .metrics import macro_roc_auc
 
@@ -68,15 +69,6 @@ class ExportGateError(RuntimeError):
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report
-
-
-MEL_GROUP_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
-
-
-def group_frames(group: Mapping[str, Any], window_seconds: float) -> int:
-    """Mel frames of one window of `window_seconds` in mel group `group` (313 for 5 s, 32 kHz, hop 512)."""
-    samples = int(round(float(window_seconds) * int(group["sample_rate"])))
-    return frames_for(samples, int(group["hop_length"]))
 
 
 def window_frames(ensemble: Mapping[str, Any]) -> list[int]:
@@ -127,27 +119,9 @@ def _check_ensemble(ensemble: Mapping[str, Any]) -> None:
             hint = " (an ensemble.json from before mel groups: rerun the ensemble stage)" if (
                 key == "mel_groups" and "mel" in ensemble) else ""
             raise ValueError(f"ensemble definition lacks {key!r}{hint}")
-    groups = ensemble["mel_groups"]
-    if not isinstance(groups, list) or not groups:
-        raise ValueError("ensemble mel_groups must be a non-empty list of mel settings")
-    for g, group in enumerate(groups):
-        missing = [key for key in MEL_GROUP_KEYS if key not in group]
-        if missing:
-            raise ValueError(f"ensemble mel_groups[{g}] lacks {missing}; expected {list(MEL_GROUP_KEYS)}")
     if not ensemble["members"]:
         raise ValueError("ensemble definition has no members")
-    used = set()
-    for member in ensemble["members"]:
-        g = member.get("mel_group")
-        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < len(groups):
-            raise ValueError(
-                f"ensemble member {member.get('name')!r} has mel_group {g!r}; expected an index "
-                f"into mel_groups (0..{len(groups) - 1})"
-            )
-        used.add(g)
-    unused = [g for g in range(len(groups)) if g not in used]
-    if unused:
-        raise ValueError(f"ensemble mel_groups {unused} are used by no member")
+    check_mel_groups(ensemble["mel_groups"], ensemble["members"])
     weights = [float(member.get("weight", 1.0)) for member in ensemble["members"]]
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"member weights must be finite, >= 0 and not all 0, got {weights}")

@@ -13,12 +13,14 @@ import contextlib
 import functools
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 AMIN = 1e-10
+# What a log-mel spectrogram (a model's input, besides the window length) depends on.
+MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
 # Frames per block of work: a block's windowed frames and spectrum (about 2 MB at
 # n_fft 2048) stay in the CPU cache between the window, FFT and mel steps.
 FRAMES_PER_BLOCK = 128
@@ -104,6 +106,47 @@ def blas_threads(limit: int = 1, user_api: str | None = None) -> contextlib.Abst
 def frames_for(samples: int, hop_length: int) -> int:
     """Number of STFT frames (centred) for a signal of `samples` samples."""
     return 1 + samples // hop_length
+
+
+def window_frames(mel: Mapping[str, Any], window_seconds: float | None = None) -> int:
+    """Frames in one window of `window_seconds` (default ``mel["window_seconds"]``): 313 for 5 s, 32 kHz, hop 512."""
+    seconds = float(mel["window_seconds"] if window_seconds is None else window_seconds)
+    return frames_for(int(round(seconds * int(mel["sample_rate"]))), int(mel["hop_length"]))
+
+
+def member_mel_group(member: Mapping[str, Any], n_groups: int, where: str = "") -> int:
+    """A member's ``mel_group``, checked to be an int index into `n_groups` mel groups.
+
+    `where` (e.g. ``" in <path>"``) follows the member's name in the error.
+    """
+    group = member.get("mel_group")
+    if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < n_groups:
+        raise ValueError(
+            f"member {member.get('name')!r}{where} has mel_group {group!r}; expected an index "
+            f"into the {n_groups} mel groups (0..{n_groups - 1})"
+        )
+    return group
+
+
+def check_mel_groups(
+    groups: Sequence[Mapping[str, Any]], members: Sequence[Mapping[str, Any]], keys: Sequence[str] = MEL_KEYS
+) -> None:
+    """An ensemble's ``mel_groups`` and its members' ``mel_group``: consistent, none unused.
+
+    Every group has `keys`; every member names a group (`member_mel_group`);
+    every group is used by some member.
+    """
+    if not groups:
+        raise ValueError("mel_groups must be a non-empty list of mel settings")
+    for g, group in enumerate(groups):
+        missing = [key for key in keys if key not in group]
+        if missing:
+            raise ValueError(f"mel_groups[{g}] (tag {group.get('tag')!r}) lacks {missing}; "
+                             f"expected {list(keys)}")
+    used = {member_mel_group(member, len(groups)) for member in members}
+    unused = sorted(set(range(len(groups))) - used)
+    if unused:
+        raise ValueError(f"mel_groups {unused} are used by no member")
 
 
 def _real_fft():

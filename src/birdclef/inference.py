@@ -60,7 +60,7 @@ import openvino as ov
 import pandas as pd
 
 from .audio import BadAudioError, decode_audio
-from .features import blas_threads, frames_for, log_mel, window_waves
+from .features import MEL_KEYS, blas_threads, log_mel, member_mel_group, window_frames, window_waves
 from .postprocess import (
     POSTPROCESS_DEFAULTS,
     combine_members,
@@ -79,57 +79,29 @@ BATCH_WINDOWS = 12
 REQUESTS_PER_STREAM = 2
 PRECISION_HINTS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
 # What load_bundle needs of each bundle.json mel_groups entry (top_db defaults to 80).
-MEL_GROUP_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "filterbank")
+MEL_GROUP_KEYS = (*(key for key in MEL_KEYS if key != "top_db"), "filterbank")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MelGroup:
     """One mel configuration of a bundle: its settings, filterbank and window geometry.
 
     `settings` is the group's entry of ``bundle.json``'s ``mel_groups``
     (sample_rate, n_fft, hop_length, n_mels, fmin, fmax, top_db, tag,
     filterbank file, window_frames); `filterbank` the (n_mels, n_fft // 2 + 1)
-    array from that file.
+    array from that file; the other fields are read from `settings` once
+    (`_mel_group`), `frames` being the mel frames of one window (313 for 5 s
+    at 32 kHz, hop 512).
     """
 
     settings: dict[str, Any]
     filterbank: np.ndarray = field(repr=False)
-    window_seconds: float
-
-    @property
-    def sample_rate(self) -> int:
-        """Sample rate the group's members were trained at."""
-        return int(self.settings["sample_rate"])
-
-    @property
-    def n_fft(self) -> int:
-        """FFT size of the group's log-mel."""
-        return int(self.settings["n_fft"])
-
-    @property
-    def hop_length(self) -> int:
-        """Hop between the group's mel frames, in samples."""
-        return int(self.settings["hop_length"])
-
-    @property
-    def n_mels(self) -> int:
-        """Mel bands of the group's log-mel."""
-        return int(self.settings["n_mels"])
-
-    @property
-    def top_db(self) -> float | None:
-        """Dynamic range of the group's log-mel in dB (None: not clipped)."""
-        return self.settings.get("top_db", 80.0)
-
-    @property
-    def window_samples(self) -> int:
-        """Samples in one window at the group's sample rate."""
-        return int(round(self.window_seconds * self.sample_rate))
-
-    @property
-    def frames(self) -> int:
-        """Mel frames in one window (313 for 5 s at 32 kHz, hop 512)."""
-        return frames_for(self.window_samples, self.hop_length)
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    top_db: float | None
+    frames: int
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -352,7 +324,12 @@ def _mel_group(root: Path, index: int, settings: dict[str, Any], window_seconds:
     group = MelGroup(
         settings=dict(settings),
         filterbank=np.ascontiguousarray(filterbank, dtype=np.float32),
-        window_seconds=window_seconds,
+        sample_rate=int(settings["sample_rate"]),
+        n_fft=int(settings["n_fft"]),
+        hop_length=int(settings["hop_length"]),
+        n_mels=int(settings["n_mels"]),
+        top_db=settings.get("top_db", 80.0),
+        frames=window_frames(settings, window_seconds),
     )
     if "window_frames" in settings and int(settings["window_frames"]) != group.frames:
         raise ValueError(
@@ -407,12 +384,7 @@ def load_bundle(
     window_seconds = float(definition["window_seconds"])
     entries = []
     for entry in definition["members"]:
-        g = entry.get("mel_group")
-        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < len(group_entries):
-            raise ValueError(
-                f"member {entry.get('name')!r} in {root}/bundle.json has mel_group {g!r}; "
-                f"expected an index into its {len(group_entries)} mel_groups"
-            )
+        member_mel_group(entry, len(group_entries), where=f" in {root}/bundle.json")
         if float(entry.get("weight", 1.0)) == 0.0:
             logger.info("skipping member %r: weight 0", entry.get("name"))
             continue

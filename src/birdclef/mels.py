@@ -29,13 +29,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from .audio import BadAudioError, read_audio
-from .features import blas_threads, frames_for, log_mel, mel_filterbank, window_waves
+from .features import MEL_KEYS, blas_threads, log_mel, mel_filterbank, window_frames, window_waves
 from .io import atomic_path
 
 log = logging.getLogger("birdclef.mels")
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
-MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
 # Settings that may be absent (older configs); these are their defaults.
 DEFAULTS = {"rare_threshold": 0, "rare_max_seconds": None}
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -48,11 +47,6 @@ _worker_state: dict[str, Any] = {}
 def mel_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The subset of `settings` that defines the spectrogram itself."""
     return {key: settings[key] for key in MEL_KEYS}
-
-
-def window_frames(settings: Mapping[str, Any]) -> int:
-    """Frames in one window of `window_seconds`."""
-    return frames_for(int(round(settings["window_seconds"] * settings["sample_rate"])), settings["hop_length"])
 
 
 def recording_seconds(catalog: pd.DataFrame, settings: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -505,7 +505,7 @@ def plot_mel_examples(mels: np.ndarray, index: pd.DataFrame, classes: Sequence[s
                       out_dir: str | os.PathLike, per_page: int = CLASSES_PER_PAGE) -> list:
     """One log-mel window per class (the best-rated recording, its loudest window), in pages
     of `per_page` classes, written into `out_dir`; returns the figures."""
-    from .mels import window_frames
+    from .features import window_frames
 
     sample_rate = int(mel_settings["sample_rate"])
     hop = int(mel_settings["hop_length"])

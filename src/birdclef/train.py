@@ -1015,8 +1015,8 @@ def train_stage(
     job fails.
     """
     from .catalog import read_taxonomy
+    from .features import window_frames as mel_window_frames
     from .manifest import StageManifest
-    from .mels import window_frames as mel_window_frames
 
     out_dir = Path(outputs["checkpoint"]).parent
     expected = {"checkpoint": "best.pt", "oof": "oof.parquet",
