@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchlib import machine, markdown  # noqa: E402
 from workflow_utils import copy_workflow, load_config, snakemake, write_config  # noqa: E402
 
-from birdclef.inference import load_bundle, predict_soundscapes  # noqa: E402
-from birdclef.submission import align_to_sample, score_submission  # noqa: E402
+from birdclef.inference import load_bundle  # noqa: E402
+from birdclef.submission import predict_submission, score_submission  # noqa: E402
 
 VARIANTS = {
     "demo": {},
@@ -122,12 +122,10 @@ def score_postprocess(workdir: Path, export_dir: Path, settings: dict, threads: 
                 (tmp / item.name).symlink_to(item.resolve())
         bundle = load_bundle(tmp, threads=threads, precision_hint="f32")
         root = workdir / "resources/demo"
-        paths = sorted((root / "test_soundscapes").glob("*.ogg"))
-        preds = predict_soundscapes(paths, bundle, progress=False)
-        sample = pd.read_csv(root / "sample_submission.csv")
+        submission, _ = predict_submission(root / "test_soundscapes", root / "sample_submission.csv",
+                                           bundle, progress=False)
         truth = pd.read_csv(root / "test_ground_truth.csv")
-        aligned, _ = align_to_sample(preds, sample)
-        return float(score_submission(aligned, truth, list(sample.columns[1:])))
+        return float(score_submission(submission, truth, list(submission.columns[1:])))
 
 
 def round_of(checkpoint: str) -> str:

@@ -119,6 +119,39 @@ def soundscape_mel_cache(tag):
     return {"mels": f"{base}/mels.npy", "index": f"{base}/index.parquet"}
 
 
+# Labelled train soundscapes (BirdCLEF+ 2026 train_soundscapes_labels.csv):
+# every window of a labelled soundscape with its targets and its split
+# (validation: held out by site, scored by every stage; train: injected into
+# training). How labelled windows train (share of a batch, loss weight) is a
+# training setting, not part of this stage's tag.
+SOUNDSCAPE_LABELS = config["soundscape_labels"]
+LABELS_FILE = SOUNDSCAPE_LABELS["file"]
+if LABELS_FILE and not DEMO and not os.path.isfile(os.path.join(ROOT, LABELS_FILE)):
+    raise ValueError(
+        f"soundscape_labels.file is {LABELS_FILE!r} but {os.path.join(ROOT, LABELS_FILE)} does not "
+        "exist: expected the BirdCLEF+ 2026 train_soundscapes_labels.csv; set "
+        "soundscape_labels.file: null for data without labelled soundscapes (BirdCLEF 2025)"
+    )
+SOUNDSCAPE_LABELS_SETTINGS = {
+    k: v
+    for k, v in SOUNDSCAPE_LABELS.items()
+    if k not in ("train_ratio", "train_weight")
+}
+SOUNDSCAPE_LABELS_TAG = (
+    stage_tag(
+        "soundscape_labels",
+        {**SOUNDSCAPE_LABELS_SETTINGS, **DATA_IDENTITY},
+        {"soundscape_mels": SOUNDSCAPE_MELS_TAG},
+    )
+    if LABELS_FILE
+    else None
+)
+SOUNDSCAPE_LABELS_PATH = (
+    f"results/soundscape_labels/{SOUNDSCAPE_LABELS_TAG}/labels.parquet"
+    if LABELS_FILE
+    else None
+)
+
 FOLDS_SETTINGS = dict(config["folds"])
 FOLDS_TAG = stage_tag("folds", FOLDS_SETTINGS, {"mels": MELS_TAG})
 
@@ -175,7 +208,11 @@ for _round in range(N_ROUNDS + 1):
         _pseudo_tag = stage_tag(
             "pseudo",
             {**_pseudo_settings, "folds": FOLDS},
-            {"train": _previous, "soundscape_mels": SOUNDSCAPE_MELS_TAG},
+            {
+                "train": _previous,
+                "soundscape_mels": SOUNDSCAPE_MELS_TAG,
+                "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+            },
         )
         PSEUDO_RUNS[_pseudo_tag] = {
             "round": _round,
@@ -191,6 +228,8 @@ for _round in range(N_ROUNDS + 1):
             "pseudo_weight": _round_settings.get("pseudo_weight"),
             "pseudo_ratio": _round_settings.get("pseudo_ratio"),
             "mix_pseudo": _round_settings.get("mix_pseudo"),
+            "labelled_ratio": SOUNDSCAPE_LABELS["train_ratio"] if LABELS_FILE else 0.0,
+            "labelled_weight": SOUNDSCAPE_LABELS["train_weight"],
         }
         if _round > 0 and PSEUDO_OOF:
             # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
@@ -202,6 +241,7 @@ for _round in range(N_ROUNDS + 1):
             "folds": FOLDS_TAG,
             "soundscape_mels": _soundscape_tag,
             "pseudo": _pseudo_tag,
+            "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
         }
         _tag = stage_tag(
             "train",
@@ -245,24 +285,37 @@ ENSEMBLE_TRAIN_TAGS = (
 ENSEMBLE_TAG = stage_tag(
     "ensemble",
     ENSEMBLE_SETTINGS,
-    {"train": FINAL_TRAIN_TAGS, "soup_ingredients": ENSEMBLE_TRAIN_TAGS},
+    {
+        "train": FINAL_TRAIN_TAGS,
+        "soup_ingredients": ENSEMBLE_TRAIN_TAGS,
+        "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+    },
 )
 
 # The final round's mel configurations, in order of first use: the ensemble's
 # mel_groups (each member names its group; export and inference compute each
 # group's log-mels once for all its members).
 MEL_GROUPS = []
+SOUNDSCAPE_MEL_GROUPS = []  # each mel group's train_soundscapes cache tag
 for _tag in FINAL_TRAIN_TAGS:
     if TRAIN_RUNS[_tag]["upstream"]["mels"] not in MEL_GROUPS:
         MEL_GROUPS.append(TRAIN_RUNS[_tag]["upstream"]["mels"])
+        SOUNDSCAPE_MEL_GROUPS.append(TRAIN_RUNS[_tag]["upstream"]["soundscape_mels"])
 
 EXPORT_SETTINGS = dict(config["export"])
 EXPORT_TAG = stage_tag(
-    "export", EXPORT_SETTINGS, {"ensemble": ENSEMBLE_TAG, "mels": MEL_GROUPS}
+    "export",
+    EXPORT_SETTINGS,
+    {
+        "ensemble": ENSEMBLE_TAG,
+        "mels": MEL_GROUPS,
+        "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+    },
 )
 
 SUBMISSION_SETTINGS = {
-    **config["submission"],
+    # kaggle_data_dir only says where predict.py finds the data on Kaggle: not in the tag
+    **{k: v for k, v in config["submission"].items() if k != "kaggle_data_dir"},
     **DATA_IDENTITY,
     "ground_truth": DATA["ground_truth"],
 }
@@ -359,6 +412,7 @@ def train_inputs(wildcards):
         inputs["pseudo_labels"] = (
             f"{stage_dir('pseudo', run['pseudo_tag'])}/labels.parquet"
         )
+    inputs.update(soundscape_labels_input(wildcards))
     return inputs
 
 
@@ -371,7 +425,13 @@ def pseudo_inputs(wildcards):
             for folder in fold_dirs(run["train_tags"])
         ],
         "taxonomy": root_path("taxonomy.csv"),
+        **soundscape_labels_input(wildcards),
     }
+
+
+def soundscape_labels_input(wildcards):
+    """The labelled soundscape windows (soundscape_labels stage), when configured."""
+    return {"soundscape_labels": SOUNDSCAPE_LABELS_PATH} if LABELS_FILE else {}
 
 
 def ground_truth_input(wildcards):

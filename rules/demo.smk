@@ -1,4 +1,4 @@
-# Demo data: a synthetic BirdCLEF 2025 folder generated into data.root.
+# Demo data: a synthetic BirdCLEF+ 2026-style folder generated into data.root.
 
 
 if DEMO:
@@ -9,6 +9,7 @@ if DEMO:
             taxonomy=root_path("taxonomy.csv"),
             sample_submission=root_path("sample_submission.csv"),
             ground_truth=root_path("test_ground_truth.csv"),
+            soundscape_labels=root_path("train_soundscapes_labels.csv"),
             info=root_path("demo_info.json"),
             train_audio=directory(root_path("train_audio")),
             train_soundscapes=directory(root_path("train_soundscapes")),

@@ -4,6 +4,7 @@
 
 rule ensemble:
     input:
+        **soundscape_labels_input(None),
         checkpoints=[
             path for member in ensemble_members() for path in member["ingredients"]
         ],
@@ -16,6 +17,11 @@ rule ensemble:
         index=[mel_cache(tag)["index"] for tag in MEL_GROUPS],
         folds=rules.folds.output.folds,
         taxonomy=root_path("taxonomy.csv"),
+        soundscape_preds=[
+            path.replace("best.pt", "soundscape_preds.parquet")
+            for member in ensemble_members()
+            for path in member["ingredients"][-1:]
+        ],
     output:
         ensemble=f"{stage_dir('ensemble', ENSEMBLE_TAG)}/ensemble.json",
         soups=directory(f"{stage_dir('ensemble', ENSEMBLE_TAG)}/soups"),
@@ -33,7 +39,11 @@ rule ensemble:
     params:
         settings=ENSEMBLE_SETTINGS,
         tag=ENSEMBLE_TAG,
-        upstream={"train": FINAL_TRAIN_TAGS, "soup_ingredients": ENSEMBLE_TRAIN_TAGS},
+        upstream={
+            "train": FINAL_TRAIN_TAGS,
+            "soup_ingredients": ENSEMBLE_TRAIN_TAGS,
+            "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+        },
         members=ensemble_members(),
         train_settings=TRAIN_COMMON,
         mel_groups=mel_groups(),

@@ -3,12 +3,19 @@
 
 rule export:
     input:
+        **soundscape_labels_input(None),
         ensemble=rules.ensemble.output.ensemble,
         checkpoints=rules.ensemble.input.checkpoints,
         soups=rules.ensemble.output.soups,
         mels=rules.ensemble.input.mels,
         index=rules.ensemble.input.index,
         folds=rules.folds.output.folds,
+        soundscape_mels=[
+            soundscape_mel_cache(tag)["mels"] for tag in SOUNDSCAPE_MEL_GROUPS
+        ],
+        soundscape_index=[
+            soundscape_mel_cache(tag)["index"] for tag in SOUNDSCAPE_MEL_GROUPS
+        ],
     output:
         bundle=f"{stage_dir('export', EXPORT_TAG)}/bundle.json",
         filterbanks=[
@@ -30,6 +37,10 @@ rule export:
     params:
         settings=EXPORT_SETTINGS,
         tag=EXPORT_TAG,
-        upstream={"ensemble": ENSEMBLE_TAG, "mels": MEL_GROUPS},
+        upstream={
+            "ensemble": ENSEMBLE_TAG,
+            "mels": MEL_GROUPS,
+            "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+        },
     script:
         "../workflow_scripts/export.py"

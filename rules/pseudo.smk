@@ -22,6 +22,9 @@ rule pseudo:
         runtime=30,
     params:
         settings=lambda wildcards: PSEUDO_RUNS[wildcards.tag]["settings"],
-        upstream=lambda wildcards: {"train": PSEUDO_RUNS[wildcards.tag]["train_tags"]},
+        upstream=lambda wildcards: {
+            "train": PSEUDO_RUNS[wildcards.tag]["train_tags"],
+            "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+        },
     script:
         "../workflow_scripts/pseudo.py"

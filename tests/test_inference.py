@@ -2,8 +2,10 @@
 
 One tiny exported ensemble (test_efficientnet, 4 classes, 32 mels, one mel
 group) serves most tests: robustness to short, long, stereo, resampled, silent,
-NaN, corrupt, empty and missing files; batching and threading not changing the
-numbers; the optional post-processing; sample_submission's columns and rows.
+NaN, corrupt, empty and missing files (each file its own row count; undecodable
+files written as 0); batching and threading not changing the numbers; the
+optional post-processing. (The submission's rows and columns:
+test_submission_rows.py.)
 A second one has members on two mel groups (32 mels, hop 512 at 32 kHz; 24
 mels, hop 320 at 16 kHz): it must give what each member gives on its own
 group's log-mels, and it is the one the Kaggle bundle's predict.py runs in a
@@ -42,7 +44,7 @@ from birdclef.postprocess import (
     postprocess_soundscape,
     smooth_windows,
 )
-from birdclef.submission import align_to_sample, write_submission
+from birdclef.submission import predict_submission
 
 BLOCKED = ("torch", "timm", "librosa", "sklearn", "snakemake", "nncf")
 
@@ -162,7 +164,12 @@ def soundscapes(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def expected_rows(name: str, windows: int = 12) -> list[str]:
+# Rows per file: ceil(seconds / 5); an undecodable file without a readable header gets 12.
+WINDOWS = {"short": 2, "long": 13}
+
+
+def expected_rows(name: str, windows: int | None = None) -> list[str]:
+    windows = WINDOWS.get(name, 12) if windows is None else windows
     return [f"{name}_{5 * (k + 1)}" for k in range(windows)]
 
 
@@ -174,8 +181,9 @@ def test_every_case_gets_all_rows_with_a_warning(exported, soundscapes, caplog):
     assert list(frame.columns) == ["row_id", *CLASSES]
     expected = []
     for name in soundscapes:
-        expected += expected_rows(name, 13 if name == "long" else 12)
+        expected += expected_rows(name)
     assert frame["row_id"].tolist() == expected
+    assert frame.attrs["undecodable"] == ["corrupt.ogg", "empty.ogg", "missing.ogg"]
     values = frame[CLASSES].to_numpy()
     assert values.dtype == np.float32
     assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
@@ -185,22 +193,54 @@ def test_every_case_gets_all_rows_with_a_warning(exported, soundscapes, caplog):
         for name, path in soundscapes.items()
     }
     assert warnings["normal"] == ""
-    assert "shorter than 60 s: padded with silence to 12 windows" in warnings["short"]
-    assert "longer than 60 s: predicting all 13 windows" in warnings["long"]
+    assert "7.00 s long, not 60 s: 2 windows (last one padded with silence)" in warnings["short"]
+    assert "63.00 s long, not 60 s: 13 windows (last one padded with silence)" in warnings["long"]
     assert "2 channels mixed down to mono" in warnings["stereo48k"]
     assert "resampled from 48000 Hz to 32000 Hz" in warnings["stereo48k"]
     assert "silent" in warnings["silent"]
     assert "1000 NaN/infinite samples set to 0" in warnings["nan"]
     for name in ("corrupt", "empty", "missing"):
-        assert "predicting 12 windows of silence" in warnings[name], warnings[name]
+        assert "undecodable: no readable header: 12 windows, written as 0" in warnings[name], warnings[name]
     assert "file not found" in warnings["missing"]
 
     by_name = {name: frame[frame["row_id"].str.startswith(f"{name}_")] for name in soundscapes}
-    # unreadable files are zero-filled, like the padded end of the short file
-    zero_filled = by_name["corrupt"][CLASSES].to_numpy()
-    for name in ("empty", "missing"):
-        np.testing.assert_allclose(by_name[name][CLASSES].to_numpy(), zero_filled, atol=1e-6)
-    np.testing.assert_allclose(by_name["short"][CLASSES].to_numpy()[2:], zero_filled[2:], atol=1e-6)
+    # undecodable files: every probability exactly 0; every decoded file: something above 0
+    for name in soundscapes:
+        values = by_name[name][CLASSES].to_numpy()
+        if name in ("corrupt", "empty", "missing"):
+            assert (values == 0).all(), name
+        else:
+            assert (values > 0).any(), name
+    # the short file is not padded: its 2 windows are what soundscape_mels gives
+    (short_mels,), short_ids = soundscape_mels(soundscapes["short"], bundle)
+    assert short_mels.shape[0] == 2 and short_ids == ["short_5", "short_10"]
+    np.testing.assert_allclose(by_name["short"][CLASSES].to_numpy(), bundle.predict(short_mels), atol=2e-5)
+    # soundscape_mels itself still gives an undecodable file's windows as silence
+    (corrupt_mels,), corrupt_ids = soundscape_mels(soundscapes["corrupt"], bundle)
+    assert corrupt_mels.shape[0] == 12 and corrupt_ids == expected_rows("corrupt")
+
+
+def test_undecodable_file_rows_from_its_header(exported, soundscapes, tmp_path, monkeypatch, caplog):
+    """A file whose header reads but whose audio does not decode: rows from the header's duration."""
+    folder = tmp_path / "header"
+    folder.mkdir()
+    for name, seconds in [("twenty", 20.0), ("minute", 60.0)]:
+        write_ogg(folder / f"{name}.ogg", calls(seconds, 32000, 7), 32000)
+    real_decode = birdclef.inference.decode_audio
+
+    def broken_decode(path, rate, repair=False):
+        if Path(path).name == "twenty.ogg":
+            raise BadAudioError(path, "cannot decode audio (truncated stream)")
+        return real_decode(path, rate, repair=repair)
+
+    monkeypatch.setattr(birdclef.inference, "decode_audio", broken_decode)
+    bundle = load_bundle(exported["f32"], threads=2)
+    with caplog.at_level(logging.WARNING, logger="birdclef.inference"):
+        frame = predict_soundscapes([folder / "twenty.ogg", folder / "minute.ogg"], bundle, progress=False)
+    assert frame["row_id"].tolist() == expected_rows("twenty", 4) + expected_rows("minute", 12)
+    assert frame.attrs["undecodable"] == ["twenty.ogg"]
+    assert (frame[CLASSES].to_numpy()[:4] == 0).all() and (frame[CLASSES].to_numpy()[4:] > 0).any()
+    assert "its header says 20.00 s: 4 windows" in caplog.text
 
 
 def test_decode_fixes_stereo_rate_and_nan(soundscapes, monkeypatch):
@@ -401,20 +441,26 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
     source = with_postprocess(exported["int8"], tmp_path / "rank", postprocess, combine="rank")
     bundle = load_bundle(source, threads=2)
     assert bundle.combine == "rank" and bundle.postprocess == postprocess
-    names = ["normal", "short", "stereo48k", "silent"]
+    # the corrupt file's rows are 0 and take no part in the ranks
+    names = ["normal", "short", "corrupt", "stereo48k", "silent"]
     frame = predict_soundscapes([soundscapes[n] for n in names], bundle, progress=False)
     assert frame["row_id"].tolist() == [row for n in names for row in expected_rows(n)]
+    corrupt = frame["row_id"].str.startswith("corrupt_").to_numpy()
+    assert corrupt.sum() == 12 and (frame[CLASSES].to_numpy()[corrupt] == 0).all()
+    frame = frame[~corrupt]
+    names.remove("corrupt")
 
     # by hand: every member on its own, TTA views averaged per member
     per_member: list[list[np.ndarray]] = [[], []]
     for name in names:
         mels, _ = soundscape_mels(soundscapes[name], bundle)
-        assert mels[0].shape[0] == 3 * 12
+        n = len(expected_rows(name))
+        assert mels[0].shape[0] == 3 * n
         for index, probs in enumerate(separate_member_probabilities(source, mels)):
-            per_member[index].append(probs.reshape(3, 12, -1).mean(axis=0))
-    stacked = [np.concatenate(blocks).astype(np.float64) for blocks in per_member]  # (48, 4) each
+            per_member[index].append(probs.reshape(3, n, -1).mean(axis=0))
+    stacked = [np.concatenate(blocks).astype(np.float64) for blocks in per_member]  # (38, 4) each
     rows = len(stacked[0])
-    # per-class ranks over all 48 windows of the run, ties averaged, divided by the row count
+    # per-class ranks over all 38 decoded windows of the run, ties averaged, divided by the row count
     ranks = []
     for probs in stacked:
         rank = np.empty_like(probs)
@@ -424,8 +470,10 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
         ranks.append(rank)
     combined = 0.6 * ranks[0] + 0.4 * ranks[1]
     expected, smoothed_only = [], []
-    for k in range(len(names)):
-        probs = combined[12 * k : 12 * (k + 1)]
+    first = 0
+    for name in names:
+        probs = combined[first : first + len(expected_rows(name))]
+        first += len(probs)
         smoothed = 0.6 * probs + 0.2 * (np.r_[probs[:1], probs[:-1]] + np.r_[probs[1:], probs[-1:]])
         top = np.argsort(-smoothed.max(axis=0), kind="stable")[:2]
         adjusted = smoothed ** 3.0
@@ -450,8 +498,12 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
 
 
 def reference_mels(path: Path, shift_seconds: float = 0.0) -> list[np.ndarray]:
-    """Each mel group's log-mel windows of `path`, built by hand from `features` (views: 0, -s, +s)."""
+    """Each mel group's log-mel windows of `path`, built by hand from `features` (views: 0, -s, +s).
+
+    The window count is ceil(seconds / 5) of the first group's (32 kHz) decode.
+    """
     out = []
+    n_windows = int(np.ceil(decode_audio(path, MEL["sample_rate"], repair=True)[0].size / 32000 / 5.0 - 1e-6))
     for mel in (MEL, MEL_B):
         rate = mel["sample_rate"]
         wave, _ = decode_audio(path, rate, repair=True)
@@ -461,7 +513,7 @@ def reference_mels(path: Path, shift_seconds: float = 0.0) -> list[np.ndarray]:
         out.append(np.stack([
             log_mel(window, filterbank, mel["n_fft"], mel["hop_length"], mel["top_db"])[None]
             for view in waves
-            for window in window_waves(view, rate, 5.0, 12)
+            for window in window_waves(view, rate, 5.0, n_windows)
         ]))
     return out
 
@@ -477,10 +529,11 @@ def test_two_mel_groups_match_each_member_on_its_own_log_mels(two_groups, sounds
     names = ["normal", "stereo48k", "short"]  # 32 kHz, 48 kHz stereo (resampled to both rates), short
     paths = [soundscapes[name] for name in names]
     expected, expected_members = [], []
-    for path in paths:
+    for name, path in zip(names, paths, strict=True):
         mels, row_ids = soundscape_mels(path, bundle)
         reference = reference_mels(path)
-        assert [m.shape for m in mels] == [(12, 1, 32, 313), (12, 1, 24, 251)]
+        n = len(expected_rows(name))
+        assert [m.shape for m in mels] == [(n, 1, 32, 313), (n, 1, 24, 251)] and row_ids == expected_rows(name)
         for got, want in zip(mels, reference, strict=True):
             np.testing.assert_array_equal(got, want)
         members = np.stack(separate_member_probabilities(two_groups, reference))
@@ -495,6 +548,7 @@ def test_two_mel_groups_match_each_member_on_its_own_log_mels(two_groups, sounds
         bundle.predict(mels[0])
     with pytest.raises(ValueError, match=r"mels\[1\] must have shape \(N, 1, 24, 251\)"):
         bundle.predict([mels[0], mels[0]])
+    mels, _ = soundscape_mels(paths[0], bundle)
     with pytest.raises(ValueError, match=r"\[12, 11\] windows per mel group"):
         bundle.predict([mels[0], mels[1][:-1]])
 
@@ -503,12 +557,13 @@ def test_two_mel_groups_match_each_member_on_its_own_log_mels(two_groups, sounds
     tta_bundle = load_bundle(tta_dir, threads=2)
     assert (tta_bundle.tta_shift_samples, tta_bundle.tta_views) == ([32000, 16000], 3)
     expected = []
-    for path in paths:
+    for name, path in zip(names, paths, strict=True):
         mels, _ = soundscape_mels(path, tta_bundle)
         reference = reference_mels(path, shift_seconds=1.0)
         for got, want in zip(mels, reference, strict=True):
             np.testing.assert_array_equal(got, want)
-        members = [probs.reshape(3, 12, -1).mean(axis=0) for probs in separate_member_probabilities(two_groups, reference)]
+        n = len(expected_rows(name))
+        members = [probs.reshape(3, n, -1).mean(axis=0) for probs in separate_member_probabilities(two_groups, reference)]
         expected.append(np.tensordot(weights, np.stack(members), axes=1))
     frame = predict_soundscapes(paths, tta_bundle, progress=False)
     np.testing.assert_allclose(frame[CLASSES].to_numpy(), np.concatenate(expected), atol=1e-6)
@@ -564,29 +619,6 @@ def test_load_bundle_checks_mel_groups(two_groups, tmp_path):
             load_bundle(broken(change.__name__, change), threads=1)
 
 
-def sample_submission(names: list[str]) -> pd.DataFrame:
-    rows = [row for name in names for row in expected_rows(name)]
-    frame = pd.DataFrame({"row_id": rows})
-    for label in CLASSES:
-        frame[label] = 1.0 / len(CLASSES)
-    return frame
-
-
-def test_submission_has_sample_columns_and_rows(exported, soundscapes, tmp_path):
-    # sample order differs from file order; one soundscape of the sample has no audio file
-    names = ["stereo48k", "normal", "gone", "short", "corrupt", "long"]
-    sample = sample_submission(names)
-    bundle = load_bundle(exported["int8"], threads=2)
-    paths = [soundscapes[name] for name in ("normal", "short", "long", "stereo48k", "corrupt")]
-    submission, filled = align_to_sample(predict_soundscapes(paths, bundle, progress=False), sample)
-    write_submission(submission, tmp_path / "submission.csv")
-    written = pd.read_csv(tmp_path / "submission.csv")
-    assert list(written.columns) == list(sample.columns)
-    assert written["row_id"].tolist() == sample["row_id"].tolist()
-    assert filled == 12  # only "gone"; long_65 is dropped, short is padded
-    assert not written.isna().any().any()
-
-
 def blocked_python(code: str) -> str:
     """Python source that makes torch & co. unimportable, then runs `code`."""
     return f"import sys\nfor _n in {BLOCKED!r}:\n    sys.modules[_n] = None\n" + code
@@ -594,11 +626,12 @@ def blocked_python(code: str) -> str:
 
 def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path):
     out = tmp_path / "kaggle_bundle"
+    data = tmp_path / "competition"
     # two mel groups, rank combine and post-processing: the packed code must carry
     # birdclef.postprocess and both filterbanks
     postprocess = {"smoothing": 0.1, "power_adjust_top_k": 2, "power_adjust_exponent": 2.0}
     source = with_postprocess(two_groups, tmp_path / "ranked", postprocess, combine="rank")
-    summary = pack_bundle(source, out)
+    summary = pack_bundle(source, out, data_dir=str(data))
     assert (out / "predict.py").exists() and (out / "README.md").exists()
     assert (out / "bundle.json").exists()
     assert sorted(p.name for p in out.glob("*.npy")) == ["mel_filterbank_0.npy", "mel_filterbank_1.npy"]
@@ -606,26 +639,37 @@ def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path)
         np.testing.assert_array_equal(
             np.load(out / f"mel_filterbank_{group}.npy"), np.load(source / f"mel_filterbank_{group}.npy")
         )
-    assert "24 mels, n_fft 512, hop 320, 16000 Hz" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "24 mels, n_fft 512, hop 320, 16000 Hz" in readme and f"`{data}`" in readme
     assert sorted(p.name for p in (out / "birdclef").iterdir() if p.suffix == ".py") == sorted(MODULES)
     irs = sorted(str(p.relative_to(out)) for p in out.glob("members/*/*"))
     assert irs == [f"members/{i}/model_int8.{s}" for i in (0, 1, 2) for s in ("bin", "xml")]
     assert summary["bytes"] > 0 and not (out / "wheels").exists()
+    # predict.py is birdclef/predict.py with the packed data folder as its --data default
+    packed = (out / "predict.py").read_text().splitlines()
+    original = (Path(birdclef.inference.__file__).parent / "predict.py").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(original, packed, strict=True) if a != b]
+    assert changed == [('DATA_DIR = "/kaggle/input/competitions/birdclef-2026"', f"DATA_DIR = {str(data)!r}")]
 
-    data = tmp_path / "competition"
     (data / "test_soundscapes").mkdir(parents=True)
     names = ["normal", "short", "stereo48k", "corrupt"]
     for name in names:
         shutil.copy(soundscapes[name], data / "test_soundscapes")
-    sample = sample_submission(names[::-1] + ["absent"])
+    # Kaggle's sample lists a few rows of a hidden soundscape; the rows come from the audio
+    sample = pd.DataFrame({"row_id": ["hidden_5", "hidden_10", "hidden_15"]})
+    for label in CLASSES:
+        sample[label] = 1.0 / len(CLASSES)
     sample.to_csv(data / "sample_submission.csv", index=False)
     workdir = tmp_path / "working"
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     code = blocked_python(
         "import runpy\n"
-        f"sys.argv = ['predict.py', '--data', {str(data)!r}, '--threads', '2']\n"
-        f"runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
+        "sys.argv = ['predict.py', '--threads', '2']\n"
+        "try:\n"
+        f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
         "assert not any(sys.modules.get(n) for n in "
         f"{BLOCKED!r}), 'a blocked module was imported'\n"
         "postprocess = sys.modules['birdclef.postprocess']\n"
@@ -638,14 +682,17 @@ def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path)
     assert f"inference code from {out / 'birdclef'}" in result.stderr
     assert "int8 IR, OpenVINO CPU INFERENCE_PRECISION_HINT=f32" in result.stderr
     assert "combine rank" in result.stderr and "'power_adjust_top_k': 2" in result.stderr
+    assert "1 undecodable, written as 0: ['corrupt.ogg']" in result.stderr
     written = pd.read_csv(workdir / "submission.csv")
     assert list(written.columns) == list(sample.columns)
-    assert written["row_id"].tolist() == sample["row_id"].tolist()
+    assert written["row_id"].tolist() == [row for name in sorted(names) for row in expected_rows(name)]
     assert not written.isna().any().any()
+    assert (written[written["row_id"].str.startswith("corrupt_")][CLASSES] == 0).all().all()
     # the bundled code gives the pipeline's numbers
     bundle = load_bundle(source, threads=2)
-    paths = [data / "test_soundscapes" / soundscapes[name].name for name in sorted(names)]
-    expected, _ = align_to_sample(predict_soundscapes(paths, bundle, progress=False), sample)
+    expected, stats = predict_submission(data / "test_soundscapes", data / "sample_submission.csv", bundle)
+    assert stats["undecodable"] == ["corrupt.ogg"] and stats["rows_from_sample"] == 0
+    assert written["row_id"].tolist() == expected["row_id"].tolist()
     np.testing.assert_allclose(written[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=2e-6)
 
 

@@ -282,6 +282,15 @@ def test_oof_per_class_refuses_overlapping_folds(tmp_path):
         report.oof_per_class(paths, index, CLASSES)
 
 
+def test_round_scores_draw_the_soundscape_score_beside_the_oof_score(tmp_path):
+    scores = pd.DataFrame({"round": [0, 0, 1, 1], "backbone": ["tiny"] * 4,
+                           "oof_auc": [0.7, 0.71, 0.8, 0.81], "soundscape_auc": [0.6, None, 0.65, 0.7]})
+    figure = report.plot_round_scores(scores, tmp_path / "scores.png")
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert "tiny: labelled soundscapes (held-out sites)" in labels
+    assert (tmp_path / "scores.png").stat().st_size > 0
+
+
 def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypatch):
     index = mel_index()
     index.to_parquet(tmp_path / "index.parquet")
@@ -293,7 +302,8 @@ def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypat
             path = tmp_path / f"run{round_}" / f"f{fold}" / "metrics.json"
             path.parent.mkdir(parents=True)
             path.write_text(json.dumps({"backbone": "tiny", "fold": fold, "epochs": [],
-                                        "oof_auc": 0.7 + 0.1 * round_ + 0.01 * fold}))
+                                        "oof_auc": 0.7 + 0.1 * round_ + 0.01 * fold,
+                                        "soundscape_auc": 0.6 + 0.1 * round_ if fold else None}))
             fold_metrics[round_].append(str(path))
     labels = pd.DataFrame({"row_id": ["s_5", "s_10"], "soundscape": ["s", "s"], "end_s": [5, 10],
                            "aaa1": [0.9, 0.8], "bbb1": [0.1, 0.0], "ccc1": [0.0, 0.2]})
@@ -307,8 +317,12 @@ def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypat
                         lambda distributions, classes, names, out: drawn.update(shift=distributions))
     report.pseudo_report(fold_metrics, {1: str(tmp_path / "pseudo.json")}, str(tmp_path / "index.parquet"),
                          str(taxonomy), str(tmp_path / "scores.png"), str(tmp_path / "shift.png"))
-    assert drawn["scores"].to_dict("list") == {"round": [0, 0, 1, 1], "backbone": ["tiny"] * 4,
-                                               "oof_auc": pytest.approx([0.7, 0.71, 0.8, 0.81])}
+    scores = drawn["scores"]
+    assert scores[["round", "backbone", "oof_auc"]].to_dict("list") == {
+        "round": [0, 0, 1, 1], "backbone": ["tiny"] * 4, "oof_auc": pytest.approx([0.7, 0.71, 0.8, 0.81])}
+    # The held-out labelled soundscape score rides along (missing where a fold has none).
+    assert scores["soundscape_auc"].tolist()[1::2] == pytest.approx([0.6, 0.7])
+    assert scores["soundscape_auc"].isna().tolist() == [True, False, True, False]
     shift = drawn["shift"]
     assert list(shift) == ["labelled training recordings (primary labels)", "round 1 pseudo-labels (2 windows)"]
     # The manifest's per-class means give the shares of the summed labels.
@@ -329,7 +343,7 @@ def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypat
 
     frame = pd.DataFrame({"round": [0, 0, 1, 1], "backbone": ["tiny"] * 4, "oof_auc": [0.7, 0.71, 0.8, 0.81]})
     figure = report.plot_round_scores(frame, tmp_path / "s.png")
-    assert axis_labels(figure) == ["training round", "OOF macro ROC-AUC (labelled validation folds)"]
+    assert axis_labels(figure) == ["training round", "macro ROC-AUC (OOF folds; dashed: held-out soundscapes)"]
     assert "0.705" in texts(figure) and "0.805" in texts(figure)
     shares = report.label_distribution(labels, CLASSES)
     assert shares == pytest.approx([0.85, 0.05, 0.1])

@@ -60,6 +60,29 @@ def test_out_of_fold_pseudo_labels_use_only_models_that_never_saw_the_window():
         pseudo.make_pseudo_labels([m0, m1.assign(seen_in_training=True)], ["x", "y"], settings)
 
 
+def test_labelled_windows_are_never_pseudo_labelled_and_score_the_round():
+    m0, m1 = _predictions()
+    labelled = pd.DataFrame({"row_id": ["a_5", "a_10"], "soundscape": ["a", "a"], "end_s": [5, 10],
+                             "split": ["validation", "validation"], "x": [1.0, 0.0], "y": [0.0, 1.0]})
+    settings = {"method": "power", "power": 1.0, "round": 1}
+    labels, stats = pseudo.make_pseudo_labels([m0, m1], ["x", "y"], settings, labelled)
+    assert labels["row_id"].tolist() == ["b_5"]  # the labelled windows are left out
+    assert stats["labelled_windows_left_out"] == 2 and stats["windows_kept"] == 1
+    # m0 and m1 disagree exactly: their mean ties a_5 and a_10 (0.5 each), AUC 0.5 on 2 windows.
+    assert stats["soundscape_windows_scored"] == 2 and stats["soundscape_auc"] == pytest.approx(0.5)
+    unlabelled, none = pseudo.make_pseudo_labels([m0, m1], ["x", "y"], settings)
+    assert len(unlabelled) == 3 and none["soundscape_auc"] is None
+
+
+def test_ensemble_scores_the_labelled_soundscapes_as_the_submission_would():
+    m0, m1 = _predictions()
+    combined = ensemble.soundscape_predictions([m0, m1], [3.0, 1.0], "mean", ["x", "y"])
+    assert combined["x"].tolist() == pytest.approx([0.7, 0.65, 0.25])
+    ranked = ensemble.soundscape_predictions([m0, m1], [1.0, 1.0], "rank", ["x", "y"],
+                                             {"smoothing": 0.5})
+    assert list(ranked.columns[:3]) == ["row_id", "soundscape", "end_s"] and len(ranked) == 3
+
+
 def test_pseudo_stage_writes_labels_with_provenance(tmp_path):
     m0, m1 = _predictions()
     paths = []

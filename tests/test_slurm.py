@@ -38,7 +38,7 @@ SLURM_ENV = {"SLURM_CONF": "/etc/slurm/slurm.conf"}
 # the same numbers; the Slurm node has nproc CPUs.
 THREADS = max(1, min(2, os.cpu_count() or 1))
 SLURM_RULES = {
-    "demo_data", "catalog", "vad", "mels", "soundscape_mels", "folds",
+    "demo_data", "catalog", "vad", "mels", "soundscape_mels", "soundscape_labels", "folds",
     "train", "ensemble", "export", "submission_predict",
 }
 GPU_RULES = {"train"}

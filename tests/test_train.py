@@ -82,7 +82,8 @@ def run(out_dir, cache, fold=0, **overrides):
     """train_fold with small, fast defaults."""
     mels, index, folds = cache
     kwargs = {k: overrides.pop(k) for k in list(overrides) if k in (
-        "soundscape_mels", "soundscape_index", "pseudo_mels", "pseudo_labels", "epoch_callback")}
+        "soundscape_mels", "soundscape_index", "pseudo_mels", "pseudo_labels", "epoch_callback",
+        "labelled_windows")}
     values = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
               "samples_per_epoch": 48, "crop_seconds_max": 2.0, **overrides}
     return train_fold(mels, index, folds, fold, CLASSES, SPEC, TrainSettings(**values), WINDOW,
@@ -245,6 +246,38 @@ def test_training_with_pseudo_windows(tmp_path, cache):
                pseudo_labels=labels, samples_per_epoch=None)
     assert only["n_train"] == 0 and np.isfinite(only["epochs"][0]["train_loss"])
     assert (tmp_path / "only" / "best.pt").exists()
+
+
+def test_labelled_soundscape_windows_train_and_score(tmp_path, cache):
+    """Train-split labelled windows fill their share of each batch; validation ones are scored."""
+    mels, index, _ = cache
+    sampler = EpochBatchSampler(np.ones(len(index)), 5, 16, 64, 0.25, seed=0, n_labelled=3,
+                                labelled_ratio=0.25)
+    for keys in sampler:
+        sources = [source for source, _, _ in keys]
+        assert sources == [0] * 8 + [1] * 4 + [2] * 4  # recordings, pseudo, labelled
+    only = EpochBatchSampler(np.ones(0), 0, 16, 64, 0.3, seed=0, n_labelled=3, labelled_ratio=0.25)
+    assert only.labelled_per_batch == 16  # nothing else to draw: labelled windows fill the batch
+    with pytest.raises(ValueError, match="exceed 1"):
+        TrainSettings(pseudo_ratio=0.8, labelled_ratio=0.3)
+
+    scape_mels, scape_index = make_soundscapes(8)
+    table = scape_index[["row_id", "soundscape", "end_s"]].copy()
+    table["split"] = np.where(table["soundscape"].isin(["S0", "S1"]), "train", "validation")
+    targets = np.eye(len(CLASSES), dtype=np.float32)[np.arange(8) % 4]
+    table[CLASSES] = targets
+    metrics = run(tmp_path / "labelled", cache, fold=0, epochs=2, soundscape_mels=scape_mels,
+                  soundscape_index=scape_index, labelled_windows=table, labelled_ratio=0.25,
+                  labelled_weight=2.0)
+    assert metrics["n_labelled"] == 4 and metrics["soundscape_windows_scored"] == 4
+    assert metrics["soundscape_auc"] is not None and 0.0 <= metrics["soundscape_auc"] <= 1.0
+    preds = pd.read_parquet(tmp_path / "labelled" / "soundscape_preds.parquet")
+    assert preds.loc[preds["soundscape"].isin(["S0", "S1"]), "seen_in_training"].all()
+    assert not preds.loc[preds["soundscape"].isin(["S2", "S3"]), "seen_in_training"].any()
+    # With train_ratio 0 the labelled windows only score.
+    scored = run(tmp_path / "scored", cache, fold=0, epochs=1, soundscape_mels=scape_mels,
+                 soundscape_index=scape_index, labelled_windows=table)
+    assert scored["n_labelled"] == 0 and scored["soundscape_windows_scored"] == 4
 
 
 def test_targets_schedule_and_focal_loss():

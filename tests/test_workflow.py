@@ -41,12 +41,20 @@ def demo_run(tmp_path_factory):
     return workdir, result, first_submission
 
 
+def expected_rows(workdir: Path) -> list[str]:
+    """Every 5 s window of every demo test soundscape, files in name order (60 s each)."""
+    stems = sorted(p.stem for p in (workdir / "resources/demo/test_soundscapes").glob("*.ogg"))
+    return [f"{stem}_{end}" for stem in stems for end in range(5, 61, 5)]
+
+
 def test_full_run_writes_a_scored_submission(demo_run):
     workdir, result, _ = demo_run
     submission = pd.read_csv(workdir / "results/submission.csv")
     sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
     assert list(submission.columns) == list(sample.columns)
-    assert submission["row_id"].tolist() == sample["row_id"].tolist()
+    # Kaggle's sample lists a few rows: the submission's rows come from the test files.
+    assert len(sample) == 3
+    assert submission["row_id"].tolist() == expected_rows(workdir)
     values = submission.drop(columns="row_id").to_numpy()
     assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
     manifests = list((workdir / "results/submission").glob("*/manifest.json"))
@@ -82,6 +90,47 @@ def test_every_stage_wrote_a_versioned_artifact_with_manifest(demo_run):
     assert abs(export["auc"]["openvino_f32"] - export["auc"]["torch_fp32"]) < 1e-3
     mel_manifest = json.loads(next((workdir / "results/mels").glob("*/manifest.json")).read_text())
     assert mel_manifest["headline"]["recordings"] > 100
+
+
+def test_labelled_soundscapes_validate_and_train_at_every_stage(demo_run):
+    """The 2026 layout on the demo: labels file, held-out sites, a class without training audio."""
+    workdir, _, _ = demo_run
+    root = workdir / "resources/demo"
+    taxonomy = pd.read_csv(root / "taxonomy.csv", dtype=str)
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    without_audio = sorted(set(taxonomy["primary_label"]) - set(train["primary_label"]))
+    assert without_audio, "the demo has a class without training audio"
+    (labels_dir,) = (workdir / "results/soundscape_labels").iterdir()
+    headline = json.loads((labels_dir / "manifest.json").read_text())["headline"]
+    assert headline["duplicate_rows"] >= headline["windows"] > 0  # every row shipped twice
+    assert headline["validation_windows"] > 0 and headline["train_windows"] > 0
+    table = pd.read_parquet(labels_dir / "labels.parquet")
+    # Held out by site: no site is on both sides.
+    sides = table.groupby("site")["split"].nunique()
+    assert (sides == 1).all(), sides
+    held = set(table.loc[table["split"] == "validation", "row_id"])
+    # The class without training audio is learnt from the soundscapes: it has a column everywhere.
+    submission = pd.read_csv(workdir / "results/submission.csv")
+    assert set(without_audio) <= set(submission.columns)
+    # Every stage reports the held-out soundscape score beside the OOF score; pseudo-labels
+    # never cover a labelled window.
+    for metrics in (workdir / "results/train").glob("*/fold*/metrics.json"):
+        values = json.loads(metrics.read_text())
+        assert values["soundscape_auc"] is not None and values["n_labelled"] > 0, metrics
+        assert values["soundscape_windows_scored"] == len(held)
+    (pseudo_dir,) = (workdir / "results/pseudo").iterdir()
+    pseudo_headline = json.loads((pseudo_dir / "manifest.json").read_text())["headline"]
+    assert pseudo_headline["soundscape_auc"] is not None
+    labels = pd.read_parquet(pseudo_dir / "labels.parquet")
+    assert not set(labels["row_id"]) & set(table["row_id"])
+    ensemble = json.loads(next((workdir / "results/ensemble").glob("*/ensemble.json")).read_text())
+    assert ensemble["soundscape_auc"] is not None and ensemble["oof_auc"] is not None
+    export = json.loads(next((workdir / "results/export").glob("*/manifest.json")).read_text())["headline"]
+    assert set(export["soundscape_auc"]) == {"openvino_f32", "openvino_int8"}
+    assert export["soundscape_windows_scored"] == len(held)
+    # Site, date and hour parsed from the 2026 file names into the soundscape cache index.
+    index = pd.read_parquet(next((workdir / "results/soundscape_mels").glob("*/index.parquet")))
+    assert index["site"].str.fullmatch(r"S\d+").all() and index["hour"].notna().all()
 
 
 def test_vad_cleaned_the_speech_recordings(demo_run):
@@ -226,8 +275,7 @@ def test_two_rounds_chain_and_the_ensemble_names_the_final_round(demo_run):
     assert all("-r2-" in m["name"] and "-r2-" in m["checkpoint"] for m in definition["members"])
     assert definition["combine"] == "mean" and definition["postprocess"]["tta_shift_seconds"] == 0.0
     submission = pd.read_csv(workdir / "results/submission.csv")
-    sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
-    assert submission["row_id"].tolist() == sample["row_id"].tolist()
+    assert submission["row_id"].tolist() == expected_rows(workdir)
 
 
 def test_two_mel_configurations_in_one_ensemble(demo_run):
@@ -270,5 +318,4 @@ def test_two_mel_configurations_in_one_ensemble(demo_run):
     headline = json.loads(manifests[-1].read_text())["headline"]
     assert headline["macro_roc_auc"] >= 0.80, headline
     submission = pd.read_csv(workdir / "results/submission.csv")
-    sample = pd.read_csv(workdir / "resources/demo/sample_submission.csv")
-    assert submission["row_id"].tolist() == sample["row_id"].tolist()
+    assert submission["row_id"].tolist() == expected_rows(workdir)

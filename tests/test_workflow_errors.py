@@ -114,3 +114,24 @@ def test_corrupt_ogg_is_skipped_and_counted_or_fails(workdir, small_data, tmp_pa
     result = run_catalog(workdir, root, name="strict.yaml", data={"on_bad_audio": "fail"})
     assert result.returncode != 0
     assert victim.split("/")[-1] in failure_text(result) and "on_bad_audio" in failure_text(result)
+
+
+def test_bad_soundscape_labels_name_the_file_and_row_and_keep_other_work(workdir, small_data, tmp_path):
+    """An unknown label stops the soundscape_labels job; the caches computed meanwhile stay."""
+    root = tmp_path / "copy"
+    shutil.copytree(small_data, root)
+    labels = pd.read_csv(root / "train_soundscapes_labels.csv", dtype=str)
+    labels.loc[1, "primary_label"] = "nosuch"
+    labels.to_csv(root / "train_soundscapes_labels.csv", index=False)
+    path = write_config(workdir, "labels.yaml", real_data_config(workdir, root))
+    result = snakemake(workdir, "--cores", "1", "--configfile", str(path), "--until", "soundscape_labels",
+                       "--keep-going", check=False)
+    assert result.returncode != 0
+    log = "\n".join(p.read_text() for p in (workdir / "results/logs/soundscape_labels").glob("*.log"))
+    assert "train_soundscapes_labels.csv row 3: label 'nosuch' is not in taxonomy.csv" in log, log[-2000:]
+    assert not list((workdir / "results/soundscape_labels").glob("*/labels.parquet"))
+    assert list((workdir / "results/soundscape_mels").glob("*/mels.npy"))  # other work is kept
+    # A configured labels file that does not exist stops the run before any job, naming the setting.
+    (root / "train_soundscapes_labels.csv").unlink()
+    result = snakemake(workdir, "-n", "--configfile", str(path), check=False)
+    assert result.returncode != 0 and "soundscape_labels.file" in failure_text(result)

@@ -19,4 +19,5 @@ ensemble_stage(
     folds_path=snakemake.input.folds,
     train_settings=snakemake.params.train_settings,
     threads=snakemake.threads,
+    labelled_path=snakemake.input.get("soundscape_labels"),
 )

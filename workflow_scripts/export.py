@@ -15,4 +15,7 @@ export_stage(
     tag=snakemake.params.tag,
     upstream=snakemake.params.upstream,
     threads=snakemake.threads,
+    soundscape_mels_paths=list(snakemake.input.soundscape_mels),
+    soundscape_index_paths=list(snakemake.input.soundscape_index),
+    labelled_path=snakemake.input.get("soundscape_labels"),
 )

@@ -12,4 +12,5 @@ pseudo_stage(
     settings=snakemake.params.settings,
     tag=snakemake.wildcards.tag,
     upstream=snakemake.params.upstream,
+    labelled_path=snakemake.input.get("soundscape_labels"),
 )

@@ -15,4 +15,5 @@ submission_stage(
     tag=snakemake.params.tag,
     upstream=snakemake.params.upstream,
     threads=snakemake.threads,
+    kaggle_data_dir=snakemake.config["submission"]["kaggle_data_dir"],
 )

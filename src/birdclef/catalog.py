@@ -38,6 +38,9 @@ TRAIN_COLUMNS = (
 )
 REQUIRED_TRAIN_COLUMNS = ("primary_label", "secondary_labels", "filename")
 REQUIRED_TAXONOMY_COLUMNS = ("primary_label",)
+# Labels are strings everywhere: 2026 has numeric iNaturalist ids (1139490) and
+# sonotypes (47158son01) beside eBird codes; pandas would read the first as int.
+LABEL_DTYPES = {"primary_label": str, "secondary_labels": str, "filename": str, "inat_taxon_id": str}
 
 
 class DataError(ValueError):
@@ -46,7 +49,7 @@ class DataError(ValueError):
 
 def read_taxonomy(taxonomy_csv: str | os.PathLike) -> list[str]:
     """The class list (taxonomy.csv's primary_label column, file order)."""
-    frame = _read_csv(taxonomy_csv)
+    frame = _read_csv(taxonomy_csv, dtype=LABEL_DTYPES)
     _require_columns(frame, REQUIRED_TAXONOMY_COLUMNS, taxonomy_csv, "taxonomy.csv")
     labels = frame["primary_label"].astype(str).tolist()
     duplicated = sorted({x for x in labels if labels.count(x) > 1})
@@ -83,7 +86,7 @@ def load_train_table(
     Raises `DataError` naming the file, row and column for a missing column, a
     label not in the taxonomy, an unparsable list or a missing audio file.
     """
-    frame = _read_csv(train_csv)
+    frame = _read_csv(train_csv, dtype=LABEL_DTYPES)
     _require_columns(frame, REQUIRED_TRAIN_COLUMNS, train_csv, "train.csv")
     for column in TRAIN_COLUMNS:
         if column not in frame.columns:
@@ -201,11 +204,11 @@ def build_catalog(
     return catalog, stats
 
 
-def _read_csv(path: str | os.PathLike) -> pd.DataFrame:
+def _read_csv(path: str | os.PathLike, dtype: dict | None = None) -> pd.DataFrame:
     if not Path(path).is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a readable CSV ({error})") from error
 

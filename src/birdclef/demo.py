@@ -1,20 +1,37 @@
-"""A synthetic BirdCLEF 2025 competition folder, so the workflow runs with no download.
+"""A synthetic BirdCLEF+ 2026 competition folder, so the workflow runs with no download.
 
-`generate_demo` writes the same layout and column names as the real competition
-data (`train.csv`, `taxonomy.csv`, `train_audio/`, `train_soundscapes/`,
-`test_soundscapes/`, `sample_submission.csv`) plus two files the real data does
-not have: `test_ground_truth.csv` (labels for the test soundscapes, so the
-submission can be scored) and `demo_info.json` (species call shapes, every
-synthesised call and where human speech was mixed in, the ground truth for the
-voice-activity stage).
+`generate_demo` writes the same layout, file names and column names as the
+real 2026 competition data (`train.csv`, `taxonomy.csv`, `train_audio/`,
+`train_soundscapes/`, `train_soundscapes_labels.csv`, `test_soundscapes/`,
+`sample_submission.csv`) plus two files the real data does not have:
+`test_ground_truth.csv` (labels for every test window, so the submission can
+be scored) and `demo_info.json` (species call shapes, every synthesised call
+and where human speech was mixed in, the ground truth for the voice-activity
+stage).
+
+What the 2026 data has and the demo copies:
+
+- soundscapes named `BC2026_(Train|Test)_<nnnn>_<site>_<YYYYMMDD>_<HHMMSS>.ogg`
+  from a few recording sites;
+- `train_soundscapes_labels.csv` for about half of the train soundscapes
+  (`filename, start, end, primary_label`; times `HH:MM:SS`; the labels of a
+  5 s window joined by `;`; windows without a call left out; every row
+  listed twice, as in the file Kaggle shipped);
+- a `sample_submission.csv` of a few rows only (the hidden test set is not
+  listed), while `test_ground_truth.csv` lists every test window;
+- one class with no training audio (a taxonomy row, but no `train.csv` row,
+  no `train_audio/` folder and never a secondary label) that calls in the
+  soundscapes, so only the soundscape labels can teach it;
+- labels that are strings but look like other things: a numeric iNaturalist
+  taxon id (the frog) and a sonotype (`47158son01`, the cricket) beside
+  eBird-style codes: read label columns as strings;
+- `train.csv` with `class_name` and `inat_taxon_id` and the 2026 column order.
 
 Species are synthetic: each has its own call shape (pitch, frequency
 modulation, rhythm, harmonics, bandwidth) so that a small CNN on log-mel
-spectrograms can tell them apart. The lowest- and highest-pitched species are
-non-birds (a frog and a cricket) whose labels are numeric, like the iNaturalist
-taxon-id labels of the real 2025 data: read label columns as strings. The
-speech clips are espeak-ng output shipped as package data (see
-`data/speech/README.md`); espeak-ng is never called here.
+spectrograms can tell them apart. The speech clips are espeak-ng output
+shipped as package data (see `data/speech/README.md`); espeak-ng is never
+called here.
 
 Everything is a function of `seed`: the same arguments give byte-identical
 files. libsndfile picks a random Ogg stream serial number for each file, so
@@ -29,6 +46,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -42,11 +60,30 @@ import numpy as np
 import pandas as pd
 
 from .audio import BadAudioError, read_audio, write_ogg
-from .catalog import TRAIN_COLUMNS
 from .io import atomic_dir, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
+# train.csv columns in the order of the 2026 file (the 2025 columns, reordered,
+# plus class_name and inat_taxon_id).
+TRAIN_COLUMNS_2026 = [
+    "primary_label",
+    "secondary_labels",
+    "type",
+    "latitude",
+    "longitude",
+    "scientific_name",
+    "common_name",
+    "class_name",
+    "inat_taxon_id",
+    "author",
+    "license",
+    "rating",
+    "url",
+    "filename",
+    "collection",
+]
+SOUNDSCAPE_LABEL_COLUMNS = ["filename", "start", "end", "primary_label"]
 TAXONOMY_COLUMNS = [
     "primary_label",
     "inat_taxon_id",
@@ -59,6 +96,11 @@ WINDOW_SECONDS = 5
 # window by at least this long (or by half the call, for calls shorter than 1 s).
 MIN_OVERLAP_SECONDS = 0.5
 MAX_SPECIES = 24
+# Rows of sample_submission.csv: the first windows of the first test soundscape
+# (Kaggle's sample lists a few rows; the hidden test set is not listed).
+SAMPLE_SUBMISSION_ROWS = 3
+# Recording sites the soundscapes come from (S01..S09, drawn from the seed).
+N_SITES = 4
 
 # Random-stream ids: every random draw comes from default_rng([seed, stream, index]).
 _STREAM_META = 0
@@ -107,11 +149,12 @@ _LOW_HZ, _HIGH_HZ = 1000.0, 9500.0
 
 # Made-up names, two per archetype (the second for n_species > 12, when
 # archetypes repeat). Bird labels follow the eBird pattern (3 + 3 letters,
-# sometimes a digit); non-bird labels are their iNaturalist-style taxon id, as
-# in the 2025 data.
+# sometimes a digit); as in the 2026 data, the frogs' labels are their
+# iNaturalist taxon id and the crickets' are sonotypes (`<taxon id>son<nn>`,
+# 47158 being iNaturalist's Insecta).
 _NAMES: dict[str, list[tuple[str, str, str]]] = {
     "croak": [
-        ("Marsh Tink Frog", "Pristimantis paludis", "1480133"),
+        ("Marsh Tink Frog", "Pristimantis paludis", "1139490"),
         ("Clicking Rain Frog", "Craugastor crepitans", "1480151"),
     ],
     "harmonic_stack": [
@@ -155,12 +198,13 @@ _NAMES: dict[str, list[tuple[str, str, str]]] = {
         ("Crested Foliage-Hopper", "Frondisaltor cristatus", "crefol"),
     ],
     "stridulation": [
-        ("Silver Bush Cricket", "Conocephalus argenteus", "1560270"),
-        ("Green Bell Katydid", "Neoconocephalus viridis", "1560318"),
+        ("Insecta sonotype 01", "Insecta sp. son01", "47158son01"),
+        ("Insecta sonotype 02", "Insecta sp. son02", "47158son02"),
     ],
 }
 
-_SITES = ["H01", "H02", "H03", "H04", "H05", "H06", "H07", "H08"]
+_SITE_POOL = [f"S{i:02d}" for i in range(1, 10)]
+_SONOTYPE = re.compile(r"(\d+)son\d+")
 _AUTHORS = [
     "Ana María Rojas",
     "Carlos Gómez",
@@ -224,11 +268,27 @@ def demo_species(n_species: int = 12) -> list[Species]:
         kind, class_name, params = _KINDS[kind_index]
         common, scientific, label = _NAMES[kind][uses.get(kind, 0)]
         uses[kind] = uses.get(kind, 0) + 1
-        taxon_id = int(label) if label.isdigit() else 7000000 + zlib.crc32(label.encode()) % 1000000
+        if label.isdigit():
+            taxon_id = int(label)
+        elif sonotype := _SONOTYPE.fullmatch(label):
+            taxon_id = int(sonotype[1])
+        else:
+            taxon_id = 7000000 + zlib.crc32(label.encode()) % 1000000
         species.append(
             Species(label, taxon_id, scientific, common, class_name, kind, float(centre), params)
         )
     return sorted(species, key=lambda s: s.label)
+
+
+def classes_without_train_audio(species: Sequence[Species]) -> list[str]:
+    """Labels of the species that get no training recording (one, a bird).
+
+    Independent of the seed: the middle bird in taxonomy order. It still calls
+    in the soundscapes, so only the soundscape labels can teach it (in 2026, 28
+    of 234 classes had no training audio).
+    """
+    birds = [s.label for s in species if s.class_name == "Aves"]
+    return [birds[len(birds) // 2]] if len(species) >= 3 and birds else []
 
 
 # --------------------------------------------------------------------------- synthesis
@@ -453,7 +513,11 @@ def _plan_recordings(
     speech_fraction: float,
     n_clips: int,
 ) -> list[_Recording]:
-    """Metadata of every training recording (everything but the audio)."""
+    """Metadata of every training recording (everything but the audio).
+
+    `species` are the species with training audio: each is a primary label
+    `per_species` times, and the secondary labels are drawn from them too.
+    """
     total = len(species) * per_species
     numbers = rng.choice(np.arange(100000, 999999), size=total, replace=False)
     n_speech = int(round(speech_fraction * total))
@@ -492,6 +556,8 @@ def _plan_recordings(
             "longitude": lon,
             "scientific_name": sp.scientific_name,
             "common_name": sp.common_name,
+            "class_name": sp.class_name,
+            "inat_taxon_id": sp.inat_taxon_id,
             "author": str(rng.choice(_AUTHORS)),
             "license": str(rng.choice(_LICENSES)),
         }
@@ -500,18 +566,53 @@ def _plan_recordings(
     return plans
 
 
-def _soundscape_stems(rng: np.random.Generator, count: int, taken: set[str]) -> list[str]:
-    """Distinct `<site>_<yyyymmdd>_<hhmmss>` names, as in the real soundscapes."""
+def _soundscape_sites(rng: np.random.Generator) -> list[str]:
+    """The `N_SITES` recording-site codes (`S` + two digits), sorted."""
+    picks = rng.choice(len(_SITE_POOL), size=N_SITES, replace=False)
+    return sorted(_SITE_POOL[int(i)] for i in picks)
+
+
+def _soundscape_stems(
+    rng: np.random.Generator, split: str, count: int, sites: Sequence[str], taken: set
+) -> list[str]:
+    """`BC2026_<split>_<nnnn>_<site>_<YYYYMMDD>_<HHMMSS>` names, numbered from 0001.
+
+    The first `len(sites)` soundscapes are each from a different site (in an
+    order drawn from `rng`), the rest from sites drawn at random: a split of
+    three or more soundscapes covers at least three sites. Recorded between
+    04:30 and 10:00 on a day of February to April 2025; no two soundscapes
+    (`taken` is shared by the splits) share site, day and time.
+    """
+    first = [sites[int(i)] for i in rng.permutation(len(sites))]
     stems: list[str] = []
     while len(stems) < count:
-        site = _SITES[int(rng.integers(len(_SITES)))]
-        day = date(2024, 3, 1) + timedelta(days=int(rng.integers(0, 60)))
-        minutes = int(rng.integers(4 * 6, 10 * 6)) * 10
-        stem = f"{site}_{day:%Y%m%d}_{minutes // 60:02d}{minutes % 60:02d}00"
-        if stem not in taken:
-            taken.add(stem)
-            stems.append(stem)
+        site = (
+            first[len(stems)] if len(stems) < len(first) else sites[int(rng.integers(len(sites)))]
+        )
+        day = date(2025, 2, 1) + timedelta(days=int(rng.integers(0, 89)))
+        second = int(rng.integers(4 * 3600 + 1800, 10 * 3600))
+        if (site, day, second) in taken:
+            continue
+        taken.add((site, day, second))
+        clock = f"{second // 3600:02d}{second % 3600 // 60:02d}{second % 60:02d}"
+        stems.append(f"BC2026_{split}_{len(stems) + 1:04d}_{site}_{day:%Y%m%d}_{clock}")
     return stems
+
+
+def _labelled_soundscapes(count: int) -> list[int]:
+    """Indices of the train soundscapes that get labels: about half of them.
+
+    Every other one (0001, 0003, ...; both when there are two): the first
+    soundscapes come from different sites (`_soundscape_stems`), so three or
+    more train soundscapes give labelled ones from at least two sites.
+    """
+    return [i for i in range(count) if i % 2 == 0 or count == 2]
+
+
+def _hhmmss(seconds: float) -> str:
+    """`HH:MM:SS` of a whole number of seconds, as in train_soundscapes_labels.csv."""
+    total = int(round(seconds))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
 # --------------------------------------------------------------------------- rendering
@@ -598,17 +699,20 @@ def _render_soundscape(
     folder: Path,
     snr_db: tuple[float, float] = (2.0, 12.0),
     overlap: float = 0.2,
+    force: Sequence[str] = (),
 ) -> list[list[Any]]:
     """Synthesise and write one soundscape; return its calls `[label, start_s, end_s]`.
 
-    Each call after the first lands on top of an earlier one with probability `overlap`.
+    Each call after the first lands on top of an earlier one with probability
+    `overlap`. The species labelled in `force` call in it whatever the draw.
     """
     rng = np.random.default_rng([seed, stream, index])
     n = int(round(seconds * sample_rate))
     noise = _Noise(rng, n, sample_rate)
     wave = noise.wave.copy()
     n_present = int(rng.integers(min(3, len(species)), min(8, len(species)) + 1))
-    present = [species[int(i)] for i in sorted(rng.choice(len(species), n_present, replace=False))]
+    chosen = set(rng.choice(len(species), n_present, replace=False).tolist())
+    present = [sp for i, sp in enumerate(species) if i in chosen or sp.label in force]
     scale = seconds / 60.0
     calls: list[list[Any]] = []
     for sp in present:
@@ -736,23 +840,39 @@ def generate_demo(
     soundscape_snr_db: tuple[float, float] = (2.0, 12.0),
     soundscape_overlap: float = 0.2,
 ) -> dict:
-    """Write a synthetic BirdCLEF 2025 competition folder at `out_root`; return a summary.
+    """Write a synthetic BirdCLEF+ 2026 competition folder at `out_root`; return a summary.
 
-    The folder holds `train.csv`, `taxonomy.csv`, `train_audio/<label>/*.ogg`,
-    `train_soundscapes/*.ogg`, `test_soundscapes/*.ogg`, `sample_submission.csv`,
-    `test_ground_truth.csv` (row_id plus a 0/1 column per label, rows in the
-    order of `sample_submission.csv`) and `demo_info.json` (seed, species call
-    shapes, every call's timing, and each speech insertion as `filename`,
-    `start_s`, `end_s`, `snr_db`). All audio is mono Ogg Vorbis at
-    `sample_rate`.
+    The folder holds:
 
-    The same arguments always give byte-identical files. The folder is built
-    beside `out_root` and renamed into place when complete, replacing an
-    existing `out_root`. `soundscape_seconds` must be a multiple of 5.
-    `soundscape_snr_db` is the range of each species' in-band SNR in the
-    soundscapes: the default is about that of mid-rated training recordings;
-    lower it (e.g. (-3, 8)) for a harder variant. `soundscape_overlap` is the
-    chance that a soundscape call is placed on top of an earlier one.
+    - `taxonomy.csv`: primary_label, inat_taxon_id, scientific_name,
+      common_name, class_name (one row per species, sorted by label);
+    - `train.csv` (columns `TRAIN_COLUMNS_2026`, in that order) and
+      `train_audio/<label>/*.ogg`, for every species but
+      `classes_without_train_audio`;
+    - `train_soundscapes/` and `test_soundscapes/`:
+      `BC2026_(Train|Test)_<nnnn>_<site>_<YYYYMMDD>_<HHMMSS>.ogg` from
+      `N_SITES` sites; the class without audio calls in every other one;
+    - `train_soundscapes_labels.csv`: filename, start, end (`HH:MM:SS`),
+      primary_label (`;`-joined) for each 5 s window with a call of every other
+      train soundscape (0001, 0003, ...), every row listed twice;
+    - `sample_submission.csv`: row_id and one column per label (uniform
+      values) for the first `SAMPLE_SUBMISSION_ROWS` windows of the first test
+      soundscape only, as Kaggle's;
+    - `test_ground_truth.csv`: row_id (`<stem>_<end second>`) plus a 0/1
+      column per label for every window of every test soundscape, in file
+      then time order;
+    - `demo_info.json`: seed, settings, species call shapes, every call's
+      timing, which train soundscapes are labelled, and each speech
+      insertion as `filename`, `start_s`, `end_s`, `snr_db`.
+
+    All audio is mono Ogg Vorbis at `sample_rate`. The same arguments always
+    give byte-identical files. The folder is built beside `out_root` and
+    renamed into place when complete, replacing an existing `out_root`.
+    `soundscape_seconds` must be a multiple of 5. `soundscape_snr_db` is the
+    range of each species' in-band SNR in the soundscapes: the default is
+    about that of mid-rated training recordings; lower it (e.g. (-3, 8)) for
+    a harder variant. `soundscape_overlap` is the chance that a soundscape
+    call is placed on top of an earlier one.
     """
     seed = int(seed)
     if seed < 0:
@@ -780,20 +900,30 @@ def generate_demo(
 
     species = demo_species(n_species)
     labels = [s.label for s in species]
+    no_audio = classes_without_train_audio(species)
+    with_audio = [s for s in species if s.label not in no_audio]
     clips = _speech_clips(sample_rate) if speech_fraction > 0 else ()
     meta_rng = np.random.default_rng([seed, _STREAM_META])
     plans = _plan_recordings(
-        meta_rng, species, recordings_per_species, (low, high), speech_fraction, max(len(clips), 1)
+        meta_rng,
+        with_audio,
+        recordings_per_species,
+        (low, high),
+        speech_fraction,
+        max(len(clips), 1),
     )
-    taken: set[str] = set()
-    train_stems = _soundscape_stems(meta_rng, n_train_soundscapes, taken)
-    test_stems = _soundscape_stems(meta_rng, n_test_soundscapes, taken)
+    sites = _soundscape_sites(meta_rng)
+    taken: set = set()
+    train_stems = _soundscape_stems(meta_rng, "Train", n_train_soundscapes, sites, taken)
+    test_stems = _soundscape_stems(meta_rng, "Test", n_test_soundscapes, sites, taken)
+    labelled = _labelled_soundscapes(len(train_stems))
 
     workers = max(1, min(8, os.cpu_count() or 1))
     with atomic_dir(out_root) as tmp:
         audio_dir = tmp / "train_audio"
-        for sp in species:
-            (audio_dir / sp.label).mkdir(parents=True, exist_ok=True)
+        audio_dir.mkdir()
+        for sp in with_audio:
+            (audio_dir / sp.label).mkdir()
         scape_tasks = [
             (stem, i, stream, tmp / folder)
             for folder, stream, stems in (
@@ -821,6 +951,7 @@ def generate_demo(
                     folder,
                     (float(soundscape_snr_db[0]), float(soundscape_snr_db[1])),
                     float(soundscape_overlap),
+                    tuple(no_audio) if i % 2 == 0 else (),
                 )
                 for stem, i, stream, folder in scape_tasks
             ]
@@ -836,7 +967,8 @@ def generate_demo(
         train_calls = scape_calls[: len(train_stems)]
         test_calls = scape_calls[len(train_stems) :]
 
-        _write_csv(tmp / "train.csv", pd.DataFrame([p.row for p in plans], columns=list(TRAIN_COLUMNS)))
+        train = pd.DataFrame([p.row for p in plans], columns=TRAIN_COLUMNS_2026)
+        _write_csv(tmp / "train.csv", train)
         taxonomy = pd.DataFrame(
             [
                 [s.label, s.inat_taxon_id, s.scientific_name, s.common_name, s.class_name]
@@ -846,10 +978,25 @@ def generate_demo(
         )
         _write_csv(tmp / "taxonomy.csv", taxonomy)
 
+        n_windows = int(round(windows))
+        # train_soundscapes_labels.csv: the windows with a call, then the same rows again.
+        label_rows = []
+        for i in labelled:
+            present = window_labels(train_calls[i], soundscape_seconds, labels)
+            for w in np.flatnonzero(present.any(axis=1)):
+                label_rows.append(
+                    [
+                        f"{train_stems[i]}.ogg",
+                        _hhmmss(w * WINDOW_SECONDS),
+                        _hhmmss((w + 1) * WINDOW_SECONDS),
+                        ";".join(label for label, on in zip(labels, present[w], strict=True) if on),
+                    ]
+                )
+        scape_labels = pd.DataFrame(label_rows * 2, columns=SOUNDSCAPE_LABEL_COLUMNS)
+        _write_csv(tmp / "train_soundscapes_labels.csv", scape_labels)
+
         row_ids = [
-            f"{stem}_{(w + 1) * WINDOW_SECONDS}"
-            for stem in test_stems
-            for w in range(int(round(windows)))
+            f"{stem}_{(w + 1) * WINDOW_SECONDS}" for stem in test_stems for w in range(n_windows)
         ]
         truth = np.concatenate(
             [window_labels(calls, soundscape_seconds, labels) for calls in test_calls]
@@ -857,18 +1004,31 @@ def generate_demo(
         ground_truth = pd.DataFrame(truth, columns=labels)
         ground_truth.insert(0, "row_id", row_ids)
         _write_csv(tmp / "test_ground_truth.csv", ground_truth)
-        submission = pd.DataFrame(np.full(truth.shape, 1.0 / len(labels)), columns=labels)
-        submission.insert(0, "row_id", row_ids)
+        # The first windows of the first test soundscape (sorted), uniform values.
+        sample_ids = [
+            f"{min(test_stems)}_{(w + 1) * WINDOW_SECONDS}"
+            for w in range(min(SAMPLE_SUBMISSION_ROWS, n_windows))
+        ]
+        submission = pd.DataFrame(
+            np.full((len(sample_ids), len(labels)), 1.0 / len(labels)), columns=labels
+        )
+        submission.insert(0, "row_id", sample_ids)
         _write_csv(tmp / "sample_submission.csv", submission)
 
         speech = [s for _, s in rec_results if s is not None]
         train_seconds = float(sum(p.seconds for p in plans))
         summary = {
             "species": len(species),
+            "classes_without_train_audio": len(no_audio),
             "recordings": len(plans),
             "train_soundscapes": len(train_stems),
+            "labelled_train_soundscapes": len(labelled),
+            "labelled_windows": len(label_rows),
+            "soundscape_label_rows": len(scape_labels),
             "test_soundscapes": len(test_stems),
             "test_windows": len(row_ids),
+            "sample_submission_rows": len(submission),
+            "sites": len({stem.split("_")[3] for stem in [*train_stems, *test_stems]}),
             "speech_recordings": len(speech),
             "recordings_with_secondary": sum(bool(p.secondary) for p in plans),
             "train_audio_seconds": round(train_seconds, 2),
@@ -896,15 +1056,16 @@ def generate_demo(
                 f"window by >= min({MIN_OVERLAP_SECONDS} s, half the call)"
             ),
             "summary": summary,
-            "species": [s.info() for s in species],
+            "classes_without_train_audio": no_audio,
+            "species": [{**s.info(), "train_audio": s.label not in no_audio} for s in species],
             "speech": speech,
             "recordings": [
                 {"filename": p.row["filename"], "rating": p.rating, "calls": calls}
                 for p, (calls, _) in zip(plans, rec_results, strict=True)
             ],
             "train_soundscapes": [
-                {"filename": f"{stem}.ogg", "calls": calls}
-                for stem, calls in zip(train_stems, train_calls, strict=True)
+                {"filename": f"{stem}.ogg", "labelled": i in labelled, "calls": calls}
+                for i, (stem, calls) in enumerate(zip(train_stems, train_calls, strict=True))
             ],
             "test_soundscapes": [
                 {"filename": f"{stem}.ogg", "calls": calls}

@@ -23,7 +23,8 @@ import pandas as pd
 from .features import MEL_KEYS
 from .features import check_mel_groups as check_group_settings
 from .metrics import macro_roc_auc
-from .postprocess import combine_members, postprocess_settings
+from .postprocess import combine_members, postprocess_settings, postprocess_soundscape
+from .soundscapes import soundscape_score
 
 log = logging.getLogger("birdclef.ensemble")
 
@@ -182,6 +183,37 @@ def build_ensemble(
     }
 
 
+def soundscape_predictions(
+    tables: Sequence[pd.DataFrame],
+    weights: Sequence[float],
+    method: str,
+    classes: Sequence[str],
+    postprocess: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The ensemble's predictions of the train_soundscapes windows, as the submission makes them.
+
+    `tables` are the members' ``soundscape_preds.parquet`` (row_id, soundscape,
+    end_s, classes...), matched by row_id; they are combined over all windows
+    (`combine_members`: ranks are taken over every window together), then each
+    soundscape's windows, in time order, get the post-processing.
+    """
+    classes = list(classes)
+    base = tables[0][["row_id", "soundscape", "end_s"]].reset_index(drop=True)
+    base["row_id"] = base["row_id"].astype(str)
+    members = []
+    for table in tables:
+        by_row = table.assign(row_id=table["row_id"].astype(str)).set_index("row_id")
+        members.append(by_row.loc[base["row_id"], classes].to_numpy(np.float64))
+    probs = combine_members(members, list(weights), method)
+    if postprocess:
+        order = np.lexsort((base["end_s"].to_numpy(), base["soundscape"].astype(str).to_numpy()))
+        base, probs = base.iloc[order].reset_index(drop=True), probs[order]
+        blocks = [postprocess_soundscape(probs[rows], postprocess)
+                  for rows in base.groupby("soundscape", sort=False).indices.values()]
+        probs = np.concatenate(blocks) if blocks else probs
+    return pd.concat([base, pd.DataFrame(probs, columns=classes)], axis=1)
+
+
 def ensemble_stage(
     members: Sequence[Mapping[str, Any]],
     index_paths: Sequence[str],
@@ -197,6 +229,7 @@ def ensemble_stage(
     folds_path: str | None = None,
     train_settings: Mapping[str, Any] | None = None,
     threads: int = 1,
+    labelled_path: str | None = None,
 ) -> dict:
     """The ensemble stage: the definition file (members, weights, mel groups, post-processing, scores).
 
@@ -210,7 +243,10 @@ def ensemble_stage(
     the greedy soup of its ingredients, scored on its fold's recordings in its
     own group's cache (written to `out_soups`; needs `mels_paths`,
     `folds_path` and `train_settings`). `out_soups` is always created (empty
-    without soup).
+    without soup). With `labelled_path` (the soundscape_labels table) the
+    ensemble's predictions of the held-out labelled soundscape windows are
+    scored (``soundscape_auc``), from each member's final-round
+    ``soundscape_preds.parquet`` (soups are not re-run on the soundscapes).
     """
     from .catalog import read_taxonomy
     from .io import atomic_dir, write_json
@@ -275,11 +311,24 @@ def ensemble_stage(
     definition["window_seconds"] = window_seconds
     definition["postprocess"] = postprocess_settings(
         {"postprocess": settings.get("postprocess") or {}, "window_seconds": window_seconds})
+    soundscape_auc = scored = None
+    if labelled_path:
+        tables = [pd.read_parquet(Path(m["ingredients"][-1]).parent / "soundscape_preds.parquet")
+                  for m in members]
+        predictions = soundscape_predictions(
+            tables, [m["weight"] for m in definition["members"]], definition["combine"], classes,
+            definition["postprocess"])
+        soundscape_auc, scored = soundscape_score(predictions, pd.read_parquet(labelled_path), classes)
+        log.info("ensemble: OOF AUC %s, labelled-soundscape AUC %s (%d held-out windows)",
+                 definition["oof_auc"], soundscape_auc, scored)
+    definition["soundscape_auc"] = soundscape_auc
     write_json(out_ensemble, definition)
     manifest.headline.update(
         {
             "members": len(full_members),
             "oof_auc": definition["oof_auc"],
+            "soundscape_auc": soundscape_auc,
+            "soundscape_windows_scored": scored,
             "combine": definition["combine"],
             "backbone_weights": definition["backbone_weights"],
             "member_oof_auc": {m["name"]: m["oof_auc"] for m in definition["members"]},

@@ -727,6 +727,66 @@ def gate_targets(index, rows: np.ndarray, classes) -> np.ndarray:
     return targets[window_recording.reshape(-1)]
 
 
+def labelled_soundscape_windows(
+    soundscape_mels_paths: Sequence[str],
+    soundscape_index_paths: Sequence[str],
+    labelled_path: str,
+    classes: Sequence[str],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The held-out labelled soundscape windows of every mel group, and their targets.
+
+    One (n, 1, n_mels, frames) float32 array per group (that group's
+    soundscape cache, matched by row_id, so window i is the same span of
+    audio in every group) and the (n, n_classes) 0/1 targets.
+    """
+    import pandas as pd
+
+    from .soundscapes import validation_windows
+
+    held = validation_windows(pd.read_parquet(labelled_path))
+    arrays = []
+    for mels_path, index_path in zip(soundscape_mels_paths, soundscape_index_paths, strict=True):
+        index = pd.read_parquet(index_path)
+        position = pd.Series(np.arange(len(index)), index=index["row_id"].astype(str))
+        missing = ~held["row_id"].astype(str).isin(position.index)
+        if missing.any():
+            raise ValueError(f"{index_path}: labelled window {held['row_id'][missing].iloc[0]!r} is not "
+                             "in this soundscape cache")
+        rows = position.loc[held["row_id"].astype(str)].to_numpy()
+        cache = np.load(mels_path, mmap_mode="r")
+        arrays.append(np.asarray(cache[rows], dtype=np.float32)[:, None])
+    return arrays, held[list(classes)].to_numpy(np.float32)
+
+
+def score_bundle_windows(
+    bundle_dir: str | os.PathLike, mels: Sequence[np.ndarray], targets: np.ndarray, threads: int = 2
+) -> dict[str, float | None]:
+    """Macro ROC-AUC of the exported ensemble on windows `mels` (one array per mel group).
+
+    Runs each member's f32 IR and the IR the bundle uses (OpenVINO,
+    INFERENCE_PRECISION_HINT=f32), combines by the weighted mean (as the gate
+    does) and scores against `targets`. Returns ``{"openvino_f32": auc,
+    "openvino_<precision>": auc}``.
+    """
+    import openvino as ov
+
+    from .io import read_json
+
+    bundle_dir = Path(bundle_dir)
+    bundle = read_json(bundle_dir / "bundle.json")
+    core = ov.Core()
+    runs = {"openvino_f32": "ir_f32", f"openvino_{bundle['precision']}": "ir"}
+    weights = [float(member.get("weight", 1.0)) for member in bundle["members"]]
+    scores: dict[str, float | None] = {}
+    for name, key in runs.items():
+        probabilities = []
+        for member in bundle["members"]:
+            compiled = _compile(core, bundle_dir / member[key], threads)
+            probabilities.append(_run_openvino(compiled, mels[int(member["mel_group"])])[0])
+        scores[name] = _auc(targets, _weighted_mean(probabilities, weights))
+    return scores
+
+
 def export_stage(
     ensemble_path: str,
     mels_paths: Sequence[str],
@@ -739,6 +799,9 @@ def export_stage(
     upstream: Mapping[str, Any],
     threads: int = 2,
     seed: int = 0,
+    soundscape_mels_paths: Sequence[str] | None = None,
+    soundscape_index_paths: Sequence[str] | None = None,
+    labelled_path: str | None = None,
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
@@ -749,7 +812,11 @@ def export_stage(
     the gate scores the windows of `gate_windows` (validated recordings,
     fold >= 0, cached in every group; at most `MAX_EVAL_WINDOWS`, spread
     evenly, aligned in time across the groups), each against its recording's
-    primary and secondary labels.
+    primary and secondary labels. With `labelled_path` (the soundscape_labels
+    table) and each group's soundscape cache, the exported f32 and chosen-precision
+    ensembles are also scored on the held-out labelled soundscape windows
+    (``soundscape_auc`` in the report; the gate itself is decided on the
+    recordings' windows).
     """
     import pandas as pd
 
@@ -816,6 +883,15 @@ def export_stage(
         on_gate_fail=settings["on_gate_fail"],
         threads=threads,
     )
+    if labelled_path and soundscape_mels_paths and soundscape_index_paths:
+        windows, targets = labelled_soundscape_windows(
+            soundscape_mels_paths, soundscape_index_paths, labelled_path, ensemble["classes"])
+        report["soundscape_auc"] = (
+            score_bundle_windows(Path(out_bundle).parent, windows, targets, threads) if len(targets)
+            else None)
+        report["soundscape_windows_scored"] = int(len(targets))
+        logger.info("export: labelled-soundscape AUC %s on %d held-out windows",
+                    report["soundscape_auc"], len(targets))
     manifest.headline.update(report)
     manifest.write(out_manifest)
     logger.info(

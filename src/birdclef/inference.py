@@ -22,7 +22,10 @@ every member then runs on its group's windows. Members are combined as the
 bundle definition's ``combine`` says (weighted mean of probabilities, or of
 per-class ranks over the run), followed by its per-soundscape post-processing
 (``postprocess``: TTA shifts, smoothing, power adjustment; see
-`birdclef.postprocess`). Row ids are ``<file stem>_<end second>``.
+`birdclef.postprocess`). Row ids are ``<file stem>_<end second>``; a file
+gets ceil(duration / 5 s) rows (12 for one minute, 4 for 20 s, 13 for 62 s),
+and a file that cannot be decoded gets its rows with every probability 0
+(listed in the frame's ``attrs["undecodable"]``).
 
 How it is fast (`predict_soundscapes`): decode + log-mel run in a pool of
 worker threads (numpy, libsndfile and OpenVINO release the GIL), several files
@@ -59,7 +62,7 @@ import numpy as np
 import openvino as ov
 import pandas as pd
 
-from .audio import BadAudioError, decode_audio
+from .audio import BadAudioError, audio_seconds, decode_audio
 from .features import MEL_KEYS, blas_threads, log_mel, member_mel_group, window_frames, window_waves
 from .postprocess import (
     POSTPROCESS_DEFAULTS,
@@ -71,7 +74,9 @@ from .postprocess import (
 
 logger = logging.getLogger("birdclef.inference")
 
-DEFAULT_WINDOWS = 12  # a 60 s soundscape in 5 s windows: the rows every test soundscape gets
+# A 60 s soundscape in 5 s windows: the usual rows per test soundscape, and the rows of an
+# undecodable file whose header gives no duration.
+DEFAULT_WINDOWS = 12
 # Windows per infer call: one one-minute soundscape (compare other sizes with
 # bench/bench_inference.py --batch-windows N).
 BATCH_WINDOWS = 12
@@ -592,26 +597,82 @@ def _shifted_windows(
     return window_waves(wave, sample_rate, window_seconds, n_windows)
 
 
-def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[list[np.ndarray], list[str]]:
-    """Log-mel windows of one soundscape for every mel group, and their row ids.
+@dataclass
+class SoundscapeWindows:
+    """One soundscape ready for the model (`soundscape_windows`).
+
+    `mels` holds one (views * n_windows, 1, n_mels, frames) float32 array per
+    mel group (view-major), `row_ids` its n_windows row ids. `error` says why
+    the file could not be decoded (None when it was): then `mels` hold no
+    windows and the file's rows are predicted as 0 (`predict_soundscapes`).
+    """
+
+    path: str
+    mels: list[np.ndarray]
+    row_ids: list[str]
+    error: str | None = None
+
+
+def window_count(duration: float, window_seconds: float) -> int:
+    """The windows (rows) of a `duration`-second soundscape: ceil(duration / window), at least 1."""
+    return max(1, math.ceil(duration / window_seconds - 1e-6))
+
+
+def _undecodable_window_count(path: str | os.PathLike, window_seconds: float) -> tuple[int, str]:
+    """Rows for a file that cannot be decoded: from its header's duration, else `DEFAULT_WINDOWS`."""
+    try:
+        duration = audio_seconds(path)
+    except Exception:  # noqa: BLE001 - no usable header: a one-minute soundscape's rows
+        return DEFAULT_WINDOWS, f"no readable header: {DEFAULT_WINDOWS} windows"
+    n_windows = window_count(duration, window_seconds)
+    return n_windows, f"its header says {duration:.2f} s: {n_windows} windows"
+
+
+def _row_ids(stem: str, n_windows: int, seconds: float) -> list[str]:
+    return [f"{stem}_{_end_label((i + 1) * seconds)}" for i in range(n_windows)]
+
+
+def _log_mels(waves: dict[int, np.ndarray], n_windows: int, bundle: Bundle) -> list[np.ndarray]:
+    """Each mel group's (views * n_windows, 1, n_mels, frames) log-mel windows of `waves` (by rate)."""
+    views = bundle.tta_views
+    mels = []
+    for group, shift in zip(bundle.mel_groups, bundle.tta_shift_samples, strict=True):
+        shifts = [0, -shift, shift] if views == 3 else [0]
+        out = np.empty((views * n_windows, *group.input_shape), dtype=np.float32)
+        for view, offset in enumerate(shifts):
+            windows = _shifted_windows(
+                waves[group.sample_rate], group.sample_rate, bundle.window_seconds, n_windows, offset
+            )
+            for index, window in enumerate(windows):
+                out[view * n_windows + index, 0] = log_mel(
+                    window, group.filterbank, group.n_fft, group.hop_length, group.top_db
+                )
+        mels.append(out)
+    return mels
+
+
+def soundscape_windows(path: str | os.PathLike, bundle: Bundle) -> SoundscapeWindows:
+    """Decode one soundscape and compute its log-mel windows for every mel group.
 
     Decodes `path` once per distinct sample rate of `bundle.mel_groups`
     (`audio.decode_audio` with ``repair=True``: stereo mixed down, another
     rate resampled, NaN/infinite samples set to 0), cuts it into
-    max(`DEFAULT_WINDOWS`, ceil(duration / window_seconds)) consecutive
-    windows (the last one zero-padded; the count from the first group's
-    rate) and computes `features.log_mel` per window with each group's
-    settings and filterbank. Returns (one (views * n_windows, 1, n_mels,
-    frames) float32 array per mel group, row ids ``"<stem>_<end second>"``,
-    e.g. ``soundscape_1_5`` ... ``soundscape_1_60``); window i of every group
-    is the same span of audio. views is `Bundle.tta_views` (3 with a
-    ``postprocess.tta_shift_seconds`` of at least half a sample in some
-    group: unshifted, -s, +s, s in each group's own samples; view-major). A short file is padded
-    with silence to all its `DEFAULT_WINDOWS` (12 = a 60 s soundscape) rows;
-    a corrupt, empty or missing file gives `DEFAULT_WINDOWS` windows of
-    silence. Every such fix (and stereo, resampling to the first group's rate,
-    silence, a longer file) is logged as a warning; resampling to the other
-    groups' rates is by design and not logged.
+    `window_count` (ceil(duration / window_seconds), at least 1; the count
+    from the first group's rate) consecutive windows, the last one
+    zero-padded: 12 for a one-minute file, 4 for 20 s, 13 for 62 s. Computes
+    `features.log_mel` per window with each group's settings and filterbank;
+    window i of every group is the same span of audio. Views are
+    `Bundle.tta_views` (3 with a ``postprocess.tta_shift_seconds`` of at
+    least half a sample in some group: unshifted, -s, +s, s in each group's
+    own samples; view-major). Row ids are ``"<stem>_<end second>"``, e.g.
+    ``soundscape_1_5`` ... ``soundscape_1_60``.
+
+    A file that cannot be decoded (corrupt, empty, missing) is returned with
+    `SoundscapeWindows.error` set and no windows; its row count comes from its
+    header's duration when soundfile can read it (`audio.audio_seconds`), else
+    `DEFAULT_WINDOWS` (12). Every such case (and stereo, resampling to the
+    first group's rate, silence, a length other than 60 s) is logged as a
+    warning; resampling to the other groups' rates is by design and not logged.
     """
     stem = Path(path).stem
     seconds = bundle.window_seconds
@@ -622,46 +683,54 @@ def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[list[np.nd
         waves = {rate: wave}
         for other in rates[1:]:  # the other groups' rates: resampling by design, no notes
             waves[other] = decode_audio(path, other, repair=True)[0]
-        duration = wave.size / rate
-        n_windows = max(1, math.ceil(duration / seconds - 1e-6))
-        if n_windows < DEFAULT_WINDOWS:
-            notes.append(
-                f"{duration:.2f} s long, shorter than {DEFAULT_WINDOWS * seconds:g} s: padded "
-                f"with silence to {DEFAULT_WINDOWS} windows"
-            )
-            n_windows = DEFAULT_WINDOWS
-        elif n_windows > DEFAULT_WINDOWS:
-            notes.append(
-                f"{duration:.2f} s long, longer than {DEFAULT_WINDOWS * seconds:g} s: predicting "
-                f"all {n_windows} windows"
-            )
-        elif abs(duration - n_windows * seconds) > 1.0 / rate:
-            notes.append(f"{duration:.2f} s long: last window padded with silence")
-        if not np.any(wave):
-            notes.append("silent (all samples are 0)")
     except Exception as error:  # noqa: BLE001 - whatever the file does, its rows must exist
         reason = error.reason if isinstance(error, BadAudioError) else f"cannot decode ({error!r})"
-        notes = [f"{reason}; predicting {DEFAULT_WINDOWS} windows of silence"]
-        waves = dict.fromkeys(rates, np.zeros(0, dtype=np.float32))
-        n_windows = DEFAULT_WINDOWS
+        n_windows, how = _undecodable_window_count(path, seconds)
+        logger.warning("%s: %s; undecodable: %s, written as 0", path, reason, how)
+        empty = [np.zeros((0, *group.input_shape), dtype=np.float32) for group in bundle.mel_groups]
+        return SoundscapeWindows(str(path), empty, _row_ids(stem, n_windows, seconds), reason)
+    duration = wave.size / rate
+    n_windows = window_count(duration, seconds)
+    expected = DEFAULT_WINDOWS * seconds
+    if abs(duration - expected) > 1.0 / rate:
+        padded = abs(duration - n_windows * seconds) > 1.0 / rate
+        notes.append(
+            f"{duration:.2f} s long, not {expected:g} s: {n_windows} windows"
+            + (" (last one padded with silence)" if padded else "")
+        )
+    if not np.any(wave):
+        notes.append("silent (all samples are 0)")
     if notes:
         logger.warning("%s: %s", path, "; ".join(notes))
-    views = bundle.tta_views
-    mels = []
-    for group, shift in zip(bundle.mel_groups, bundle.tta_shift_samples, strict=True):
-        shifts = [0, -shift, shift] if views == 3 else [0]
-        out = np.empty((views * n_windows, *group.input_shape), dtype=np.float32)
-        for view, offset in enumerate(shifts):
-            windows = _shifted_windows(
-                waves[group.sample_rate], group.sample_rate, seconds, n_windows, offset
-            )
-            for index, window in enumerate(windows):
-                out[view * n_windows + index, 0] = log_mel(
-                    window, group.filterbank, group.n_fft, group.hop_length, group.top_db
-                )
-        mels.append(out)
-    row_ids = [f"{stem}_{_end_label((i + 1) * seconds)}" for i in range(n_windows)]
-    return mels, row_ids
+    return SoundscapeWindows(str(path), _log_mels(waves, n_windows, bundle), _row_ids(stem, n_windows, seconds))
+
+
+def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[list[np.ndarray], list[str]]:
+    """Log-mel windows of one soundscape for every mel group, and their row ids.
+
+    `soundscape_windows` as a tuple (one (views * n_windows, 1, n_mels,
+    frames) float32 array per mel group, row ids), except that a file that
+    cannot be decoded gives its windows as silence (`predict_soundscapes`
+    instead writes its rows as 0).
+    """
+    item = soundscape_windows(path, bundle)
+    if item.error is None:
+        return item.mels, item.row_ids
+    silence = dict.fromkeys((group.sample_rate for group in bundle.mel_groups), np.zeros(0, np.float32))
+    return _log_mels(silence, len(item.row_ids), bundle), item.row_ids
+
+
+def _parallel(function, paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int) -> Iterator:
+    """`function(path, bundle)` of every path, in order, computed `workers` files in parallel."""
+    ahead = 2 * workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soundscape-mels") as pool:
+        pending: list[Future] = []
+        position = 0
+        for _ in range(len(paths)):
+            while position < len(paths) and len(pending) < ahead:
+                pending.append(pool.submit(function, paths[position], bundle))
+                position += 1
+            yield pending.pop(0).result()
 
 
 def iter_soundscape_mels(
@@ -672,15 +741,17 @@ def iter_soundscape_mels(
     At most 2 * `workers` files are decoded ahead of the consumer. Call it
     inside ``features.blas_threads(1, "blas")``.
     """
-    ahead = 2 * workers
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soundscape-mels") as pool:
-        pending: list[Future] = []
-        position = 0
-        for _ in range(len(paths)):
-            while position < len(paths) and len(pending) < ahead:
-                pending.append(pool.submit(soundscape_mels, paths[position], bundle))
-                position += 1
-            yield pending.pop(0).result()
+    yield from _parallel(soundscape_mels, paths, bundle, workers)
+
+
+@dataclass
+class _File:
+    """One soundscape of a `predict_soundscapes` run: its rows and where its predictions are."""
+
+    row_ids: list[str]
+    job: _Job | None = None  # None: undecodable (rows written as 0) or not yet submitted
+    part: int = 0
+    undecodable: bool = False
 
 
 def predict_soundscapes(
@@ -693,7 +764,10 @@ def predict_soundscapes(
     """Ensemble probabilities for every window of every soundscape in `paths`.
 
     Returns a DataFrame with ``row_id`` followed by one column per class (the
-    bundle's class order), probabilities as float32. Each member's
+    bundle's class order), probabilities as float32, the files in `paths`
+    order, each with `window_count` rows (ceil(duration / window_seconds):
+    12 for a one-minute file; see `soundscape_windows` for short, long,
+    stereo, resampled, silent and corrupt files). Each member's
     probabilities are averaged over the TTA views (``tta_shift_seconds``);
     the members are combined by the bundle's ``combine`` method: the weighted
     mean (accumulated per batch), or ``"rank"``: every member's probabilities
@@ -702,26 +776,32 @@ def predict_soundscapes(
     (`birdclef.postprocess.combine_members`), so a run's numbers depend on
     which files it predicts together. Then each soundscape is post-processed
     (`birdclef.postprocess.postprocess_soundscape`: smoothing, then the power
-    adjustment; skipped when both are off). Every file gets at least
-    `DEFAULT_WINDOWS` (12) rows; see `soundscape_mels` for short, long,
-    stereo, resampled, silent and corrupt files. Decode + log-mel run in
-    `workers` threads (default `bundle.threads`) ahead of the model. Files go
-    whole into infer calls, in order: a call is sent once it holds at least
-    `batch_windows` rows (a file's windows times its `Bundle.tta_views`), so
-    it holds one or more whole files and can exceed `batch_windows` by less
-    than one file's rows (with the default 12 and 12-window files: one file per
-    call, 36 rows with TTA); the last call takes what is left. With
-    `progress`, logs the rate and remaining time about every 5 % of the files.
+    adjustment; skipped when both are off).
+
+    A file that cannot be decoded gets its rows (`soundscape_windows` says
+    how many) with every probability exactly 0; it takes no part in the model
+    run, the rank combine or the post-processing. The file names of such
+    files are in ``frame.attrs["undecodable"]`` (a list, empty when all
+    decoded).
+
+    Decode + log-mel run in `workers` threads (default `bundle.threads`)
+    ahead of the model. Files go whole into infer calls, in order: a call is
+    sent once it holds at least `batch_windows` rows (a file's windows times
+    its `Bundle.tta_views`), so it holds one or more whole files and can
+    exceed `batch_windows` by less than one file's rows (with the default 12
+    and 12-window files: one file per call, 36 rows with TTA); the last call
+    takes what is left. With `progress`, logs the rate and remaining time
+    about every 5 % of the files.
     """
     paths = list(paths)
     workers = bundle.threads if workers is None else max(1, int(workers))
     views = bundle.tta_views
     keep_members = bundle.combine != "mean"
     runner = _Runner(bundle, keep_members=keep_members)
-    files: list[tuple[list[str], _Job, int]] = []  # (row ids, job, index of the file in the job)
+    files: list[_File] = []
     batch: list[list[np.ndarray]] = []  # per file: its windows of every mel group
     batch_rows = 0
-    waiting: list[tuple[list[str], int]] = []  # (row ids, first row in the batch)
+    waiting: list[tuple[_File, int]] = []  # (file, first row in the batch)
     start = time.perf_counter()
     step = max(1, len(paths) // 20)
     windows = 0
@@ -729,20 +809,24 @@ def predict_soundscapes(
     def flush() -> None:
         nonlocal batch, batch_rows, waiting
         if batch:
-            segments = [(first, len(ids)) for ids, first in waiting]
+            segments = [(first, len(file.row_ids)) for file, first in waiting]
             mels = [np.concatenate(group) if len(group) > 1 else group[0] for group in zip(*batch, strict=True)]
             job = runner.submit(mels, segments, views)
-            files.extend((ids, job, index) for index, (ids, _) in enumerate(waiting))
+            for part, (file, _) in enumerate(waiting):
+                file.job, file.part = job, part
         batch, batch_rows, waiting = [], 0, []
 
     with blas_threads(1, user_api="blas"):
-        for index, (mels, ids) in enumerate(iter_soundscape_mels(paths, bundle, workers)):
-            waiting.append((ids, batch_rows))
-            batch.append(mels)
-            batch_rows += len(mels[0])
-            windows += len(ids)
-            if batch_rows >= batch_windows:
-                flush()
+        for index, item in enumerate(_parallel(soundscape_windows, paths, bundle, workers)):
+            file = _File(item.row_ids, undecodable=item.error is not None)
+            files.append(file)
+            windows += len(item.row_ids)
+            if not file.undecodable:
+                waiting.append((file, batch_rows))
+                batch.append(item.mels)
+                batch_rows += len(item.mels[0])
+                if batch_rows >= batch_windows:
+                    flush()
             if progress and ((index + 1) % step == 0 or index + 1 == len(paths)):
                 elapsed = max(time.perf_counter() - start, 1e-9)
                 rate = (index + 1) / elapsed
@@ -758,20 +842,35 @@ def predict_soundscapes(
         runner.wait()
 
     n_classes = len(bundle.classes)
-    row_ids = [row for ids, _, _ in files for row in ids]
-    if not files:
-        probs = np.zeros((0, n_classes), np.float32)
-    elif keep_members:
-        members = np.concatenate([job.parts[part] for _, job, part in files], axis=1)
-        probs = combine_members(list(members), bundle.weights.tolist(), bundle.combine)
+    decoded = [file for file in files if not file.undecodable]
+    if keep_members and decoded:  # ranks over the decoded files' windows only
+        members = np.concatenate([file.job.parts[file.part] for file in decoded], axis=1)
+        combined = combine_members(list(members), bundle.weights.tolist(), bundle.combine)
+        first = 0
+        per_file = []
+        for file in decoded:
+            per_file.append(combined[first : first + len(file.row_ids)])
+            first += len(file.row_ids)
     else:
-        probs = np.concatenate([job.parts[part] for _, job, part in files])
-    if _postprocessing_on(bundle.postprocess):
-        blocks, first = [], 0
-        for ids, _, _ in files:
-            blocks.append(postprocess_soundscape(probs[first : first + len(ids)], bundle.postprocess))
-            first += len(ids)
-        probs = np.concatenate(blocks) if blocks else probs
+        per_file = [file.job.parts[file.part] for file in decoded]
+    postprocess = _postprocessing_on(bundle.postprocess)
+    blocks = []
+    results = iter(per_file)
+    for file in files:
+        if file.undecodable:
+            blocks.append(np.zeros((len(file.row_ids), n_classes), np.float32))
+            continue
+        block = next(results)
+        blocks.append(postprocess_soundscape(block, bundle.postprocess) if postprocess else block)
+    probs = np.concatenate(blocks) if blocks else np.zeros((0, n_classes), np.float32)
     frame = pd.DataFrame(probs.astype(np.float32, copy=False), columns=bundle.classes)
-    frame.insert(0, "row_id", row_ids)
+    frame.insert(0, "row_id", [row for file in files for row in file.row_ids])
+    frame.attrs["undecodable"] = [
+        Path(path).name for path, file in zip(paths, files, strict=True) if file.undecodable
+    ]
+    if frame.attrs["undecodable"]:
+        logger.warning(
+            "%d of %d soundscapes could not be decoded; their rows are 0: %s",
+            len(frame.attrs["undecodable"]), len(paths), frame.attrs["undecodable"][:10],
+        )
     return frame

@@ -1,17 +1,21 @@
 """Pack an export bundle and the torch-free inference code into one Kaggle dataset folder.
 
-``python -m birdclef.kaggle [--bundle results/export/<tag>] --out kaggle_bundle [--wheels]``
+``python -m birdclef.kaggle [--bundle results/export/<tag>] --out kaggle_bundle [--wheels]
+[--data-dir /kaggle/input/competitions/birdclef-2026]``
 
 The folder holds what a Kaggle notebook without internet needs to write
 ``submission.csv``: the IR files the bundle loads, ``bundle.json``, the mel
 filterbank of every mel group (``mel_filterbank_<g>.npy``), a copy of the
 package modules inference needs
 (``birdclef/``: numpy, pandas, soundfile, openvino; no torch, timm, librosa or
-Snakemake), the entry point ``predict.py``, a README with the notebook cells,
+Snakemake), the entry point ``predict.py`` (a copy of `birdclef.predict` whose
+``--data`` default is the ``--data-dir`` given here), a README with the notebook cells,
 and with ``--wheels`` the OpenVINO wheels for Kaggle's Python (Kaggle images
 do not ship OpenVINO). Without ``--bundle`` the bundle behind the current
 ``results/submission.csv`` is used: the submission artifact whose CSV has the
-same content, then the export tag in that artifact's manifest.
+same content, then the export tag in that artifact's manifest. Without
+``--data-dir`` the competition folder is that manifest's ``kaggle_data_dir``
+(config ``submission.kaggle_data_dir``), else `KAGGLE_DATA_DIR`.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from .io import atomic_dir
+from .submission import KAGGLE_DATA_DIR
 
 logger = logging.getLogger("birdclef.kaggle")
 
@@ -43,83 +49,11 @@ MODULES = (
     "catalog.py",
     "submission.py",
 )
+# The bundle's entry point: copied as the top-level predict.py, its DATA_DIR line rewritten.
+PREDICT_MODULE = "predict.py"
+DATA_DIR_LINE = re.compile(r"^DATA_DIR = .*$", re.MULTILINE)
 KAGGLE_PYTHON = "3.11"
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-
-PREDICT_PY = '''"""Write submission.csv with the OpenVINO ensemble in this folder (no torch, no internet).
-
-On Kaggle (the folder uploaded as a dataset, here called birdclef-bundle):
-
-    !pip install -q --no-index --find-links /kaggle/input/birdclef-bundle/wheels openvino
-    !python /kaggle/input/birdclef-bundle/predict.py --threads 4
-
-Defaults: --data /kaggle/input/birdclef-2025 (test_soundscapes/, sample_submission.csv),
---out submission.csv (in the working directory), --threads = all cores,
---precision-hint f32 (the precision the export gate measured).
-"""
-
-import os
-
-# Parallelism comes from the soundscape workers and OpenVINO streams: the
-# log-mel's BLAS call must stay single-threaded (set before numpy loads).
-for _name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import pandas as pd  # noqa: E402
-
-import birdclef  # noqa: E402
-from birdclef.inference import load_bundle, predict_soundscapes  # noqa: E402
-from birdclef.submission import AUDIO_SUFFIXES, align_to_sample, write_submission  # noqa: E402
-
-log = logging.getLogger("predict")
-
-
-def main(argv=None) -> pd.DataFrame:
-    """Predict every test soundscape and write the submission; returns it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/kaggle/input/birdclef-2025", type=Path)
-    parser.add_argument("--test-dir", type=Path, help="default: DATA/test_soundscapes")
-    parser.add_argument("--sample", type=Path, help="default: DATA/sample_submission.csv")
-    parser.add_argument("--out", default="submission.csv", type=Path)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 4)
-    parser.add_argument("--precision-hint", default="f32", choices=["f32", "bf16", "f16"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    test_dir = args.test_dir or args.data / "test_soundscapes"
-    sample = pd.read_csv(args.sample or args.data / "sample_submission.csv")
-    if test_dir.is_dir():
-        paths = sorted(str(p) for p in test_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-    else:
-        log.warning("%s does not exist: every row comes from sample_submission.csv", test_dir)
-        paths = []
-    log.info("inference code from %s; %d soundscapes in %s", Path(birdclef.__file__).parent, len(paths), test_dir)
-    start = time.perf_counter()
-    bundle = load_bundle(HERE, threads=args.threads, precision_hint=args.precision_hint)
-    predictions = predict_soundscapes(paths, bundle)
-    submission, filled = align_to_sample(predictions, sample)
-    write_submission(submission, args.out)
-    seconds = time.perf_counter() - start
-    log.info(
-        "wrote %s: %d rows x %d columns (%d filled from the sample) from %d soundscapes in %.1f s; "
-        "%s IR, OpenVINO CPU INFERENCE_PRECISION_HINT=%s, %d threads",
-        args.out, len(submission), submission.shape[1], filled, len(paths), seconds,
-        bundle.precision, bundle.precision_hint, bundle.threads,
-    )
-    return submission
-
-
-if __name__ == "__main__":
-    main()
-'''
 
 README_MD = """# BirdCLEF OpenVINO bundle
 
@@ -132,7 +66,12 @@ it and the competition data to a notebook with internet off, and run:
 !head -c 300 submission.csv
 ```
 
-`predict.py --help` lists the options (data folder, output, threads, precision hint).
+`predict.py` reads the competition data from `{data_dir}` (`test_soundscapes/`,
+`sample_submission.csv`; another folder: `--data DIR`). It writes one row per
+5 s window of every audio file in `test_soundscapes/`; before Kaggle's rerun
+that folder is empty and the sample's rows are written instead (a warning says
+so). `predict.py --help` lists the options (data folder, output, threads,
+precision hint).
 When `wheels/` is missing, attach any dataset with an OpenVINO wheel for Python
 {python} instead (or skip the first line where OpenVINO is installed).
 
@@ -162,8 +101,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def current_bundle(results: str | os.PathLike = "results") -> Path:
-    """The export folder behind ``results/submission.csv`` (the current config's submission).
+def current_submission(results: str | os.PathLike = "results") -> tuple[Path, dict]:
+    """The export folder behind ``results/submission.csv`` and that submission's manifest.
 
     Follows the manifest chain: the ``results/submission/<tag>/`` whose
     ``submission.csv`` has the same content as the stable copy, then the
@@ -193,7 +132,7 @@ def current_bundle(results: str | os.PathLike = "results") -> Path:
         tag = manifest.get("upstream", {}).get("export")
         bundle = results / "export" / str(tag)
         if tag and (bundle / "bundle.json").exists():
-            return bundle
+            return bundle, manifest
         raise FileNotFoundError(
             f"{manifest_path} names export tag {tag!r}, but {bundle}/bundle.json does not exist"
         )
@@ -201,6 +140,26 @@ def current_bundle(results: str | os.PathLike = "results") -> Path:
         f"no results/submission/<tag>/submission.csv matches {stable}: rerun the submission "
         "or pass --bundle results/export/<tag>"
     )
+
+
+def current_bundle(results: str | os.PathLike = "results") -> Path:
+    """The export folder behind ``results/submission.csv`` (the current config's submission).
+
+    See `current_submission`; raises FileNotFoundError with what to do when
+    there is no submission yet.
+    """
+    return current_submission(results)[0]
+
+
+def predict_script(data_dir: str) -> str:
+    """The bundle's ``predict.py``: `birdclef.predict` with `data_dir` as its ``--data`` default."""
+    source = (PACKAGE_DIR / PREDICT_MODULE).read_text()
+    script, count = DATA_DIR_LINE.subn(lambda _: f"DATA_DIR = {str(data_dir)!r}", source)
+    if count != 1:
+        raise RuntimeError(
+            f"{PACKAGE_DIR / PREDICT_MODULE} must have exactly one 'DATA_DIR = ...' line, found {count}"
+        )
+    return script
 
 
 def download_wheels(out_dir: Path, python_version: str = KAGGLE_PYTHON) -> list[str]:
@@ -227,6 +186,7 @@ def pack_bundle(
     wheels: bool = False,
     include_f32: bool = False,
     python_version: str = KAGGLE_PYTHON,
+    data_dir: str = KAGGLE_DATA_DIR,
 ) -> dict:
     """Write the Kaggle dataset folder `out_dir` from the export folder `bundle_dir`.
 
@@ -234,7 +194,9 @@ def pack_bundle(
     ``bundle.json``, every mel group's filterbank (its ``"filterbank"`` file,
     ``mel_filterbank_<g>.npy``), the export ``manifest.json`` (as
     ``export_manifest.json``), the inference modules (`MODULES`) into
-    ``birdclef/``, and writes ``predict.py`` and ``README.md``; with `wheels`,
+    ``birdclef/``, and writes ``predict.py`` (`predict_script`: `birdclef.predict`
+    with `data_dir`, the competition folder on Kaggle, as its ``--data``
+    default) and ``README.md``; with `wheels`,
     pip-downloads the OpenVINO wheels into ``wheels/`` (a failed download is
     logged and the folder is written without them). The folder is replaced
     atomically. Returns a summary (files, bytes, wheels).
@@ -246,7 +208,9 @@ def pack_bundle(
             f"{source}/bundle.json has no mel_groups (exported before mel groups): re-export it"
         )
     out_dir = Path(out_dir)
-    summary: dict = {"source": str(source), "out": str(out_dir), "files": [], "wheels": []}
+    summary: dict = {
+        "source": str(source), "out": str(out_dir), "files": [], "wheels": [], "data_dir": str(data_dir)
+    }
     with atomic_dir(out_dir) as tmp:
 
         def copy(relative: str, target: str | None = None) -> None:
@@ -270,7 +234,7 @@ def pack_bundle(
         for module in MODULES:
             shutil.copyfile(PACKAGE_DIR / module, package / module)
             summary["files"].append(f"birdclef/{module}")
-        (tmp / "predict.py").write_text(PREDICT_PY)
+        (tmp / "predict.py").write_text(predict_script(data_dir))
         export = definition.get("export") or {}
         try:
             openvino_version = importlib.metadata.version("openvino")
@@ -279,6 +243,7 @@ def pack_bundle(
         (tmp / "README.md").write_text(
             README_MD.format(
                 python=python_version,
+                data_dir=data_dir,
                 source=source,
                 members=", ".join(
                     f"{m.get('name')} (mel group {m.get('mel_group')})" for m in definition["members"]
@@ -311,19 +276,36 @@ def pack_bundle(
                 shutil.rmtree(tmp / "wheels")
     summary["bytes"] = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     logger.info(
-        "packed %s -> %s: %d members (%s IR), %.1f MB, wheels %s",
+        "packed %s -> %s: %d members (%s IR), %.1f MB, wheels %s, predict.py --data default %s",
         source,
         out_dir,
         len(definition["members"]),
         definition.get("precision"),
         summary["bytes"] / 1e6,
         summary["wheels"] or "none",
+        data_dir,
     )
     return summary
 
 
+def default_data_dir(bundle: Path | None, results: Path) -> str:
+    """The competition folder for predict.py when ``--data-dir`` is not given.
+
+    The ``kaggle_data_dir`` in the manifest of the current submission (the
+    one behind ``results/submission.csv``) when its bundle is `bundle` (or
+    `bundle` is None), else `KAGGLE_DATA_DIR`.
+    """
+    try:
+        found, manifest = current_submission(results)
+    except FileNotFoundError:
+        return KAGGLE_DATA_DIR
+    if bundle is not None and Path(bundle).resolve() != found.resolve():
+        return KAGGLE_DATA_DIR
+    return str(manifest.get("headline", {}).get("kaggle_data_dir") or KAGGLE_DATA_DIR)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Command line: ``python -m birdclef.kaggle --out kaggle_bundle [--bundle DIR] [--wheels]``."""
+    """Command line: ``python -m birdclef.kaggle --out kaggle_bundle [--bundle DIR] [--wheels] [--data-dir DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--bundle",
@@ -335,12 +317,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--wheels", action="store_true", help="add OpenVINO wheels for Kaggle")
     parser.add_argument("--python-version", default=KAGGLE_PYTHON, help="Kaggle's Python (wheels)")
     parser.add_argument("--include-f32", action="store_true", help="also ship the f32 IRs")
+    parser.add_argument(
+        "--data-dir",
+        help="competition folder on Kaggle (predict.py's --data default); default: the "
+        f"submission manifest's kaggle_data_dir (config submission.kaggle_data_dir), else {KAGGLE_DATA_DIR}",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     bundle = args.bundle or current_bundle(args.results)
     if not (Path(bundle) / "bundle.json").exists():
         parser.error(f"{bundle}/bundle.json does not exist: expected an export folder")
-    return pack_bundle(bundle, args.out, args.wheels, args.include_f32, args.python_version)
+    data_dir = args.data_dir or default_data_dir(args.bundle, args.results)
+    return pack_bundle(bundle, args.out, args.wheels, args.include_f32, args.python_version, data_dir)
 
 
 if __name__ == "__main__":

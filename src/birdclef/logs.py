@@ -11,7 +11,8 @@ def setup_logging(log_path: str | os.PathLike | None, level: int = logging.INFO)
     """Send the package's log records to `log_path` (and stderr) and return its logger.
 
     Python warnings are captured into the same log so that nothing a stage says
-    is lost in a cluster job's stderr.
+    is lost in a cluster job's stderr; so is an exception that ends the script
+    (its message names the file, row or setting at fault), with its traceback.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
@@ -24,4 +25,13 @@ def setup_logging(log_path: str | os.PathLike | None, level: int = logging.INFO)
         force=True,
     )
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     return logging.getLogger("birdclef")
+
+
+def _log_uncaught(kind, value, traceback) -> None:
+    """Write an exception that ends the script to the log (and stderr, through its handler)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    logging.getLogger("birdclef").error("stage failed: %s", value, exc_info=(kind, value, traceback))

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .audio import BadAudioError, read_audio
 from .features import MEL_KEYS, blas_threads, log_mel, mel_filterbank, window_frames, window_waves
 from .io import atomic_path
+from .soundscapes import soundscape_metadata
 
 log = logging.getLogger("birdclef.mels")
 
@@ -256,7 +257,7 @@ def build_soundscape_cache(
     """Cache the log-mel of every `window_seconds` window of each soundscape.
 
     Writes `mels_path` (float16, (n_windows, n_mels, frames)) and `index_path`
-    (row_id, soundscape, end_s), atomically, streaming the array to disk.
+    (row_id, soundscape, end_s, site, date, hour), atomically, streaming the array to disk.
     row_id is `<stem>_<end second>`.
     """
     settings = {**DEFAULTS, **settings}
@@ -277,6 +278,8 @@ def build_soundscape_cache(
             stream.append(result)
         stream.finish()
     index = pd.DataFrame(rows, columns=["row_id", "soundscape", "end_s"])
+    # 2026 names carry site, date and hour (None for anonymous names).
+    index = pd.concat([index, soundscape_metadata(index["soundscape"])], axis=1)
     with atomic_path(index_path) as tmp:
         index.to_parquet(tmp, index=False)
     return {

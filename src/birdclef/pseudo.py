@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .soundscapes import soundscape_score
+
 METHODS = ("power", "threshold", "both")
 NORMALIZE = ("sum", "max", "none")
 
@@ -79,7 +81,10 @@ def soundscape_folds(soundscapes: Sequence[str], folds: Sequence[int], seed: int
 
 
 def make_pseudo_labels(
-    predictions: Sequence[pd.DataFrame], classes: Sequence[str], round_settings: Mapping[str, Any]
+    predictions: Sequence[pd.DataFrame],
+    classes: Sequence[str],
+    round_settings: Mapping[str, Any],
+    labelled: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Average the models' soundscape predictions and transform them into soft labels.
 
@@ -88,8 +93,11 @@ def make_pseudo_labels(
     whether the model trained on that window's pseudo-label). With
     ``oof_by_soundscape`` in `round_settings`, each window is averaged only over
     the models that did not see it in training (out of fold by soundscape);
-    otherwise over all models. Returns the kept windows (row_id, soundscape,
-    end_s, classes..., round, n_models) and stats.
+    otherwise over all models. Windows of `labelled` (the soundscape_labels
+    table) are never pseudo-labelled: their true labels train (``train``
+    split) or they are held out (``validation``), and the averaged predictions
+    are scored on the held-out ones (``soundscape_auc``). Returns the kept
+    windows (row_id, soundscape, end_s, classes..., round, n_models) and stats.
     """
     method = round_settings.get("method", "power")
     if method not in METHODS:
@@ -126,6 +134,11 @@ def make_pseudo_labels(
         )
     mean = (total / used[:, None]).astype(np.float32)
     keep = np.ones(len(base), dtype=bool)
+    soundscape_auc, scored = soundscape_score(
+        pd.concat([base[["row_id"]], pd.DataFrame(mean, columns=classes)], axis=1), labelled, classes)
+    labelled_rows = np.zeros(len(base), dtype=bool)
+    if labelled is not None:
+        labelled_rows = base["row_id"].astype(str).isin(set(labelled["row_id"].astype(str))).to_numpy()
     labels = mean
     if method in ("threshold", "both"):
         keep, labels = threshold_labels(
@@ -133,6 +146,7 @@ def make_pseudo_labels(
         )
     if method in ("power", "both"):
         labels = power_scale(labels, round_settings.get("power", 1.0), round_settings.get("normalize") or "sum")
+    keep &= ~labelled_rows
     out = base.copy()
     out[classes] = labels
     out["round"] = int(round_settings.get("round", 0))
@@ -142,6 +156,10 @@ def make_pseudo_labels(
     stats = {
         "windows": int(len(base)),
         "windows_kept": int(keep.sum()),
+        "labelled_windows_left_out": int(labelled_rows.sum()),
+        # The previous round's averaged predictions on the held-out labelled windows.
+        "soundscape_auc": soundscape_auc,
+        "soundscape_windows_scored": scored,
         "models": len(predictions),
         "oof_by_soundscape": oof,
         "models_per_window_min": int(used.min()) if len(used) else 0,
@@ -165,8 +183,12 @@ def pseudo_stage(
     settings: Mapping[str, Any],
     tag: str,
     upstream: Mapping[str, Any],
+    labelled_path: str | None = None,
 ) -> dict:
     """The pseudo stage: soft labels for round `settings['round']`, with provenance.
+
+    `labelled_path` (the soundscape_labels stage's table) names windows that
+    are never pseudo-labelled and scores the previous round on the held-out ones.
 
     The labels parquet carries its provenance twice: per row (``round``,
     ``n_models``) and in the file's metadata (key ``birdclef_provenance``: the
@@ -190,7 +212,8 @@ def pseudo_stage(
             if column not in frame.columns:
                 raise ValueError(f"{path}: soundscape predictions lack column {column!r}")
         predictions.append(frame)
-    labels, stats = make_pseudo_labels(predictions, classes, settings)
+    labelled = pd.read_parquet(labelled_path) if labelled_path else None
+    labels, stats = make_pseudo_labels(predictions, classes, settings, labelled)
     provenance = {"round": settings.get("round"), "settings": dict(settings), "models": list(prediction_paths),
                   "upstream": dict(upstream)}
     table = pa.Table.from_pandas(labels, preserve_index=False)

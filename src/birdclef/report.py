@@ -709,7 +709,11 @@ def oof_report(oof_paths: Sequence[str], index_path: str, taxonomy_csv: str, tit
 
 
 def plot_round_scores(scores: pd.DataFrame, out_png: str | os.PathLike):
-    """OOF macro ROC-AUC per training round: one point per fold, the mean per backbone joined."""
+    """OOF macro ROC-AUC per training round: one point per fold, the mean per backbone joined.
+
+    With a ``soundscape_auc`` column (held-out labelled soundscape windows), its
+    mean over folds per backbone is drawn beside it as a dashed line.
+    """
     figure = new_figure(9, 4.8)
     axis = figure.add_subplot()
     rounds = sorted(scores["round"].unique()) if len(scores) else [0]
@@ -725,11 +729,19 @@ def plot_round_scores(scores: pd.DataFrame, out_png: str | os.PathLike):
         for r, value in means.items():
             axis.annotate(f"{value:.3f}", (r + jitter, value), textcoords="offset points",
                           xytext=(10, 0), va="center", fontsize=9, color=colour)
+        if "soundscape_auc" in part.columns and part["soundscape_auc"].notna().any():
+            scape = part.dropna(subset=["soundscape_auc"]).groupby("round")["soundscape_auc"].mean()
+            axis.plot(scape.index + jitter, scape.to_numpy(), color=colour, marker="o",
+                      markerfacecolor="white", linestyle="--", linewidth=1.5,
+                      label=f"{backbone}: labelled soundscapes (held-out sites)")
+            for r, value in scape.items():
+                axis.annotate(f"{value:.3f}", (r + jitter, value), textcoords="offset points",
+                              xytext=(10, 0), va="center", fontsize=9, color=colour, style="italic")
     axis.set_xticks(rounds, [f"{r}\n(labelled only)" if r == 0 else f"{r}\n(+ pseudo-labels)"
                              for r in rounds])
     axis.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
     axis.set_xlabel("training round")
-    axis.set_ylabel("OOF macro ROC-AUC (labelled validation folds)")
+    axis.set_ylabel("macro ROC-AUC (OOF folds; dashed: held-out soundscapes)")
     axis.margins(y=0.15)
     axis.grid(alpha=0.3)
     figure.legend(fontsize=8, loc="outside lower center", ncols=2)
@@ -804,9 +816,11 @@ def pseudo_report(fold_metrics: Mapping[int, Sequence[str]], pseudo_manifests: M
             metrics = read_json(path)
             backbone = (backbone_labels or {}).get(path, metrics["backbone"])
             rows.append({"round": int(round_), "backbone": str(backbone),
-                         "oof_auc": metrics["oof_auc"]})
-    scores = pd.DataFrame(rows, columns=["round", "backbone", "oof_auc"])
-    scores["oof_auc"] = pd.to_numeric(scores["oof_auc"], errors="coerce")
+                         "oof_auc": metrics["oof_auc"],
+                         "soundscape_auc": metrics.get("soundscape_auc")})
+    scores = pd.DataFrame(rows, columns=["round", "backbone", "oof_auc", "soundscape_auc"])
+    for column in ("oof_auc", "soundscape_auc"):
+        scores[column] = pd.to_numeric(scores[column], errors="coerce")
     plot_round_scores(scores, out_scores)
 
     classes, names = read_class_names(taxonomy_csv)
@@ -857,6 +871,10 @@ def plot_ensemble_members(ensemble: Mapping[str, Any], out_png: str | os.PathLik
     if overall is not None:
         axis.axvline(float(overall), color="black", linestyle="--",
                      label=f"ensemble OOF {float(overall):.3f} (recordings every backbone predicted out of fold)")
+    soundscape = ensemble.get("soundscape_auc")
+    if soundscape is not None:
+        axis.axvline(float(soundscape), color="#d62728", linestyle="-.",
+                     label=f"ensemble on held-out labelled soundscapes {float(soundscape):.3f}")
     axis.axvline(0.5, color="grey", linestyle=":", label="chance (0.5)")
     axis.set_yticks(y, labels)
     axis.set_ylim(-0.6, len(members) - 0.4)

@@ -58,6 +58,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .io import write_json, write_parquet
 from .metrics import macro_roc_auc
 from .model import build_model, load_model, save_checkpoint
+from .soundscapes import soundscape_score
 
 log = logging.getLogger("birdclef.train")
 
@@ -91,6 +92,8 @@ class TrainSettings:
     pseudo_weight: float = 1.0
     pseudo_ratio: float = 0.3
     mix_pseudo: bool = True  # mixup may pair a recording with a pseudo-labelled window
+    labelled_ratio: float = 0.0  # share of a batch from labelled soundscape windows
+    labelled_weight: float = 1.0  # loss weight of a labelled soundscape window
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -101,6 +104,12 @@ class TrainSettings:
             raise ValueError("train epochs and batch_size must be >= 1")
         if not 0.0 <= self.pseudo_ratio <= 1.0:
             raise ValueError(f"pseudo_ratio {self.pseudo_ratio} must lie in [0, 1]")
+        if not 0.0 <= self.labelled_ratio <= 1.0:
+            raise ValueError(f"labelled_ratio {self.labelled_ratio} (soundscape_labels.train_ratio) "
+                             "must lie in [0, 1]")
+        if self.pseudo_ratio + self.labelled_ratio > 1.0:
+            raise ValueError(f"pseudo_ratio {self.pseudo_ratio} + soundscape_labels.train_ratio "
+                             f"{self.labelled_ratio} exceed 1: expected shares of one batch")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {self.label_smoothing} must lie in [0, 1)")
 
@@ -210,7 +219,8 @@ class TrainWindows(Dataset):
     """Training examples, addressed by keys ``(source, index, seed)`` from `EpochBatchSampler`.
 
     source 0: a random crop of recording `index` (row of the training index);
-    source 1: pseudo-labelled window `index`. `seed` drives the crop and the masks.
+    source 1: pseudo-labelled window `index`; source 2: labelled soundscape window
+    `index` (train_soundscapes_labels.csv). `seed` drives the crop and the masks.
     Returns (mel (1, n_mels, window_frames) float32, target (K,) float32, weight).
     """
 
@@ -225,6 +235,8 @@ class TrainWindows(Dataset):
         settings: TrainSettings,
         pseudo_mels: np.ndarray | None = None,
         pseudo_labels: np.ndarray | None = None,
+        labelled_mels: np.ndarray | None = None,
+        labelled_targets: np.ndarray | None = None,
     ) -> None:
         self.source = _MelSource(mels)
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -239,9 +251,14 @@ class TrainWindows(Dataset):
         # A copy: pandas (copy-on-write) hands out read-only arrays, which torch warns about.
         self.pseudo_labels = None if pseudo_labels is None else np.array(pseudo_labels,
                                                                          dtype=np.float32)
+        self.labelled_weight = float(settings.labelled_weight)
+        self.labelled_mels = labelled_mels
+        self.labelled_targets = None if labelled_targets is None else np.array(
+            labelled_targets, dtype=np.float32)
 
     def __len__(self) -> int:
-        return len(self.offsets) + (0 if self.pseudo_mels is None else len(self.pseudo_mels))
+        return (len(self.offsets) + (0 if self.pseudo_mels is None else len(self.pseudo_mels))
+                + (0 if self.labelled_mels is None else len(self.labelled_mels)))
 
     def crop(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """A random (n_mels, window_frames) crop from the recording's first crop_frames_max."""
@@ -274,10 +291,14 @@ class TrainWindows(Dataset):
             mel = self.crop(index, rng)
             target = self.targets[index]
             weight = 1.0
-        else:
+        elif source == 1:
             mel = np.asarray(self.pseudo_mels[index], dtype=np.float32)
             target = self.pseudo_labels[index]
             weight = self.pseudo_weight
+        else:
+            mel = np.asarray(self.labelled_mels[index], dtype=np.float32)
+            target = self.labelled_targets[index]
+            weight = self.labelled_weight
         if self.spec_augment:
             mel = self.augment(mel, rng)
         return torch.from_numpy(np.ascontiguousarray(mel))[None], torch.from_numpy(target), weight
@@ -286,10 +307,13 @@ class TrainWindows(Dataset):
 class EpochBatchSampler(Sampler):
     """Batches of keys ``(source, index, seed)``; the draw depends only on (seed, epoch).
 
-    Each batch holds ``round(batch_size * pseudo_ratio)`` pseudo-labelled windows
-    (drawn uniformly) and recordings drawn with probability ~ class frequency **
-    `class_balance_power`. The number of batches is ceil(samples_per_epoch /
-    batch_size); every batch is full (draws are with replacement).
+    Each batch holds ``round(batch_size * labelled_ratio)`` labelled soundscape
+    windows and ``round(batch_size * pseudo_ratio)`` pseudo-labelled windows
+    (each drawn uniformly), and recordings, drawn with probability ~ class
+    frequency ** `class_balance_power`, fill the rest (without recordings the
+    windows fill the batch). Keys come in that order: recordings, pseudo,
+    labelled. The number of batches is ceil(samples_per_epoch / batch_size);
+    every batch is full (draws are with replacement).
     """
 
     def __init__(
@@ -300,6 +324,8 @@ class EpochBatchSampler(Sampler):
         samples_per_epoch: int,
         pseudo_ratio: float,
         seed: int,
+        n_labelled: int = 0,
+        labelled_ratio: float = 0.0,
     ) -> None:
         self.n_train = len(sample_weights)
         self.p = None
@@ -307,16 +333,22 @@ class EpochBatchSampler(Sampler):
             self.p = np.asarray(sample_weights, dtype=np.float64)
             self.p = self.p / self.p.sum()
         self.n_pseudo = int(n_pseudo)
+        self.n_labelled = int(n_labelled)
         self.batch_size = int(batch_size)
         self.n_batches = max(1, math.ceil(samples_per_epoch / batch_size))
-        if self.n_pseudo == 0:
-            self.pseudo_per_batch = 0
-        elif self.n_train == 0:
-            self.pseudo_per_batch = self.batch_size
-        else:
-            self.pseudo_per_batch = int(round(self.batch_size * pseudo_ratio))
-        if self.n_train == 0 and self.n_pseudo == 0:
-            raise ValueError("nothing to train on: no training recordings and no pseudo windows")
+        self.labelled_per_batch = (
+            min(self.batch_size, int(round(self.batch_size * labelled_ratio))) if self.n_labelled else 0)
+        self.pseudo_per_batch = (
+            min(self.batch_size - self.labelled_per_batch, int(round(self.batch_size * pseudo_ratio)))
+            if self.n_pseudo else 0)
+        if self.n_train == 0:
+            if self.n_pseudo:
+                self.pseudo_per_batch = self.batch_size - self.labelled_per_batch
+            elif self.n_labelled:
+                self.labelled_per_batch = self.batch_size
+        if self.n_train == 0 and self.n_pseudo == 0 and self.n_labelled == 0:
+            raise ValueError("nothing to train on: no training recordings, no pseudo windows and no "
+                             "labelled soundscape windows")
         self.seed = int(seed)
         self.epoch = 1
 
@@ -324,13 +356,19 @@ class EpochBatchSampler(Sampler):
         """Select the epoch whose draw `__iter__` yields."""
         self.epoch = int(epoch)
 
+    @property
+    def windows_per_batch(self) -> int:
+        """Soundscape windows (pseudo-labelled and labelled) at the end of each batch."""
+        return self.pseudo_per_batch + self.labelled_per_batch
+
     def __len__(self) -> int:
         return self.n_batches
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         n_pseudo = self.pseudo_per_batch
-        n_real = self.batch_size - n_pseudo
+        n_labelled = self.labelled_per_batch
+        n_real = self.batch_size - n_pseudo - n_labelled
         for _ in range(self.n_batches):
             keys: list[tuple[int, int, int]] = []
             if n_real:
@@ -341,6 +379,10 @@ class EpochBatchSampler(Sampler):
                 rows = rng.integers(0, self.n_pseudo, size=n_pseudo)
                 keys += [(1, int(r), int(s)) for r, s in
                          zip(rows, rng.integers(0, 2**63 - 1, size=n_pseudo), strict=True)]
+            if n_labelled:
+                rows = rng.integers(0, self.n_labelled, size=n_labelled)
+                keys += [(2, int(r), int(s)) for r, s in
+                         zip(rows, rng.integers(0, 2**63 - 1, size=n_labelled), strict=True)]
             yield keys
 
 
@@ -382,9 +424,9 @@ def mix_batch(
 def mixup_permutation(rng: np.random.Generator, size: int, n_real: int, mix_pseudo: bool) -> np.ndarray:
     """The mixup partner of each batch position.
 
-    A batch holds `n_real` recordings first, then pseudo-labelled windows. With
-    `mix_pseudo` any two examples may be mixed; without it recordings are only
-    mixed with recordings and pseudo windows with pseudo windows.
+    A batch holds `n_real` recordings first, then soundscape windows (pseudo-labelled,
+    then labelled). With `mix_pseudo` any two examples may be mixed; without it
+    recordings are only mixed with recordings and windows with windows.
     """
     if mix_pseudo or n_real <= 0 or n_real >= size:
         return rng.permutation(size)
@@ -606,7 +648,7 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
 
 
 def _resume_signature(model_spec, settings, fold, classes, window_frames, frames_per_second,
-                      n_train, n_val, n_pseudo) -> dict[str, Any]:
+                      n_train, n_val, n_pseudo, n_labelled=0) -> dict[str, Any]:
     """What must match for `last.pt` to be continued (everything but the epoch count)."""
     values = dataclasses.asdict(settings)
     values.pop("epochs")
@@ -621,6 +663,7 @@ def _resume_signature(model_spec, settings, fold, classes, window_frames, frames
         "n_train": int(n_train),
         "n_val": int(n_val),
         "n_pseudo": int(n_pseudo),
+        "n_labelled": int(n_labelled),
     }
 
 
@@ -676,6 +719,7 @@ def train_fold(
     progress: bool = True,
     seen_soundscapes: Iterable[str] | None = None,
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
+    labelled_windows: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -687,6 +731,11 @@ def train_fold(
     written. `seen_soundscapes` names the soundscapes whose pseudo-labels this
     model trains on; their rows of ``soundscape_preds.parquet`` get
     ``seen_in_training`` True (out-of-fold pseudo-labelling skips them).
+    `labelled_windows` (the soundscape_labels stage's table: row_id, split,
+    one 0/1 column per class) are windows of `soundscape_mels` (matched by
+    `soundscape_index` row_id): ``train`` rows are drawn into batches
+    (``settings.labelled_ratio``, weight ``settings.labelled_weight``),
+    ``validation`` rows score the best model (``soundscape_auc``).
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     from tqdm.auto import tqdm
@@ -741,6 +790,15 @@ def train_fold(
     validation = validation_set(mels, val_table, classes, settings, window_frames, frames_per_second)
     val_windows, val_soft, val_binary = validation.windows, validation.soft, validation.binary
     n_pseudo = 0 if pseudo_mels is None else len(pseudo_mels)
+    labelled_mels = labelled_targets = None
+    n_labelled = 0
+    if labelled_windows is not None and settings.labelled_ratio > 0:
+        train_rows = labelled_windows[labelled_windows["split"] == "train"]
+        if len(train_rows):
+            rows = _soundscape_rows(soundscape_index, train_rows["row_id"])
+            labelled_mels = _RowView(soundscape_mels, rows)
+            labelled_targets = train_rows[classes].to_numpy(np.float32)
+            n_labelled = len(train_rows)
 
     # Sampling.
     counts = train_table["primary_label"].astype(str).map(
@@ -750,10 +808,11 @@ def train_fold(
     samples_per_epoch = settings.samples_per_epoch or max(len(train_table) or n_pseudo,
                                                           settings.batch_size)
     sampler = EpochBatchSampler(sample_weights, n_pseudo, settings.batch_size,
-                                samples_per_epoch, settings.pseudo_ratio, base_seed)
+                                samples_per_epoch, settings.pseudo_ratio, base_seed,
+                                n_labelled=n_labelled, labelled_ratio=settings.labelled_ratio)
     dataset = TrainWindows(mels, train_table["offset"].to_numpy(np.int64), train_usable,
                            train_soft, window_frames, int(train_usable.max(initial=0)), settings,
-                           pseudo_mels, pseudo_labels)
+                           pseudo_mels, pseudo_labels, labelled_mels, labelled_targets)
     workers = loader_workers(threads, dev)
     loader = DataLoader(
         dataset,
@@ -786,7 +845,8 @@ def train_fold(
 
     # Resume.
     signature = _resume_signature(model_spec, settings, fold, classes, window_frames,
-                                  frames_per_second, len(train_table), len(val_table), n_pseudo)
+                                  frames_per_second, len(train_table), len(val_table), n_pseudo,
+                                  n_labelled)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -811,9 +871,9 @@ def train_fold(
     resumed_from = start_epoch - 1
 
     log.info("training %s fold %d on %s (amp %s): %d train recordings, %d validation, "
-             "%d pseudo windows, %d steps per epoch, %d loader workers",
-             model_spec["backbone"], fold, dev, amp_name, len(train_table), len(val_table),
-             n_pseudo, steps_per_epoch, workers)
+             "%d pseudo windows, %d labelled soundscape windows, %d steps per epoch, "
+             "%d loader workers", model_spec["backbone"], fold, dev, amp_name, len(train_table),
+             len(val_table), n_pseudo, n_labelled, steps_per_epoch, workers)
 
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
@@ -828,7 +888,7 @@ def train_fold(
             if settings.mixup_alpha > 0 and mix_rng.random() < settings.mixup_prob:
                 lam = float(mix_rng.beta(settings.mixup_alpha, settings.mixup_alpha))
                 perm = torch.from_numpy(mixup_permutation(
-                    mix_rng, len(x), len(x) - sampler.pseudo_per_batch, settings.mix_pseudo))
+                    mix_rng, len(x), len(x) - sampler.windows_per_batch, settings.mix_pseudo))
                 x, y, w = mix_batch(x, y, w, lam, perm)
             x = _to_input(x, dev)
             y = y.to(dev, non_blocking=True)
@@ -925,8 +985,14 @@ def train_fold(
         preds = soundscape_index[["row_id", "soundscape", "end_s"]].reset_index(drop=True)
         preds = pd.concat([preds, pd.DataFrame(probs, columns=classes)], axis=1)
         seen = set(seen_soundscapes or ())
+        if n_labelled:
+            seen |= set(labelled_windows.loc[labelled_windows["split"] == "train", "soundscape"]
+                        .astype(str))
         preds["seen_in_training"] = preds["soundscape"].astype(str).isin(seen)
         write_parquet(out_dir / "soundscape_preds.parquet", preds)
+        soundscape_auc, soundscape_windows = soundscape_score(preds, labelled_windows, classes)
+    else:
+        soundscape_auc, soundscape_windows = None, 0
 
     metrics = {
         "backbone": model_spec["backbone"],
@@ -934,6 +1000,8 @@ def train_fold(
         "epochs": history,
         "best_epoch": best_epoch,
         "oof_auc": _finite(final_auc),
+        "soundscape_auc": soundscape_auc,
+        "soundscape_windows_scored": soundscape_windows,
         "val_loss": _finite(final_val_loss),
         "device": str(dev),
         "amp": amp_name,
@@ -942,6 +1010,7 @@ def train_fold(
         "n_train": len(train_table),
         "n_val": len(val_table),
         "n_pseudo": n_pseudo,
+        "n_labelled": n_labelled,
         "steps_per_epoch": steps_per_epoch,
         "resumed_from_epoch": resumed_from,
         "model_spec": model_spec,
@@ -953,8 +1022,9 @@ def train_fold(
     plot_training_curves({int(fold): history}, f"{model_spec['backbone']}, fold {fold}",
                          out_dir / "training_curve.png", loss_name=f"{settings.loss} loss",
                          best_epochs={int(fold): best_epoch})
-    log.info("%s fold %d done: best epoch %d, OOF AUC %s", model_spec["backbone"], fold,
-             best_epoch, "-" if final_auc is None else f"{final_auc:.4f}")
+    log.info("%s fold %d done: best epoch %d, OOF AUC %s, labelled-soundscape AUC %s (%d windows)",
+             model_spec["backbone"], fold, best_epoch, "-" if final_auc is None else f"{final_auc:.4f}",
+             "-" if soundscape_auc is None else f"{soundscape_auc:.4f}", soundscape_windows)
     return metrics
 
 
@@ -979,6 +1049,20 @@ class _RowView:
 
     def __getitem__(self, index):
         return self.array[self.rows[index]]
+
+
+def _soundscape_rows(soundscape_index: pd.DataFrame | None, row_ids: Iterable[str]) -> np.ndarray:
+    """Positions in the soundscape cache of the windows `row_ids` (ValueError naming a missing one)."""
+    row_ids = pd.Series(list(row_ids), dtype=str)
+    if soundscape_index is None:
+        raise ValueError("labelled soundscape windows need the soundscape cache index")
+    position = pd.Series(np.arange(len(soundscape_index)),
+                         index=soundscape_index["row_id"].astype(str))
+    missing = ~row_ids.isin(position.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} soundscape windows are not in the soundscape cache, "
+                         f"e.g. {row_ids[missing].iloc[0]!r}")
+    return position.loc[row_ids].to_numpy()
 
 
 def settings_from_config(values: Mapping[str, Any]) -> TrainSettings:
@@ -1046,6 +1130,10 @@ def train_stage(
     soundscape_index = pd.read_parquet(inputs["soundscape_index"])
     pseudo_mels = pseudo_labels = None
     seen_soundscapes: list[str] = []
+    labelled = None
+    if inputs.get("soundscape_labels"):
+        labelled = pd.read_parquet(inputs["soundscape_labels"])
+        labelled["row_id"] = labelled["row_id"].astype(str)
     if inputs.get("pseudo_labels"):
         labels = pd.read_parquet(inputs["pseudo_labels"])
         if settings.get("oof_by_soundscape"):
@@ -1060,14 +1148,12 @@ def train_stage(
             labels = labels[~held_out].reset_index(drop=True)
             manifest.headline["pseudo_soundscapes_held_out"] = sorted(
                 s for s, f in assignment.items() if f == int(fold))
+        if labelled is not None:
+            # Pseudo-labels never overwrite a labelled window (the pseudo stage leaves them out).
+            labels = labels[~labels["row_id"].astype(str).isin(set(labelled["row_id"]))]
+            labels = labels.reset_index(drop=True)
         seen_soundscapes = sorted(labels["soundscape"].astype(str).unique())
-        position = pd.Series(np.arange(len(soundscape_index)),
-                             index=soundscape_index["row_id"].astype(str))
-        missing = ~labels["row_id"].astype(str).isin(position.index)
-        if missing.any():
-            raise ValueError(f"{int(missing.sum())} pseudo-labelled windows are not in the "
-                             f"soundscape cache, e.g. {labels['row_id'][missing].iloc[0]!r}")
-        rows = position.loc[labels["row_id"].astype(str)].to_numpy()
+        rows = _soundscape_rows(soundscape_index, labels["row_id"])
         pseudo_mels = _RowView(soundscape_mels, rows)
         pseudo_labels = labels[classes].to_numpy(dtype=np.float32)
     metrics = train_fold(
@@ -1077,11 +1163,12 @@ def train_stage(
         out_dir=out_dir, threads=int(threads), device=device,
         soundscape_mels=soundscape_mels, soundscape_index=soundscape_index,
         pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
-        seen_soundscapes=seen_soundscapes,
+        seen_soundscapes=seen_soundscapes, labelled_windows=labelled,
     )
     manifest.headline.update({
-        key: metrics[key] for key in ("oof_auc", "best_epoch", "device", "amp", "n_train",
-                                      "n_val", "n_pseudo", "resumed_from_epoch")
+        key: metrics[key] for key in ("oof_auc", "soundscape_auc", "soundscape_windows_scored",
+                                      "best_epoch", "device", "amp", "n_train", "n_val",
+                                      "n_pseudo", "n_labelled", "resumed_from_epoch")
     })
     manifest.headline["epochs_run"] = len(metrics["epochs"])
     manifest.headline["samples_per_s"] = (

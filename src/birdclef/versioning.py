@@ -20,16 +20,17 @@ from typing import Any
 FORMAT_VERSIONS: dict[str, int] = {
     "demo": 1,
     "xc_scrape": 1,
-    "catalog": 1,
+    "catalog": 2,
     "vad": 1,
     "mels": 1,
-    "soundscape_mels": 1,
+    "soundscape_mels": 2,
+    "soundscape_labels": 1,
     "folds": 1,
-    "train": 1,
-    "pseudo": 1,
-    "ensemble": 2,
-    "export": 2,
-    "submission": 1,
+    "train": 2,
+    "pseudo": 2,
+    "ensemble": 3,
+    "export": 3,
+    "submission": 2,
 }
 
 TAG_LENGTH = 10

@@ -1,0 +1,188 @@
+"""Quality on real recordings: the workflow on the real-audio benchmark, step by step.
+
+Runs the workflow (bench/quality.yaml) on ``../shared/data/real-benchmark``
+(real xeno-canto recordings in the BirdCLEF layout; test soundscapes built as
+BirdCLEF builds its test set, with their ground truth; labelled train
+soundscapes in the 2026 format) and on variants of that config that remove or
+change one step. The runs share one results/ folder, so a variant recomputes
+only the stages its change touches. Each run's submission is scored against
+``test_ground_truth.csv`` (macro ROC-AUC over classes with a positive test
+window) with a bootstrap over the test windows (the spread of the score, and of
+the difference to the full pipeline with the same resamples); beside it, the
+ensemble's score on the held-out labelled train soundscapes (the score the
+pipeline can see without the test set), the ensemble's OOF score on the
+training recordings, and the wall time of the run (incremental: only what the
+variant changed).
+
+The ground truth is used for scoring only: nothing is trained, tuned or
+selected on it.
+
+Usage: python bench/bench_quality.py [--data DIR] [--workdir DIR] [--cores 2] [--bootstrap 1000]
+Prints one markdown table for bench/README.md (and writes results.json in the workdir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from benchlib import machine, markdown  # noqa: E402
+from workflow_utils import copy_workflow, snakemake, write_config  # noqa: E402
+
+from birdclef.metrics import macro_roc_auc  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
+FULL = "full pipeline (bench/quality.yaml)"
+
+
+def variants(base: dict) -> dict[str, dict]:
+    """Name -> config overrides (merged into bench/quality.yaml); the full pipeline first."""
+    rounds = base["pseudo"]["rounds"]
+    postprocess = {"tta_shift_seconds": 2.5, "smoothing": 0.25}
+    return {
+        FULL: {},
+        "round 0 only": {"pseudo": {"rounds": []}},
+        "round 0, no labelled soundscape windows in training": {
+            "pseudo": {"rounds": []}, "soundscape_labels": {"train_ratio": 0.0}},
+        "round 1 (one pseudo round)": {"pseudo": {"rounds": rounds[:1]}},
+        "one model (fold 0) instead of the fold ensemble": {"train": {"folds": [0]}},
+        "+ TTA shift 2.5 s and smoothing 0.25": {"ensemble": {"postprocess": postprocess}},
+        "f32 IR instead of int8": {"export": {"precision": "f32"}},
+    }
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` merged in (dicts recursively; lists and values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def run_variant(workdir: Path, name: str, config: dict, cores: str) -> dict:
+    """Run the workflow with `config`; returns its submission, manifests and wall time."""
+    slug = "".join(c if c.isalnum() else "_" for c in name)[:60]
+    path = write_config(workdir, f"quality_{slug}.yaml", config)
+    start = time.perf_counter()
+    snakemake(workdir, "--cores", cores, "submission", "--configfile", str(path), timeout=7200)
+    seconds = time.perf_counter() - start
+    published = (workdir / "results/submission.csv").read_bytes()
+    for folder in sorted((workdir / "results/submission").iterdir()):
+        candidate = folder / "submission.csv"
+        if candidate.is_file() and candidate.read_bytes() == published:
+            submission = json.loads((folder / "manifest.json").read_text())
+            export_dir = workdir / "results/export" / submission["upstream"]["export"]
+            export = json.loads((export_dir / "manifest.json").read_text())
+            ensemble_dir = workdir / "results/ensemble" / export["upstream"]["ensemble"]
+            ensemble = json.loads((ensemble_dir / "ensemble.json").read_text())
+            return {"submission_csv": candidate, "submission": submission["headline"],
+                    "export": export["headline"], "ensemble": ensemble, "seconds": seconds}
+    raise RuntimeError(f"no results/submission/<tag>/ holds the published submission of {name!r}")
+
+
+def bootstrap_indices(n_rows: int, reps: int, seed: int = 0) -> np.ndarray:
+    """(reps, n_rows) row indices drawn with replacement: the same resamples for every run."""
+    return np.random.default_rng(seed).integers(0, n_rows, size=(reps, n_rows))
+
+
+def bootstrap_scores(truth: np.ndarray, scores: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Macro ROC-AUC of each resample of the test windows (NaN where nothing can be scored)."""
+    return np.array([macro_roc_auc(truth[rows], scores[rows]) for rows in draws])
+
+
+def aligned(submission_csv: Path, truth: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """The submission's class columns in the ground truth's row order."""
+    frame = pd.read_csv(submission_csv).set_index("row_id")
+    missing = truth.index.difference(frame.index)
+    if len(missing):
+        raise RuntimeError(f"{submission_csv} lacks {len(missing)} test rows, e.g. {missing[0]!r}")
+    return frame.loc[truth.index, classes].to_numpy(np.float64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--cores", default="2")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    args = parser.parse_args()
+    data = args.data.resolve()
+    if not (data / "test_ground_truth.csv").is_file():
+        parser.error(f"{data} is not the real-audio benchmark (no test_ground_truth.csv)")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_quality_"))
+    copy_workflow(workdir)
+    base = yaml.safe_load((REPO / "bench/quality.yaml").read_text())
+    base["data"]["root"] = str(data)
+
+    truth_frame = pd.read_csv(data / "test_ground_truth.csv", dtype={"row_id": str}).set_index("row_id")
+    classes = list(truth_frame.columns)
+    truth = truth_frame.to_numpy()
+    draws = bootstrap_indices(len(truth), args.bootstrap)
+    chosen = variants(base)
+    if args.only:
+        chosen = {name: chosen[name] for name in [FULL, *args.only.split(",")] if name in chosen}
+
+    rows, raw, reference = [], {}, None
+    for name, overrides in chosen.items():
+        outcome = run_variant(workdir, name, merge(base, overrides), args.cores)
+        scores = aligned(outcome["submission_csv"], truth_frame, classes)
+        point = macro_roc_auc(truth, scores)
+        spread = bootstrap_scores(truth, scores, draws)
+        if reference is None:
+            reference = spread
+        delta = spread - reference
+        export = outcome["export"]
+        row = {
+            "run": name,
+            "test macro ROC-AUC": round(point, 4),
+            "bootstrap sd": round(float(np.nanstd(spread)), 4),
+            "vs full (paired sd)": "-" if name == FULL else
+            f"{point - raw[FULL]['test_auc']:+.4f} ({np.nanstd(delta):.4f})",
+            "labelled soundscapes (held out)": _round(outcome["ensemble"].get("soundscape_auc")),
+            "export: soundscapes f32 / chosen": _pair(export.get("soundscape_auc")),
+            "OOF (recordings)": _round(outcome["ensemble"].get("oof_auc")),
+            "IR": export.get("precision"),
+            "wall s": round(outcome["seconds"], 1),
+        }
+        raw[name] = {"test_auc": point, "row": row, "submission": outcome["submission"],
+                     "export_auc": export.get("auc"), "soundscape_auc_export": export.get("soundscape_auc")}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    (workdir / "results.json").write_text(json.dumps(raw, indent=2, default=str))
+    windows = len(truth)
+    positive = int((truth.sum(axis=0) > 0).sum())
+    print(f"\nMachine: {machine(['torch', 'openvino'])}; {dt.date.today().isoformat()}; data {data} "
+          f"({windows} test windows, {positive} classes with a positive); OpenVINO inference with "
+          f"INFERENCE_PRECISION_HINT=f32; bootstrap {args.bootstrap} resamples of the test windows; "
+          f"workdir {workdir}\n")
+    print(markdown(rows))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _pair(values: dict | None) -> str | None:
+    if not values:
+        return None
+    return " / ".join("-" if v is None else f"{v:.4f}" for v in values.values())
+
+
+if __name__ == "__main__":
+    main()
