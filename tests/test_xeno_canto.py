@@ -233,6 +233,23 @@ def test_client_stops_with_the_api_message_on_401_and_400():
         assert len(server.requests) == before
 
 
+def test_redirects_are_bounded_and_errors_name_the_urls(tmp_path, monkeypatch):
+    """Past MAX_REDIRECTS hops a download fails naming the URL, the last hop and what was expected."""
+    monkeypatch.setattr(xc, "MAX_REDIRECTS", 1)
+    with (
+        running_standin({"Turdus merula": 6}, key=KEY, specials=False, redirect_all=True) as server,
+        xc.XenoCantoClient(server.base_url, KEY, requests_per_second=None) as client,
+    ):
+        assert client.download(f"{server.root}/100001/download", tmp_path / "a.wav") > 0
+        url = f"{server.root}/100002/download"
+        with pytest.raises(xc.DownloadFailedError) as error:
+            client.download(url, tmp_path / "b.mp3")
+    message = str(error.value)
+    assert url in message and "more than 1 redirects" in message and "expected the file" in message
+    assert f"{server.root}/sounds/hop/100002 redirects to '../uploaded/" in message
+    assert not (tmp_path / "b.mp3").exists()
+
+
 def test_stage_without_key_names_the_variable(tmp_path, monkeypatch):
     """scrape_stage with the variable unset fails naming it, before any request."""
     monkeypatch.delenv(KEY_ENV, raising=False)
@@ -505,6 +522,66 @@ def test_rate_limit_holds_across_pages_and_downloads(tmp_path, key_env):
     gaps = np.diff(sorted(times))
     assert gaps.min() >= 1 / 3 - 0.05
     assert seconds >= 11 / 3 - 0.05
+
+
+def test_every_redirect_hop_passes_the_rate_limit(tmp_path, key_env):
+    """Every download a redirect (some two hops): at 5 requests/s with 3 workers, no 1 s window
+    of server arrivals (pages, hops, files) holds more than 5; the files arrive intact."""
+    with running_standin(
+        {"Turdus merula": 6}, key=KEY, specials=False, redirect_all=True
+    ) as server:
+        inputs = write_inputs(
+            tmp_path / "data", [{"primary_label": "eurbla", "filename": "eurbla/a.ogg"}]
+        )
+        settings = {
+            **FAST,
+            "requests_per_second": 5.0,
+            "base_url": server.base_url,
+            "per_page": 50,
+            "species": ["eurbla"],
+            "download_workers": 3,
+        }
+        headline = run_stage(tmp_path / "stage", inputs, settings)
+        entries = server.log()
+        served = {i: server.audio_bytes(i) for i in server.by_id}
+    ids = sorted(served)
+    two_hops = [i for i in ids if i % 3 == 0]
+    assert two_hops and len(two_hops) < len(ids)
+    # every hop reached the server: 1 page + per file one or two redirects and the file
+    by_id: dict[int, list[str]] = {}
+    for entry in entries:
+        if entry.xc_id is not None:
+            by_id.setdefault(entry.xc_id, []).append(entry.kind)
+    assert by_id == {
+        i: ["redirect", "redirect", "download"] if i in two_hops else ["redirect", "download"]
+        for i in ids
+    }
+    assert {e.path for e in entries if e.kind == "download"} == {
+        f"/sounds/uploaded/ABCDEFGHIJ/{server.by_id[i]['file-name']}" for i in ids
+    }
+    assert len(entries) == 1 + 2 * len(ids) + len(two_hops)
+    # the hops of a file share its worker's keep-alive connection (no new connection per hop)
+    connections = {e.xc_id: set() for e in entries if e.xc_id is not None}
+    for entry in entries:
+        if entry.xc_id is not None:
+            connections[entry.xc_id].add(entry.connection)
+    assert all(len(ports) == 1 for ports in connections.values())
+    requests_ = headline["requests"]
+    assert requests_["total"] == len(entries) and requests_["redirects"] == len(ids) + len(two_hops)
+    # the same method as test_rate_limit_holds_across_pages_and_downloads
+    times = [e.t for e in entries]
+    assert max_requests_in_window(times, 1.0 - 0.05) <= 5
+    assert np.diff(sorted(times)).min() >= 1 / 5 - 0.05
+    # intact: every byte the server sent was counted, and every file decodes
+    assert headline["bytes"]["downloaded"] == sum(len(b) for b in served.values())
+    rows = pd.read_csv(tmp_path / "stage" / "train_xc.csv")
+    assert sorted(xc.xc_id_of(f) for f in rows["filename"]) == ids
+    for i in ids:
+        info = sf.info(tmp_path / "stage" / "audio" / "eurbla" / f"XC{i}.ogg")
+        source = sf.info(io.BytesIO(served[i]))
+        assert info.samplerate == 32000 and info.duration == pytest.approx(
+            source.duration, abs=0.06
+        )
 
 
 def test_kill_mid_download_then_restart_downloads_nothing_twice(tmp_path):

@@ -15,7 +15,11 @@ thread). It behaves like the real API where the scraper cares:
 * `GET /<id>/download`: the audio (MP3, FLAC or WAV bytes made with
   soundfile, 0.2-0.6 s, 22.05-48 kHz, mono or stereo); the "redirect" special answers 302
   to `/sounds/uploaded/<token>/<file-name>`; the "corrupt" special serves bytes
-  that are no audio.
+  that are no audio. A redirect carries a small HTML body, as real servers send.
+* `redirect_all=True`: like the real site, EVERY download is a redirect plus a
+  file: `/<id>/download` answers 302 with an absolute URL of the file, or, for
+  ids divisible by 3, a chain of two hops: 302 to `/sounds/hop/<id>`, which
+  answers 302 with a relative `Location` (`../uploaded/<token>/<file-name>`).
 
 Specials (`specials=True`, in the `specials_species`, default the first): one
 record each that is restricted (empty `file`), corrupt, redirecting, ND
@@ -33,7 +37,8 @@ the crawl); `stall_download_after=n` makes the download after the first n
 complete ones send half its body and wait until `server.release()`.
 
 Every request is logged with its arrival time (`time.monotonic()`, comparable
-across processes on Linux) in `server.requests`.
+across processes on Linux) and the client's port (one per TCP connection) in
+`server.requests`.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class RequestLog:
     xc_id: int | None = None
     note: str = ""  # "slow": answered after a delay the client may not wait for
     user_agent: str = ""
+    connection: int = 0  # the client's port: requests on one keep-alive connection share it
 
 
 @dataclass
@@ -112,6 +118,7 @@ class StandinOptions:
     slow_once: float = 0.0
     grow: dict[str, int] = field(default_factory=dict)
     stall_download_after: int | None = None
+    redirect_all: bool = False
     audio_seconds: tuple[float, float] = (0.2, 0.6)
 
 
@@ -457,6 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
             0,
             xc_id,
             user_agent=self.headers.get("User-Agent", ""),
+            connection=int(self.client_address[1]),
         )
         with self.server.lock:
             self.server.requests.append(entry)
@@ -495,21 +503,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(status, json.dumps(body).encode(), "application/json", headers)
             return
         match = re.fullmatch(r"/(\d+)/download", parts.path)
+        hop = re.fullmatch(r"/sounds/hop/(\d+)", parts.path)
         uploaded = re.fullmatch(r"/sounds/uploaded/[^/]+/XC(\d+)-[^/]*", parts.path)
-        if match or uploaded:
-            xc_id = int((match or uploaded).group(1))
+        if match or hop or uploaded:
+            xc_id = int((match or hop or uploaded).group(1))
             if xc_id not in server.by_id:
                 entry = self._record("download", params, xc_id)
                 entry.status = 404
                 self._send(404, b"not found", "text/plain")
                 return
-            if match and xc_id in server.redirect_ids:
+            location = self._redirect_location(xc_id, first=match is not None, hop=hop is not None)
+            if location is not None:
                 entry = self._record("redirect", params, xc_id)
                 entry.status = 302
-                name = server.by_id[xc_id]["file-name"]
-                self._send(
-                    302, b"", "text/plain", {"Location": f"/sounds/uploaded/ABCDEFGHIJ/{name}"}
-                )
+                body = f'<html><body><a href="{location}">Found</a></body></html>'.encode()
+                self._send(302, body, "text/html", {"Location": location})
                 return
             entry = self._record("download", params, xc_id)
             self._serve_audio(entry, xc_id)
@@ -517,6 +525,22 @@ class _Handler(BaseHTTPRequestHandler):
         entry = self._record("other", params)
         entry.status = 404
         self._send(404, b"not found", "text/plain")
+
+    def _redirect_location(self, xc_id: int, first: bool, hop: bool) -> str | None:
+        """Where a download or hop URL redirects (None: serve the file here)."""
+        server = self.server
+        name = server.by_id[xc_id]["file-name"]
+        if hop:
+            return f"../uploaded/ABCDEFGHIJ/{name}"
+        if not first:
+            return None
+        if server.options.redirect_all:
+            if xc_id % 3 == 0:
+                return f"/sounds/hop/{xc_id}"
+            return f"{server.root}/sounds/uploaded/ABCDEFGHIJ/{name}"
+        if xc_id in server.redirect_ids:
+            return f"/sounds/uploaded/ABCDEFGHIJ/{name}"
+        return None
 
     def _serve_audio(self, entry: RequestLog, xc_id: int) -> None:
         server = self.server

@@ -26,11 +26,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .audio import BadAudioError, read_audio
 from .features import MEL_KEYS, blas_threads, log_mel, mel_filterbank, window_frames, window_waves
 from .io import atomic_path
+from .progress import progress_bar
 from .soundscapes import soundscape_metadata
 
 log = logging.getLogger("birdclef.mels")
@@ -118,7 +118,7 @@ def _map(function, tasks: list, settings: dict[str, Any], threads: int, desc: st
     if threads <= 1 or len(tasks) <= 1:
         _worker_state.update(settings=settings, filterbank=filterbank)
         with blas_threads(1):
-            yield from (function(t) for t in tqdm(tasks, desc=desc, disable=not progress))
+            yield from (function(t) for t in progress_bar(tasks, desc=desc, disable=not progress))
         return
     workers = min(int(threads), len(tasks))
     with ProcessPoolExecutor(
@@ -128,7 +128,7 @@ def _map(function, tasks: list, settings: dict[str, Any], threads: int, desc: st
         # every worker busy until the end (the input order is kept either way).
         chunksize = max(1, min(4, len(tasks) // (workers * 16)))
         results = pool.map(function, tasks, chunksize=chunksize)
-        yield from tqdm(results, total=len(tasks), desc=desc, disable=not progress)
+        yield from progress_bar(results, total=len(tasks), desc=desc, disable=not progress)
 
 
 def _handle_bad(path: str, reason: str, on_bad_audio: str, bad: list[dict]) -> None:

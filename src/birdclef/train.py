@@ -58,6 +58,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .io import write_json, write_parquet
 from .metrics import macro_roc_auc
 from .model import build_model, load_model, save_checkpoint
+from .progress import progress_bar
 from .soundscapes import soundscape_score
 
 log = logging.getLogger("birdclef.train")
@@ -499,12 +500,10 @@ def predict_windows(
 
     `windows` returns float arrays (len(indices), n_mels, window_frames).
     """
-    from tqdm.auto import tqdm
-
     model.eval()
     outputs = []
     starts = range(0, n_windows, batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+    for start in progress_bar(starts, desc=desc, disable=not progress, leave=False):
         indices = np.arange(start, min(n_windows, start + batch_size))
         batch = torch.from_numpy(np.asarray(windows(indices), dtype=np.float32))[:, None]
         with _autocast(device, amp_dtype):
@@ -738,8 +737,6 @@ def train_fold(
     ``validation`` rows score the best model (``soundscape_auc``).
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = [str(c) for c in classes]
@@ -882,8 +879,8 @@ def train_fold(
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
         step_lr = float(optimizer.param_groups[0]["lr"])
-        bar = tqdm(loader, desc=f"{model_spec['backbone']} fold {fold} epoch {epoch}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(loader, desc=f"{model_spec['backbone']} fold {fold} epoch {epoch}",
+                           disable=not progress, leave=False)
         for x, y, w in bar:
             if settings.mixup_alpha > 0 and mix_rng.random() < settings.mixup_prob:
                 lam = float(mix_rng.beta(settings.mixup_alpha, settings.mixup_alpha))

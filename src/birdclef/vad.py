@@ -44,6 +44,7 @@ import pandas as pd
 
 from .audio import BadAudioError, read_audio, resample
 from .io import atomic_dir, atomic_path
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -889,10 +890,8 @@ def run_vad(
 
 
 def _progress_bar(total: int, enabled: bool):
-    """A tqdm bar on stderr (a no-op one when disabled)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="vad", unit="file", disable=not enabled, file=sys.stderr)
+    """A tqdm bar on stderr when it is a terminal, else log lines (nothing when disabled)."""
+    return progress_bar(total=total, desc="vad", unit="file", disable=not enabled, file=sys.stderr)
 
 
 def _spans_frame(results: dict[int, dict[str, Any]], filenames: np.ndarray) -> pd.DataFrame:

@@ -31,7 +31,6 @@ table.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
 import json
@@ -59,6 +58,7 @@ from .audio import BadAudioError, read_audio, write_ogg
 from .catalog import TRAIN_COLUMNS, DataError, read_taxonomy
 from .io import atomic_dir, atomic_path, read_json, write_json, write_parquet
 from .manifest import StageManifest, now_iso
+from .progress import progress_bar
 
 log = logging.getLogger("birdclef.xeno_canto")
 
@@ -412,6 +412,8 @@ class XenoCantoClient:
         attempt = 0
         hops = 0
         while True:
+            # One slot per request actually sent: the first, every redirect hop, every retry
+            # (redirects are followed here, never inside requests, so none bypasses the limiter).
             self.limiter.wait()
             try:
                 self._count("requests")
@@ -430,7 +432,15 @@ class XenoCantoClient:
                     location = response.headers["location"]
                     response.close()
                     if hops > MAX_REDIRECTS:
-                        raise DownloadFailedError(f"{what}: more than {MAX_REDIRECTS} redirects")
+                        message = self.mask(
+                            f"{what}: more than {MAX_REDIRECTS} redirects (expected the "
+                            f"{'file' if kind == 'download' else 'JSON page'} by then; "
+                            f"{response.url} redirects to {location!r})"
+                        )
+                        if kind == "download":
+                            raise DownloadFailedError(message)
+                        raise XenoCantoError(message)
+                    # Relative Locations are resolved against the URL that answered.
                     url, params = urljoin(response.url, location), None
                     self._count("redirects")
                     continue
@@ -539,7 +549,10 @@ class XenoCantoClient:
 
         def consume(response: requests.Response) -> int:
             if response.status_code != 200:
-                raise DownloadFailedError(f"{what}: HTTP {response.status_code}")
+                via = f" from {response.url}" if response.url != url else ""
+                raise DownloadFailedError(
+                    f"{what}: HTTP {response.status_code}{via} (expected 200 with the audio file)"
+                )
             expected = response.headers.get("Content-Length")
             size = 0
             with atomic_path(dest) as tmp:
@@ -1100,11 +1113,8 @@ def scrape_stage(
 
 
 def _progress(progress: bool, **kwargs: Any):
-    if not progress:
-        return contextlib.nullcontext(None)
-    from tqdm import tqdm
-
-    return tqdm(mininterval=1.0, dynamic_ncols=True, **kwargs)
+    """A tqdm bar on a terminal, log lines otherwise (birdclef.progress); silent when off."""
+    return progress_bar(disable=not progress, mininterval=1.0, dynamic_ncols=True, **kwargs)
 
 
 def _crawl_all(
@@ -1120,14 +1130,13 @@ def _crawl_all(
 
         def on_page(crawl: SpeciesCrawl) -> None:
             totals["pages"] += 1
-            if bar is not None:
-                bar.set_postfix(
-                    sp=crawl.label,
-                    page=f"{len(crawl.totals)}/{crawl.num_pages}",
-                    pages=totals["pages"],
-                    records=totals["records"] + len(crawl.records),
-                    refresh=False,
-                )
+            bar.set_postfix(
+                sp=crawl.label,
+                page=f"{len(crawl.totals)}/{crawl.num_pages}",
+                pages=totals["pages"],
+                records=totals["records"] + len(crawl.records),
+                refresh=False,
+            )
 
         for sp in queried:
             group = (s["grp_by_class"] or {}).get(sp.class_name)
@@ -1137,8 +1146,7 @@ def _crawl_all(
             )
             totals["records"] += len(crawl.records)
             crawls.append(crawl)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     return crawls
 
 
@@ -1280,9 +1288,8 @@ def _select_and_fetch(
                 entry["status"] = "kept"
                 entry["filename"] = row["filename"]
                 rows.append(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mb=f"{client.stats['bytes_downloaded'] / 1e6:.1f}", refresh=False)
+            bar.set_postfix(mb=f"{client.stats['bytes_downloaded'] / 1e6:.1f}", refresh=False)
+            bar.update(1)
     kept_per_label = Counter(row["primary_label"] for row in rows)
     for crawl in crawls:
         per_species[crawl.label]["kept"] = kept_per_label.get(crawl.label, 0)
