@@ -1,0 +1,299 @@
+"""birdclef.plan: the config -> settings, tags and runs of every stage, without Snakemake.
+
+The pinned tags below were computed by rules/common.smk before the plan moved
+into birdclef.plan (the same tags for the same config: old artifacts are
+found again); the default config's also match the folders `snakemake -n` plans.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+from snakemake.utils import update_config, validate
+
+from birdclef.plan import Plan, make_plan
+
+# Stand-ins for the file system: the real-data configs name /data/... folders.
+EVERYTHING_EXISTS = {"file_exists": lambda path: True, "dir_exists": lambda path: True}
+
+
+def load_config(*overrides: str | dict) -> dict:
+    """config.yaml with each override (a config file or a dict) merged as Snakemake
+    merges --configfile, then validated (which fills the schema's defaults)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for override in overrides:
+        if isinstance(override, str):
+            override = yaml.safe_load((REPO / override).read_text())
+        update_config(config, copy.deepcopy(override))
+    validate(config, str(REPO / "schemas/config.schema.yaml"))
+    return config
+
+
+def plan_of(*overrides: str | dict) -> Plan:
+    return make_plan(load_config(*overrides), **EVERYTHING_EXISTS)
+
+
+def tags(plan: Plan) -> dict:
+    """Every stage's tag(s), in the shape of PINNED."""
+    return {
+        "xc_scrape": plan.xc_tag,
+        "catalog": plan.catalog_tag,
+        "vad": plan.vad_tag,
+        "mels": plan.mels_tag,
+        "mel_groups": plan.mel_groups,
+        "soundscape_mels": plan.soundscape_mels_tag,
+        "soundscape_labels": plan.soundscape_labels_tag,
+        "folds": plan.folds_tag,
+        "train": plan.round_train_tags,
+        "pseudo": list(plan.pseudo_runs),
+        "ensemble": plan.ensemble_tag,
+        "export": plan.export_tag,
+        "submission": plan.submission_tag,
+    }
+
+
+PINNED = {
+    # config.yaml: the demo (resources/demo), one backbone, one pseudo round.
+    (): {
+        "xc_scrape": None,
+        "catalog": "5de92b1949",
+        "vad": "88657922d0",
+        "mels": "4cbce84d81",
+        "mel_groups": ["4cbce84d81"],
+        "soundscape_mels": "2aaeee0ce3",
+        "soundscape_labels": "8f7cb805ee",
+        "folds": "86446123f3",
+        "train": [["test_efficientnet-r0-bc0c2a01a3"], ["test_efficientnet-r1-59c58a3279"]],
+        "pseudo": ["ce06885921"],
+        "ensemble": "76916f8ade",
+        "export": "218c0608ce",
+        "submission": "3b9c16ae39",
+    },
+    # + config/birdclef2025.yaml (data.root /data/birdclef-2025): two backbones, two mel
+    # configurations, two pseudo rounds, no labelled soundscapes.
+    ("config/birdclef2025.yaml",): {
+        "xc_scrape": None,
+        "catalog": "9e20214454",
+        "vad": "57632a1755",
+        "mels": "1922572150",
+        "mel_groups": ["1922572150", "0c8d0ecc2d"],
+        "soundscape_mels": "81a38e18d9",
+        "soundscape_labels": None,
+        "folds": "65a8ec6523",
+        "train": [
+            ["tf_efficientnet_b0-r0-48aa06f22c", "eca_nfnet_l0-r0-267b5556b5"],
+            ["tf_efficientnet_b0-r1-57947911c7", "eca_nfnet_l0-r1-3e27aa1393"],
+            ["tf_efficientnet_b0-r2-32bbf3a300", "eca_nfnet_l0-r2-798c6811d7"],
+        ],
+        "pseudo": ["1a7498d3cd", "d4fefd3ad6"],
+        "ensemble": "fafb76c377",
+        "export": "a5fb1fb47c",
+        "submission": "d09ac7d914",
+    },
+    # + config/birdclef2026.yaml (data.root /data/birdclef-2026): as 2025, with labels.
+    ("config/birdclef2026.yaml",): {
+        "xc_scrape": None,
+        "catalog": "8033873f76",
+        "vad": "2d708ec5f4",
+        "mels": "8a973dde60",
+        "mel_groups": ["8a973dde60", "ef78b5a34b"],
+        "soundscape_mels": "e65d3c00e5",
+        "soundscape_labels": "8fe14c138e",
+        "folds": "5bad4aa583",
+        "train": [
+            ["tf_efficientnet_b0-r0-171947fd1c", "eca_nfnet_l0-r0-82eb3e8cca"],
+            ["tf_efficientnet_b0-r1-1f10cab06e", "eca_nfnet_l0-r1-379218df96"],
+            ["tf_efficientnet_b0-r2-88100d0726", "eca_nfnet_l0-r2-04a83ef87e"],
+        ],
+        "pseudo": ["3fff44c551", "2ef0f9512b"],
+        "ensemble": "7f127e4111",
+        "export": "4fcb97be4f",
+        "submission": "04acbd1f20",
+    },
+}
+
+
+@pytest.mark.parametrize("overrides", list(PINNED), ids=["default", "birdclef2025", "birdclef2026"])
+def test_same_tags_for_the_same_config(overrides):
+    assert tags(plan_of(*overrides)) == PINNED[overrides]
+
+
+def test_runs_of_the_default_config():
+    plan = plan_of()
+    assert plan.root == "resources/demo" and plan.demo
+    assert plan.ground_truth == "resources/demo/test_ground_truth.csv"
+    assert plan.folds == [0, 1]
+    r0, r1 = (tags[0] for tags in plan.round_train_tags)
+    assert plan.final_train_tags == [r1] and plan.ensemble_train_tags == [r1]
+    assert plan.train_runs[r0]["pseudo_tag"] is None
+    assert plan.train_runs[r1]["pseudo_tag"] == PINNED[()]["pseudo"][0]
+    assert plan.train_runs[r1]["upstream"]["folds"] == plan.folds_tag
+    assert plan.pseudo_runs[plan.train_runs[r1]["pseudo_tag"]]["train_tags"] == [r0]
+    assert plan.soundscape_labels_path == f"results/soundscape_labels/{plan.soundscape_labels_tag}/labels.parquet"
+    assert [m["name"] for m in plan.ensemble_members] == [f"{r1}/fold0", f"{r1}/fold1"]
+    assert plan.ensemble_members[0]["ingredients"] == [f"results/train/{r1}/fold0/best.pt"]
+    assert plan.mel_group_settings == [{"tag": plan.mels_tag, **plan.mel_runs[plan.mels_tag]}]
+    assert "device" not in plan.train_common and "folds" not in plan.train_common
+
+
+def test_a_training_setting_changes_only_training_and_downstream_tags():
+    before, after = tags(plan_of()), tags(plan_of({"train": {"lr": 0.02}}))
+    for stage in ("xc_scrape", "catalog", "vad", "mels", "mel_groups", "soundscape_mels", "soundscape_labels", "folds"):
+        assert after[stage] == before[stage], stage
+    for stage in ("pseudo", "ensemble", "export", "submission"):
+        assert after[stage] != before[stage], stage
+    for old, new in zip(sum(before["train"], []), sum(after["train"], []), strict=True):
+        assert old != new and old.rsplit("-", 1)[0] == new.rsplit("-", 1)[0]  # same readable prefix
+
+
+def test_execution_only_settings_change_no_tag():
+    before = tags(plan_of())
+    assert tags(plan_of({"train": {"device": "cpu"}})) == before
+    scraping = plan_of({"xeno_canto": {"enabled": True}})
+    assert scraping.xc_tag is not None and scraping.catalog_tag != before["catalog"]
+    faster = plan_of({"xeno_canto": {"enabled": True, "requests_per_second": 5.0, "max_retries": 9}})
+    assert tags(faster) == tags(scraping)
+
+
+def test_two_backbones_with_mels_overrides_give_two_mel_groups():
+    plan = plan_of(
+        {
+            "train": {
+                "backbones": [
+                    {"name": "test_efficientnet"},
+                    {"name": "test_efficientnet", "label": "b96", "mels": {"n_mels": 96}},
+                ]
+            }
+        }
+    )
+    assert len(plan.mel_groups) == 2 and len(plan.soundscape_mel_groups) == 2
+    assert plan.mel_groups[0] == plan.mels_tag  # the first backbone keeps the base cache
+    assert plan.soundscape_mel_groups[0] == plan.soundscape_mels_tag
+    assert set(plan.mel_runs) == set(plan.mel_groups)
+    assert set(plan.soundscape_mel_runs) == set(plan.soundscape_mel_groups)
+    assert [group["n_mels"] for group in plan.mel_group_settings] == [64, 96]
+    assert [(m["backbone"], m["mel_group"]) for m in plan.ensemble_members] == [
+        ("test_efficientnet", 0),
+        ("test_efficientnet", 0),
+        ("b96", 1),
+        ("b96", 1),
+    ]
+    assert plan.train_runs[plan.final_train_tags[1]]["mel"]["n_mels"] == 96
+    # Folds come from the base configuration's cache whatever the backbones use.
+    assert plan.folds_tag == PINNED[()]["folds"]
+
+
+def test_no_soundscape_labels_file_gives_no_labels_tag():
+    plan = make_plan(
+        load_config({"soundscape_labels": {"file": None}, "data": {"root": "/data/bc", "demo": {"enabled": False}}}),
+        file_exists=lambda path: not path.endswith("train_soundscapes_labels.csv"),
+        dir_exists=lambda path: True,
+    )
+    assert plan.labels_file is None
+    assert plan.soundscape_labels_tag is None and plan.soundscape_labels_path is None
+    for run in plan.train_runs.values():
+        assert run["upstream"]["soundscape_labels"] is None
+        assert run["settings"]["labelled_ratio"] == 0.0
+
+
+def test_soup_members_list_every_rounds_ingredient():
+    config = load_config({"ensemble": {"soup": True}, "pseudo": {"rounds": [{"method": "power"}] * 2}})
+    plan = make_plan(config)
+    assert len(plan.round_train_tags) == 3
+    assert plan.ensemble_train_tags == [tags[0] for tags in plan.round_train_tags]
+    for member in plan.ensemble_members:
+        fold = member["fold"]
+        assert member["round"] == 2
+        assert member["ingredients"] == [f"results/train/{tags[0]}/fold{fold}/best.pt" for tags in plan.round_train_tags]
+    assert plan.ensemble_tag != make_plan(load_config({"pseudo": {"rounds": [{"method": "power"}] * 2}})).ensemble_tag
+
+
+def test_the_demo_plan_looks_at_no_file():
+    def refuse(path):
+        raise AssertionError(f"looked at {path}")
+
+    assert tags(make_plan(load_config(), file_exists=refuse, dir_exists=refuse)) == PINNED[()]
+
+
+REAL = {"data": {"root": "/data/bc", "demo": {"enabled": False}}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing", "message"),
+    [
+        (
+            {"train": {"folds": [0, 2]}},
+            None,
+            "train.folds lists fold 2 but folds.n_folds is 2: expected folds between 0 and 1",
+        ),
+        (
+            {"train": {"backbones": [{"name": "x"}, {"name": "x"}]}},
+            None,
+            "train.backbones has 2 entries named 'x': give each a distinct `label` (the ensemble's name "
+            "for it and the key of ensemble.weights), e.g. label: x-96mels",
+        ),
+        (
+            {"train": {"backbones": [{"name": "x"}, {"name": "x", "label": "b"}]}},
+            None,
+            "train.backbones lists 'x' twice with the same settings: expected entries to differ in more "
+            "than their label (e.g. mels, drop_path_rate or checkpoint)",
+        ),
+        (
+            {"data": {"root": "/data/bc"}},
+            None,
+            "data.root is '/data/bc' but data.demo.enabled is true: the demo generator writes into "
+            "data.root, so point data.root under resources/ (e.g. resources/demo) or set "
+            "data.demo.enabled: false to use a real BirdCLEF folder",
+        ),
+        (
+            REAL,
+            "/data/bc",
+            "data.root '/data/bc' does not exist: expected a BirdCLEF (2025 or 2026) folder with train.csv, "
+            "taxonomy.csv, sample_submission.csv, train_audio/, train_soundscapes/ and test_soundscapes/ "
+            "(or set data.demo.enabled: true for the demo data)",
+        ),
+        (
+            REAL,
+            "/data/bc/taxonomy.csv",
+            "data.root '/data/bc' has no taxonomy.csv: expected the BirdCLEF layout "
+            "(train.csv, taxonomy.csv, sample_submission.csv, train_audio/, ...)",
+        ),
+        (
+            REAL,
+            "/data/bc/train_soundscapes_labels.csv",
+            "soundscape_labels.file is 'train_soundscapes_labels.csv' but "
+            "/data/bc/train_soundscapes_labels.csv does not exist: expected the BirdCLEF+ 2026 "
+            "train_soundscapes_labels.csv; set soundscape_labels.file: null for data without "
+            "labelled soundscapes (BirdCLEF 2025)",
+        ),
+    ],
+    ids=["fold_out_of_range", "duplicate_label", "same_settings", "demo_outside_resources",
+         "missing_root", "missing_taxonomy", "missing_labels_file"],
+)
+def test_a_config_that_cannot_run_names_the_setting(overrides, missing, message):
+    config = load_config(overrides)
+
+    def exists(path):
+        return path != missing
+
+    with pytest.raises(ValueError) as error:
+        make_plan(config, file_exists=exists, dir_exists=exists)
+    assert str(error.value) == message
+
+
+def test_plan_imports_only_the_standard_library_and_versioning():
+    """It runs at Snakemake parse time: no numpy, pandas or torch."""
+    tree = ast.parse((REPO / "src/birdclef/plan.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+    assert outside == {"birdclef.versioning"}, outside
