@@ -10,7 +10,6 @@ rule train:
         oof="results/train/{tag}/fold{fold}/oof.parquet",
         soundscape_preds="results/train/{tag}/fold{fold}/soundscape_preds.parquet",
         metrics="results/train/{tag}/fold{fold}/metrics.json",
-        curve="results/train/{tag}/fold{fold}/training_curve.png",
         manifest="results/train/{tag}/fold{fold}/manifest.json",
     log:
         "results/logs/train/{tag}/fold{fold}.log",

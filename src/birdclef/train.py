@@ -12,7 +12,8 @@ settings as arguments and writes everything into `out_dir`:
 - ``oof.parquet``: ``filename``, ``fold``, then one probability column per class.
 - ``soundscape_preds.parquet`` (when soundscape windows are given): ``row_id``,
   ``soundscape``, ``end_s``, then one probability column per class.
-- ``metrics.json`` and ``training_curve.png``.
+- ``metrics.json`` (the report's training-curve figure is drawn from it by
+  ``rules/report.smk``; training draws nothing).
 
 Choices worth knowing:
 
@@ -70,7 +71,12 @@ OPTIMIZERS = ("adamw", "radam")
 
 @dataclass
 class TrainSettings:
-    """Hyper-parameters of one training run (one backbone, one fold, one round)."""
+    """Hyper-parameters of one training run (one backbone, one fold, one round).
+
+    The defaults are the config schema's (schemas/config.schema.yaml: `train`,
+    `pseudo.rounds[]` for the pseudo keys, `soundscape_labels.train_ratio` /
+    `train_weight` for the labelled ones); tests/test_train.py checks that they agree.
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -83,7 +89,7 @@ class TrainSettings:
     focal_weight: float = 0.5  # bce+focal = (1 - w) * bce + w * focal
     secondary_weight: float = 0.5
     label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
+    mixup_alpha: float = 0.5
     mixup_prob: float = 0.5
     spec_augment: bool = True  # time and frequency masks
     crop_seconds_max: float = 30.0  # random crops come from the first N seconds
@@ -93,7 +99,7 @@ class TrainSettings:
     pseudo_weight: float = 1.0
     pseudo_ratio: float = 0.3
     mix_pseudo: bool = True  # mixup may pair a recording with a pseudo-labelled window
-    labelled_ratio: float = 0.0  # share of a batch from labelled soundscape windows
+    labelled_ratio: float = 0.25  # share of a batch from labelled soundscape windows
     labelled_weight: float = 1.0  # loss weight of a labelled soundscape window
 
     def __post_init__(self) -> None:
@@ -1014,11 +1020,6 @@ def train_fold(
         "settings": dataclasses.asdict(settings),
     }
     write_json(out_dir / "metrics.json", metrics)
-    from .report import plot_training_curves
-
-    plot_training_curves({int(fold): history}, f"{model_spec['backbone']}, fold {fold}",
-                         out_dir / "training_curve.png", loss_name=f"{settings.loss} loss",
-                         best_epochs={int(fold): best_epoch})
     log.info("%s fold %d done: best epoch %d, OOF AUC %s, labelled-soundscape AUC %s (%d windows)",
              model_spec["backbone"], fold, best_epoch, "-" if final_auc is None else f"{final_auc:.4f}",
              "-" if soundscape_auc is None else f"{soundscape_auc:.4f}", soundscape_windows)
@@ -1101,8 +1102,7 @@ def train_stage(
 
     out_dir = Path(outputs["checkpoint"]).parent
     expected = {"checkpoint": "best.pt", "oof": "oof.parquet",
-                "soundscape_preds": "soundscape_preds.parquet", "metrics": "metrics.json",
-                "curve": "training_curve.png"}
+                "soundscape_preds": "soundscape_preds.parquet", "metrics": "metrics.json"}
     for key, name in expected.items():
         if key in outputs and Path(outputs[key]) != out_dir / name:
             raise ValueError(f"train output {key} must be {out_dir / name}, got {outputs[key]}")
