@@ -19,7 +19,7 @@ import pandas as pd
 
 from .audio import BadAudioError, audio_seconds
 
-log = logging.getLogger("birdclef.catalog")
+log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = (
     "primary_label",

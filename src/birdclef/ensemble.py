@@ -26,7 +26,7 @@ from .metrics import macro_roc_auc
 from .postprocess import combine_members, postprocess_settings, postprocess_soundscape
 from .soundscapes import soundscape_score
 
-log = logging.getLogger("birdclef.ensemble")
+log = logging.getLogger(__name__)
 
 # Candidate multipliers of one backbone's weight in the coordinate search.
 WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)

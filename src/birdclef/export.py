@@ -47,7 +47,7 @@ from .features import window_frames as group_frames
 from .io import atomic_dir, write_json
 from .metrics import macro_roc_auc
 
-logger = logging.getLogger("birdclef.export")
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "fp16", "int8")
 PRESETS = ("performance", "mixed")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-log = logging.getLogger("birdclef.folds")
+log = logging.getLogger(__name__)
 
 ALWAYS_TRAIN = -1
 

@@ -72,7 +72,7 @@ from .postprocess import (
     postprocess_soundscape,
 )
 
-logger = logging.getLogger("birdclef.inference")
+logger = logging.getLogger(__name__)
 
 # A 60 s soundscape in 5 s windows: the usual rows per test soundscape, and the rows of an
 # undecodable file whose header gives no duration.

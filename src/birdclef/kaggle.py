@@ -35,7 +35,7 @@ from pathlib import Path
 from .io import atomic_dir
 from .submission import KAGGLE_DATA_DIR
 
-logger = logging.getLogger("birdclef.kaggle")
+logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules `predict.py` imports, directly or through them; all torch-free.

@@ -33,7 +33,7 @@ from .io import atomic_path
 from .progress import progress_bar
 from .soundscapes import soundscape_metadata
 
-log = logging.getLogger("birdclef.mels")
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 # Settings that may be absent (older configs); these are their defaults.

@@ -28,7 +28,7 @@ import pandas as pd
 
 from .catalog import DataError
 
-log = logging.getLogger("birdclef.soundscapes")
+log = logging.getLogger(__name__)
 
 SOUNDSCAPE_NAME = re.compile(
     r"^BC(?P<year>\d{4})_(?P<split>Train|Test)_(?P<number>\d+)_(?P<site>S\d+)_"

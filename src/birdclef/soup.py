@@ -24,7 +24,7 @@ import torch
 from .model import build_model, save_checkpoint
 from .train import TrainSettings, ValidationSet, _validate, split_fold, validation_set
 
-log = logging.getLogger("birdclef.soup")
+log = logging.getLogger(__name__)
 
 
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ import pandas as pd
 from .catalog import DataError
 from .io import atomic_path
 
-log = logging.getLogger("birdclef.submission")
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 # Where the competition data is in a Kaggle notebook (the bundle's predict.py --data default).

@@ -62,7 +62,7 @@ from .model import build_model, load_model, save_checkpoint
 from .progress import progress_bar
 from .soundscapes import soundscape_score
 
-log = logging.getLogger("birdclef.train")
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 LOSSES = ("bce", "focal", "bce+focal")

@@ -60,7 +60,7 @@ from .io import atomic_dir, atomic_path, read_json, write_json, write_parquet
 from .manifest import StageManifest, now_iso
 from .progress import progress_bar
 
-log = logging.getLogger("birdclef.xeno_canto")
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 32000
 # Put the project's public URL here once it has one; the User-Agent names it.
