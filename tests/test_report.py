@@ -408,6 +408,10 @@ def test_export_figure_compares_precisions(tmp_path):
     assert "gate passed: OpenVINO int8 -0.0021 vs OpenVINO f32 (may lose 0.0030)" in text
     assert any("clips per second" in label for label in axis_labels(figure))
     assert "model files, all members (MB)" in axis_labels(figure) and "1.20" in text and "no IR" in text
+    # The held-out labelled soundscape score of the same IRs rides along.
+    scored = report.plot_export({**headline, "soundscape_auc": {"openvino_f32": 0.8, "openvino_int8": 0.79},
+                                 "soundscape_windows_scored": 36}, tmp_path / "s.png")
+    assert "held-out labelled soundscapes (36 windows)" in texts(scored)
 
 
 def test_submission_figures_score_and_histograms(tmp_path, taxonomy):

@@ -958,6 +958,16 @@ def plot_export(headline: Mapping[str, Any], out_png: str | os.PathLike):
     if finite.size:
         spread = max(0.01, float(finite.max() - finite.min()))
         auc_axis.set_ylim(max(0.0, finite.min() - 3 * spread), min(1.0, finite.max() + 2 * spread))
+    scape = headline.get("soundscape_auc") or {}
+    if scape:
+        scape_values = [scape.get(v, np.nan) for v in variants]
+        auc_axis.scatter(x, scape_values, marker="D", color="#d62728", zorder=3,
+                         label=f"held-out labelled soundscapes ({headline.get('soundscape_windows_scored')} windows)")
+        auc_axis.legend(fontsize=8, loc="lower right")
+        finite = np.concatenate([finite, np.array([v for v in scape_values if v is not None and np.isfinite(v)])])
+        if finite.size:
+            spread = max(0.01, float(finite.max() - finite.min()))
+            auc_axis.set_ylim(max(0.0, finite.min() - 3 * spread), min(1.0, finite.max() + 2 * spread))
     auc_axis.set_xticks(x, names)
     auc_axis.set_ylabel("ensemble macro ROC-AUC (axis zoomed)")
     gate = headline.get("gate") or {}
