@@ -58,7 +58,7 @@ def tags(plan: Plan) -> dict:
 
 
 PINNED = {
-    # config.yaml: the demo (resources/demo), one backbone, one pseudo round.
+    # config.yaml: the demo (resources/demo), one backbone, no pseudo round.
     (): {
         "xc_scrape": None,
         "catalog": "5de92b1949",
@@ -68,15 +68,15 @@ PINNED = {
         "soundscape_mels": "2aaeee0ce3",
         "soundscape_labels": "8f7cb805ee",
         "folds": "86446123f3",
-        "train": [["test_efficientnet-r0-bc0c2a01a3"], ["test_efficientnet-r1-59c58a3279"]],
-        "pseudo": ["ce06885921"],
-        "ensemble": "76916f8ade",
-        "export": "218c0608ce",
-        "submission": "3b9c16ae39",
+        "train": [["test_efficientnet-r0-bc0c2a01a3"]],
+        "pseudo": [],
+        "ensemble": "f7e569472d",
+        "export": "2f17d1d23f",
+        "submission": "9b392247ae",
     },
     # + config/birdclef2025.yaml (data.root /data/birdclef-2025): two backbones, two mel
-    # configurations, two pseudo rounds, no labelled soundscapes.
-    ("config/birdclef2025.yaml",): {
+    # configurations, no pseudo round, no labelled soundscapes.
+    ('config/birdclef2025.yaml',): {
         "xc_scrape": None,
         "catalog": "9e20214454",
         "vad": "57632a1755",
@@ -85,18 +85,15 @@ PINNED = {
         "soundscape_mels": "81a38e18d9",
         "soundscape_labels": None,
         "folds": "65a8ec6523",
-        "train": [
-            ["tf_efficientnet_b0-r0-48aa06f22c", "eca_nfnet_l0-r0-267b5556b5"],
-            ["tf_efficientnet_b0-r1-57947911c7", "eca_nfnet_l0-r1-3e27aa1393"],
-            ["tf_efficientnet_b0-r2-32bbf3a300", "eca_nfnet_l0-r2-798c6811d7"],
-        ],
-        "pseudo": ["1a7498d3cd", "d4fefd3ad6"],
-        "ensemble": "fafb76c377",
-        "export": "a5fb1fb47c",
-        "submission": "d09ac7d914",
+        "train": [["tf_efficientnet_b0-r0-48aa06f22c", "eca_nfnet_l0-r0-267b5556b5"]],
+        "pseudo": [],
+        "ensemble": "30aca571ff",
+        "export": "2be45d3d31",
+        "submission": "77192a91a6",
     },
-    # + config/birdclef2026.yaml (data.root /data/birdclef-2026): as 2025, with labels.
-    ("config/birdclef2026.yaml",): {
+    # + config/birdclef2026.yaml (data.root /data/birdclef-2026): two backbones, two mel
+    # configurations, no pseudo round, labelled soundscapes.
+    ('config/birdclef2026.yaml',): {
         "xc_scrape": None,
         "catalog": "8033873f76",
         "vad": "2d708ec5f4",
@@ -105,15 +102,11 @@ PINNED = {
         "soundscape_mels": "e65d3c00e5",
         "soundscape_labels": "8fe14c138e",
         "folds": "5bad4aa583",
-        "train": [
-            ["tf_efficientnet_b0-r0-171947fd1c", "eca_nfnet_l0-r0-82eb3e8cca"],
-            ["tf_efficientnet_b0-r1-1f10cab06e", "eca_nfnet_l0-r1-379218df96"],
-            ["tf_efficientnet_b0-r2-88100d0726", "eca_nfnet_l0-r2-04a83ef87e"],
-        ],
-        "pseudo": ["3fff44c551", "2ef0f9512b"],
-        "ensemble": "7f127e4111",
-        "export": "4fcb97be4f",
-        "submission": "04acbd1f20",
+        "train": [["tf_efficientnet_b0-r0-171947fd1c", "eca_nfnet_l0-r0-82eb3e8cca"]],
+        "pseudo": [],
+        "ensemble": "854b2dc927",
+        "export": "809cd0dffa",
+        "submission": "08598e9be3",
     },
 }
 
@@ -123,15 +116,20 @@ def test_same_tags_for_the_same_config(overrides):
     assert tags(plan_of(*overrides)) == PINNED[overrides]
 
 
-def test_runs_of_the_default_config():
-    plan = plan_of()
+# One pseudo round on top of a config (the default config has none).
+ONE_ROUND = {"pseudo": {"rounds": [{"method": "power", "power": 2.0}]}}
+
+
+def test_runs_of_the_default_config_with_a_pseudo_round():
+    plan = plan_of(ONE_ROUND)
+    assert plan_of().round_train_tags == [plan.round_train_tags[0]]  # round 0 is the same
     assert plan.root == "resources/demo" and plan.demo
     assert plan.ground_truth == "resources/demo/test_ground_truth.csv"
     assert plan.folds == [0, 1]
     r0, r1 = (tags[0] for tags in plan.round_train_tags)
     assert plan.final_train_tags == [r1] and plan.ensemble_train_tags == [r1]
     assert plan.train_runs[r0]["pseudo_tag"] is None
-    assert plan.train_runs[r1]["pseudo_tag"] == PINNED[()]["pseudo"][0]
+    assert plan.train_runs[r1]["pseudo_tag"] == next(iter(plan.pseudo_runs))
     assert plan.train_runs[r1]["upstream"]["folds"] == plan.folds_tag
     assert plan.pseudo_runs[plan.train_runs[r1]["pseudo_tag"]]["train_tags"] == [r0]
     assert plan.soundscape_labels_path == f"results/soundscape_labels/{plan.soundscape_labels_tag}/labels.parquet"
@@ -142,7 +140,7 @@ def test_runs_of_the_default_config():
 
 
 def test_a_training_setting_changes_only_training_and_downstream_tags():
-    before, after = tags(plan_of()), tags(plan_of({"train": {"lr": 0.02}}))
+    before, after = tags(plan_of(ONE_ROUND)), tags(plan_of(ONE_ROUND, {"train": {"lr": 0.02}}))
     for stage in ("xc_scrape", "catalog", "vad", "mels", "mel_groups", "soundscape_mels", "soundscape_labels", "folds"):
         assert after[stage] == before[stage], stage
     for stage in ("pseudo", "ensemble", "export", "submission"):

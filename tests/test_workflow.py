@@ -41,6 +41,17 @@ def demo_run(tmp_path_factory):
     return workdir, result, first_submission
 
 
+# A pseudo-label round (the default config has none: see config.yaml), for the tests of rounds.
+ONE_ROUND = [{"method": "power", "power": 2.0}]
+
+
+def with_rounds(workdir: Path, rounds: list[dict], name: str) -> Path:
+    """The default config with these pseudo rounds, written beside it."""
+    config = load_config(workdir)
+    config["pseudo"]["rounds"] = rounds
+    return write_config(workdir, name, config)
+
+
 def expected_rows(workdir: Path) -> list[str]:
     """Every 5 s window of every demo test soundscape, files in name order (60 s each)."""
     stems = sorted(p.stem for p in (workdir / "resources/demo/test_soundscapes").glob("*.ogg"))
@@ -67,7 +78,8 @@ def test_full_run_writes_a_scored_submission(demo_run):
 
 def test_every_stage_wrote_a_versioned_artifact_with_manifest(demo_run):
     workdir, _, _ = demo_run
-    for stage in ("catalog", "vad", "mels", "soundscape_mels", "folds", "pseudo", "ensemble", "export", "submission"):
+    for stage in ("catalog", "vad", "mels", "soundscape_mels", "soundscape_labels", "folds", "ensemble", "export",
+                  "submission"):
         folders = [p for p in (workdir / "results" / stage).iterdir() if p.is_dir()]
         assert len(folders) == 1, stage
         manifest = json.loads((folders[0] / "manifest.json").read_text())
@@ -76,15 +88,15 @@ def test_every_stage_wrote_a_versioned_artifact_with_manifest(demo_run):
             assert key in manifest, (stage, key)
     train_runs = sorted(p.name for p in (workdir / "results/train").iterdir())
     backbone = load_config(workdir)["train"]["backbones"][0]["name"]
-    assert [name.split("-")[0] for name in train_runs] == [backbone, backbone]
-    assert sorted(name.split("-")[1] for name in train_runs) == ["r0", "r1"]
+    assert [name.split("-")[0] for name in train_runs] == [backbone]
+    assert [name.split("-")[1] for name in train_runs] == ["r0"]  # no pseudo round by default
     for run in train_runs:
         for fold in (0, 1):
             folder = workdir / "results/train" / run / f"fold{fold}"
             for name in ("best.pt", "oof.parquet", "soundscape_preds.parquet", "metrics.json", "manifest.json"):
                 assert (folder / name).is_file(), folder / name
     ensemble = json.loads(next((workdir / "results/ensemble").glob("*/ensemble.json")).read_text())
-    assert all("-r1-" in m["name"] for m in ensemble["members"])
+    assert all("-r0-" in m["name"] for m in ensemble["members"])
     export = json.loads(next((workdir / "results/export").glob("*/manifest.json")).read_text())["headline"]
     assert export["precision"] == "int8" and export["gate"]["status"] == "passed", export["gate"]
     assert abs(export["auc"]["openvino_f32"] - export["auc"]["torch_fp32"]) < 1e-3
@@ -112,17 +124,12 @@ def test_labelled_soundscapes_validate_and_train_at_every_stage(demo_run):
     # The class without training audio is learnt from the soundscapes: it has a column everywhere.
     submission = pd.read_csv(workdir / "results/submission.csv")
     assert set(without_audio) <= set(submission.columns)
-    # Every stage reports the held-out soundscape score beside the OOF score; pseudo-labels
-    # never cover a labelled window.
+    # Every stage reports the held-out soundscape score beside the OOF score (pseudo rounds:
+    # test_two_rounds_chain_and_the_ensemble_names_the_final_round).
     for metrics in (workdir / "results/train").glob("*/fold*/metrics.json"):
         values = json.loads(metrics.read_text())
         assert values["soundscape_auc"] is not None and values["n_labelled"] > 0, metrics
         assert values["soundscape_windows_scored"] == len(held)
-    (pseudo_dir,) = (workdir / "results/pseudo").iterdir()
-    pseudo_headline = json.loads((pseudo_dir / "manifest.json").read_text())["headline"]
-    assert pseudo_headline["soundscape_auc"] is not None
-    labels = pd.read_parquet(pseudo_dir / "labels.parquet")
-    assert not set(labels["row_id"]) & set(table["row_id"])
     ensemble = json.loads(next((workdir / "results/ensemble").glob("*/ensemble.json")).read_text())
     assert ensemble["soundscape_auc"] is not None and ensemble["oof_auc"] is not None
     export = json.loads(next((workdir / "results/export").glob("*/manifest.json")).read_text())["headline"]
@@ -153,6 +160,7 @@ REPORT_SECTIONS = {
     "1. Data": ["data/*/recordings_per_class.png", "data/*/durations.png", "data/*/collections.png"],
     "2. VAD": ["vad/*/speech_removed.png", "vad/*/example_spectrogram.png"],
     "3. Mel spectrograms": ["mels/*/examples/classes_01-12.png"],
+    # The report is drawn for the default config plus one pseudo round (ONE_ROUND).
     "4. Training": ["train/*-r0-*/training_curves.png", "train/*-r1-*/training_curves.png"],
     "5. OOF ROC-AUC per class": ["oof/*-r0-*/per_class_roc_auc.png", "oof/*-r1-*/per_class_roc_auc.png"],
     "6. Pseudo-label rounds": ["pseudo/*/score_per_round.png", "pseudo/*/label_shift.png"],
@@ -171,7 +179,8 @@ def report_json(html: str, name: str) -> dict:
 
 def test_report_has_every_section_and_figure(demo_run):
     workdir, _, _ = demo_run
-    snakemake(workdir, "--cores", "2", "report_figures")
+    one = with_rounds(workdir, ONE_ROUND, "one_round.yaml")  # so that the pseudo section is drawn
+    snakemake(workdir, "--cores", "2", "report_figures", "--configfile", str(one))
     figures = {}
     for category, patterns in REPORT_SECTIONS.items():
         for pattern in patterns:
@@ -181,7 +190,7 @@ def test_report_has_every_section_and_figure(demo_run):
     assert set(figures) == {
         p.relative_to(workdir).as_posix() for p in (workdir / "results/report").rglob("*.png")
     }
-    snakemake(workdir, "--report", "report.html", "report_figures")
+    snakemake(workdir, "--report", "report.html", "report_figures", "--configfile", str(one))
     html = (workdir / "report.html").read_text()
     categories = report_json(html, "categories")
     results = report_json(html, "results")
@@ -211,11 +220,12 @@ def test_training_change_reruns_training_and_after_only(demo_run):
     changed = write_config(workdir, "changed_train.yaml", config)
     jobs = planned_jobs(workdir, "submission", "--configfile", str(changed))
     assert not COMPUTE_STAGES & set(jobs), jobs
-    assert jobs["train"] == 4 and {"pseudo", "ensemble", "export", "submission_predict"} <= set(jobs)
+    assert jobs["train"] == 2 and {"ensemble", "export", "submission_predict"} <= set(jobs)
     before = mtimes(workdir, COMPUTE_STAGES)
+    runs_before = len(list((workdir / "results/train").iterdir()))
     snakemake(workdir, "--cores", "2", "submission", "--configfile", str(changed))
     assert mtimes(workdir, COMPUTE_STAGES) == before
-    assert len(list((workdir / "results/train").iterdir())) == 4
+    assert len(list((workdir / "results/train").iterdir())) == runs_before + 1  # one new train tag
     assert planned_jobs(workdir, "submission", "--configfile", str(changed)) == {}
 
 
@@ -246,10 +256,10 @@ def test_switching_back_finds_the_old_artifacts(demo_run):
 
 def test_two_rounds_chain_and_the_ensemble_names_the_final_round(demo_run):
     workdir, _, _ = demo_run
-    config = load_config(workdir)
-    first = config["pseudo"]["rounds"][0]
-    config["pseudo"]["rounds"] = [first, {"method": "both", "power": 1.5, "keep_threshold": 0.3}]
-    two = write_config(workdir, "two_rounds.yaml", config)
+    one = with_rounds(workdir, ONE_ROUND, "one_round.yaml")
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(one))  # round 1 (or nothing: reused)
+    two = with_rounds(workdir, [*ONE_ROUND, {"method": "both", "power": 1.5, "keep_threshold": 0.3}],
+                      "two_rounds.yaml")
     jobs = planned_jobs(workdir, "submission", "--configfile", str(two))
     # Round 0 and round 1 are reused: only round 2 (its pseudo-labels and 2 folds) and what follows run.
     assert jobs["train"] == 2 and jobs["pseudo"] == 1, jobs
@@ -269,6 +279,14 @@ def test_two_rounds_chain_and_the_ensemble_names_the_final_round(demo_run):
     # Round 2's labels come from round 1's fold models.
     assert all(Path(m).parts[-3] in r1_tags for m in rounds[2]["models"]), rounds[2]["models"]
     assert rounds[2]["settings"]["method"] == "both"
+    # Pseudo-labels never cover a labelled soundscape window, and each round scores the
+    # previous round's models on the held-out labelled windows.
+    (labels_dir,) = (workdir / "results/soundscape_labels").iterdir()
+    labelled = set(pd.read_parquet(labels_dir / "labels.parquet")["row_id"])
+    for path in labels:
+        assert not set(pd.read_parquet(path)["row_id"]) & labelled, path
+        headline = json.loads((path.parent / "manifest.json").read_text())["headline"]
+        assert headline["soundscape_auc"] is not None and headline["labelled_windows_left_out"] > 0
     ensembles = sorted((workdir / "results/ensemble").glob("*/ensemble.json"), key=lambda p: p.stat().st_mtime)
     definition = json.loads(ensembles[-1].read_text())
     assert len(definition["members"]) == 2
