@@ -276,7 +276,7 @@ def test_labelled_soundscape_windows_train_and_score(tmp_path, cache):
     assert not preds.loc[preds["soundscape"].isin(["S2", "S3"]), "seen_in_training"].any()
     # With train_ratio 0 the labelled windows only score.
     scored = run(tmp_path / "scored", cache, fold=0, epochs=1, soundscape_mels=scape_mels,
-                 soundscape_index=scape_index, labelled_windows=table)
+                 soundscape_index=scape_index, labelled_windows=table, labelled_ratio=0.0)
     assert scored["n_labelled"] == 0 and scored["soundscape_windows_scored"] == 4
 
 
