@@ -34,13 +34,13 @@ import pandas as pd
 import torch
 from benchlib import machine, markdown  # noqa: E402
 
+from birdclef.labels import build_targets
 from birdclef.model import build_model
 from birdclef.train import (
     EpochBatchSampler,
     TrainSettings,
     TrainWindows,
     _collate,
-    build_targets,
     example_loss,
     mix_batch,
     split_fold,

@@ -10,6 +10,7 @@ import torch
 from test_train import CLASSES, FPS, WINDOW, make_cache, run
 
 from birdclef import ensemble, pseudo
+from birdclef.labels import targets_of
 from birdclef.model import load_model
 from birdclef.soup import average_state_dicts, fold_validation, greedy_soup
 from birdclef.train import TrainSettings, mixup_permutation
@@ -149,7 +150,7 @@ def test_ensemble_rank_combination_and_fitted_weights():
     bad = per_backbone["bad"][["x", "y"]].rank(pct=True).to_numpy()
     from birdclef.metrics import macro_roc_auc
 
-    targets = ensemble.oof_targets(index, per_backbone["good"].index, ["x", "y"])
+    targets = targets_of(index, per_backbone["good"].index, ["x", "y"])
     assert rank["oof_auc"] == pytest.approx(macro_roc_auc(targets, (good + bad) / 2))
     fitted = ensemble.build_ensemble(members, tables, index, ["x", "y"], {"method": "mean", "fit_weights": True})
     assert fitted["oof_auc"] == 1.0 and fitted["oof_auc"] >= mean["oof_auc"]

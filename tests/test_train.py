@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef.labels import build_targets
 from birdclef.model import InferenceWrapper, load_model
 from birdclef.train import (
     EpochBatchSampler,
     TrainSettings,
     TrainWindows,
-    build_targets,
     focal_loss,
     lr_factor,
     train_fold,

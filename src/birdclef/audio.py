@@ -11,6 +11,9 @@ import os
 import numpy as np
 import soundfile as sf
 
+# The audio files the workflow reads (soundscape folders, test_soundscapes/): by suffix, any case.
+AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
+
 OGG_WRITE_BLOCK = 1 << 20
 
 

@@ -7,7 +7,6 @@ extra rows), checks them against `taxonomy.csv` and the audio folder, and writes
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 from collections.abc import Sequence
@@ -18,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .audio import BadAudioError, audio_seconds
+from .errors import DataError
+from .labels import parse_label_list
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ REQUIRED_TAXONOMY_COLUMNS = ("primary_label",)
 LABEL_DTYPES = {"primary_label": str, "secondary_labels": str, "filename": str, "inat_taxon_id": str}
 
 
-class DataError(ValueError):
-    """Input data that does not follow the BirdCLEF layout; the message names the file and row."""
-
-
 def read_taxonomy(taxonomy_csv: str | os.PathLike) -> list[str]:
     """The class list (taxonomy.csv's primary_label column, file order)."""
     frame = _read_csv(taxonomy_csv, dtype=LABEL_DTYPES)
@@ -56,26 +53,6 @@ def read_taxonomy(taxonomy_csv: str | os.PathLike) -> list[str]:
     if duplicated:
         raise DataError(f"{taxonomy_csv}: primary_label values repeat: {duplicated[:10]}")
     return labels
-
-
-def parse_label_list(value: object, where: str) -> list[str]:
-    """Parse a train.csv list cell such as "['a', 'b']" (or empty) into a list of str."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(v) for v in value]
-    text = str(value).strip()
-    if text in ("", "[]", "['']"):
-        return []
-    try:
-        parsed = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as error:
-        raise DataError(f"{where}: cannot parse {text!r}; expected a list like ['abc1', 'xyz2']") from error
-    if isinstance(parsed, str):
-        parsed = [parsed]
-    if not isinstance(parsed, (list, tuple)):
-        raise DataError(f"{where}: expected a list of labels, got {text!r}")
-    return [str(v) for v in parsed if str(v)]
 
 
 def load_train_table(

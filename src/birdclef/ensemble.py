@@ -22,6 +22,7 @@ import pandas as pd
 
 from .features import MEL_KEYS
 from .features import check_mel_groups as check_group_settings
+from .labels import targets_of
 from .metrics import macro_roc_auc
 from .postprocess import combine_members, postprocess_settings, postprocess_soundscape
 from .soundscapes import soundscape_score
@@ -39,20 +40,6 @@ def check_mel_groups(groups: Sequence[Mapping[str, Any]], members: Sequence[Mapp
     if len(lengths) > 1:
         raise ValueError(f"mel groups have window_seconds {sorted(lengths)}: every mel configuration of "
                          "one ensemble must cut the same windows (the submission's rows)")
-
-
-def oof_targets(index: pd.DataFrame, filenames: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-    """Binary targets (primary and secondary labels) for `filenames`, from the mel index."""
-    position = {c: k for k, c in enumerate(classes)}
-    by_name = index.set_index("filename")
-    targets = np.zeros((len(filenames), len(classes)), dtype=np.float32)
-    for row, name in enumerate(filenames):
-        record = by_name.loc[name]
-        targets[row, position[record["primary_label"]]] = 1.0
-        for label in record["secondary_labels"]:
-            if label in position:
-                targets[row, position[label]] = 1.0
-    return targets
 
 
 def backbone_oof(
@@ -148,12 +135,12 @@ def build_ensemble(
                          f"trained: {sorted({m['backbone'] for m in members})}")
     backbone_weights = {m["backbone"]: float(config_weights.get(m["backbone"], 1.0)) for m in members}
 
-    def targets_of(filenames):
-        return oof_targets(index, filenames, classes)
+    def targets_for(filenames):
+        return targets_of(index, filenames, classes)
 
     per_backbone = backbone_oof(members, oof_tables, classes)
     if settings.get("fit_weights") and per_backbone:
-        fitted = fit_weights(per_backbone, targets_of, method, classes, backbone_weights)
+        fitted = fit_weights(per_backbone, targets_for, method, classes, backbone_weights)
         backbone_weights.update(fitted)
         log.info("fitted backbone weights on OOF: %s", fitted)
     if sum(backbone_weights.values()) <= 0:
@@ -163,12 +150,12 @@ def build_ensemble(
         filenames, preds = ensemble_oof(
             per_backbone, {b: backbone_weights[b] for b in per_backbone}, method, classes)
         if filenames:
-            ensemble_auc = macro_roc_auc(targets_of(filenames), preds)
+            ensemble_auc = macro_roc_auc(targets_for(filenames), preds)
     per_fold = {b: sum(1 for m in members if m["backbone"] == b) for b in backbone_weights}
     definition_members = []
     for member in members:
         table = oof_tables[member["name"]]
-        score = macro_roc_auc(targets_of(table["filename"]), table[classes].to_numpy()) if len(table) else None
+        score = macro_roc_auc(targets_for(table["filename"]), table[classes].to_numpy()) if len(table) else None
         weight = backbone_weights[member["backbone"]] / per_fold[member["backbone"]]
         definition_members.append({**member, "weight": weight, "oof_auc": score})
     total = sum(m["weight"] for m in definition_members) or 1.0
@@ -267,6 +254,7 @@ def ensemble_stage(
         if settings.get("soup"):
             import torch
 
+            from .features import frames_per_second
             from .features import window_frames as mel_window_frames
             from .soup import fold_validation, greedy_soup
             from .train import settings_from_config
@@ -289,7 +277,7 @@ def ensemble_stage(
                 mel = groups[group]
                 validation = fold_validation(caches[group], indexes[group], folds, int(member["fold"]), classes,
                                              tsettings, mel_window_frames(mel),
-                                             float(mel["sample_rate"]) / float(mel["hop_length"]))
+                                             frames_per_second(mel))
                 name = f"{member['backbone']}-fold{member['fold']}.pt"
                 result = greedy_soup(ingredients, validation, tsettings, str(Path(soup_dir) / name))
                 checkpoint = result["checkpoint"]

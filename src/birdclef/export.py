@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import check_mel_groups, mel_filterbank
+from .features import check_mel_groups, frames_per_second, mel_filterbank
 from .features import window_frames as group_frames
 from .io import atomic_dir, write_json
 from .metrics import macro_roc_auc
@@ -138,7 +138,7 @@ def _check_member_windows(member: Mapping[str, Any], payload: Mapping[str, Any],
             f"{group.get('tag', '')!r} gives {frames}-frame windows"
         )
     per_second = payload.get("frames_per_second")
-    expected = int(group["sample_rate"]) / int(group["hop_length"])
+    expected = frames_per_second(group)
     if per_second is not None and not math.isclose(float(per_second), expected, rel_tol=1e-6):
         raise ValueError(
             f"{where}: trained at {float(per_second):g} frames per second, but its mel group "
@@ -720,10 +720,10 @@ def gate_targets(index, rows: np.ndarray, classes) -> np.ndarray:
 
     Looked up once per recording of `rows` (rows of `index`), then repeated per window.
     """
-    from .ensemble import oof_targets
+    from .labels import targets_of
 
     recordings, window_recording = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    targets = oof_targets(index, index["filename"].iloc[recordings].tolist(), classes)
+    targets = targets_of(index, index["filename"].iloc[recordings].tolist(), classes)
     return targets[window_recording.reshape(-1)]
 
 

@@ -114,6 +114,11 @@ def window_frames(mel: Mapping[str, Any], window_seconds: float | None = None) -
     return frames_for(int(round(seconds * int(mel["sample_rate"]))), int(mel["hop_length"]))
 
 
+def frames_per_second(mel: Mapping[str, Any]) -> float:
+    """Log-mel frames per second of audio: sample_rate / hop_length (62.5 for 32 kHz, hop 512)."""
+    return float(mel["sample_rate"]) / float(mel["hop_length"])
+
+
 def member_mel_group(member: Mapping[str, Any], n_groups: int, where: str = "") -> int:
     """A member's ``mel_group``, checked to be an int index into `n_groups` mel groups.
 

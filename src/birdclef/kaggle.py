@@ -46,7 +46,7 @@ MODULES = (
     "inference.py",
     "postprocess.py",
     "io.py",
-    "catalog.py",
+    "errors.py",
     "submission.py",
 )
 # The bundle's entry point: copied as the top-level predict.py, its DATA_DIR line rewritten.

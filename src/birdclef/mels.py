@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from .audio import BadAudioError, read_audio
+from .audio import AUDIO_SUFFIXES, BadAudioError, read_audio
 from .features import MEL_KEYS, blas_threads, log_mel, mel_filterbank, window_frames, window_waves
 from .io import atomic_path
 from .progress import progress_bar
@@ -35,7 +35,6 @@ from .soundscapes import soundscape_metadata
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 # Settings that may be absent (older configs); these are their defaults.
 DEFAULTS = {"rare_threshold": 0, "rare_max_seconds": None}
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",

@@ -680,7 +680,8 @@ def oof_per_class(oof_paths: Sequence[str], index: pd.DataFrame,
     The folds are pooled as the ensemble pools them (`ensemble.backbone_oof`): a
     recording out of fold in two of them is an error.
     """
-    from .ensemble import backbone_oof, oof_targets
+    from .ensemble import backbone_oof
+    from .labels import targets_of
     from .metrics import per_class_roc_auc
 
     members = [{"name": str(path), "backbone": "run"} for path in oof_paths]
@@ -688,7 +689,7 @@ def oof_per_class(oof_paths: Sequence[str], index: pd.DataFrame,
     if not pooled:
         return dict.fromkeys(classes, float("nan")), dict.fromkeys(classes, 0)
     oof = pooled["run"]
-    targets = oof_targets(index, oof.index.tolist(), classes)
+    targets = targets_of(index, oof.index.tolist(), classes)
     scores = per_class_roc_auc(targets, oof[list(classes)].to_numpy())
     positives = targets.sum(axis=0).astype(int)
     return ({c: float(s) for c, s in zip(classes, scores, strict=True)},

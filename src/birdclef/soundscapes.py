@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalog import DataError
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 

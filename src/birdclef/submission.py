@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalog import DataError
+from .audio import AUDIO_SUFFIXES
+from .errors import DataError
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 # Where the competition data is in a Kaggle notebook (the bundle's predict.py --data default).
 KAGGLE_DATA_DIR = "/kaggle/input/competitions/birdclef-2026"
 

@@ -38,7 +38,6 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import logging
 import math
@@ -57,6 +56,7 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .io import write_json, write_parquet
+from .labels import build_targets
 from .metrics import macro_roc_auc
 from .model import build_model, load_model, save_checkpoint
 from .progress import progress_bar
@@ -132,57 +132,6 @@ class TrainSettings:
 
 
 # --------------------------------------------------------------------------- labels
-
-
-def _as_label_list(value: Any) -> list[str]:
-    """Secondary labels as a list of str, from a list, an array, a string repr or None."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if not text or text == "[]":
-            return []
-        if text.startswith("["):
-            return [str(v) for v in ast.literal_eval(text)]
-        return [text]
-    if isinstance(value, float) and math.isnan(value):
-        return []
-    return [str(v) for v in np.asarray(value, dtype=object).ravel().tolist()]
-
-
-def build_targets(
-    index: pd.DataFrame, classes: Sequence[str], secondary_weight: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Targets of each recording: (soft float32 (n, K), binary int8 (n, K)).
-
-    Soft: primary = 1, each secondary = `secondary_weight`; binary: primary or
-    secondary = 1 (what the OOF AUC is scored against). Labels outside `classes`
-    are ignored.
-    """
-    position = {name: k for k, name in enumerate(classes)}
-    soft = np.zeros((len(index), len(classes)), dtype=np.float32)
-    binary = np.zeros((len(index), len(classes)), dtype=np.int8)
-    unknown: set[str] = set()
-    for row, (primary, secondary) in enumerate(
-        zip(index["primary_label"].astype(str), index["secondary_labels"], strict=True)
-    ):
-        for label in _as_label_list(secondary):
-            k = position.get(label)
-            if k is None:
-                unknown.add(label)
-                continue
-            soft[row, k] = max(soft[row, k], secondary_weight)
-            binary[row, k] = 1
-        k = position.get(primary)
-        if k is None:
-            unknown.add(primary)
-            continue
-        soft[row, k] = 1.0
-        binary[row, k] = 1
-    if unknown:
-        log.warning("%d labels are not in the class list and are ignored: %s",
-                    len(unknown), sorted(unknown)[:10])
-    return soft, binary
 
 
 # --------------------------------------------------------------------------- data
@@ -1097,6 +1046,7 @@ def train_stage(
     job fails.
     """
     from .catalog import read_taxonomy
+    from .features import frames_per_second
     from .features import window_frames as mel_window_frames
     from .manifest import StageManifest
 
@@ -1156,7 +1106,7 @@ def train_stage(
     metrics = train_fold(
         mels, mel_index, folds, int(fold), classes, model_spec, train_settings,
         window_frames=mel_window_frames(mel),
-        frames_per_second=float(mel["sample_rate"]) / float(mel["hop_length"]),
+        frames_per_second=frames_per_second(mel),
         out_dir=out_dir, threads=int(threads), device=device,
         soundscape_mels=soundscape_mels, soundscape_index=soundscape_index,
         pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
