@@ -61,6 +61,7 @@ import pandas as pd
 
 from .audio import BadAudioError, read_audio, write_ogg
 from .io import atomic_dir, atomic_path, write_json
+from .soundscapes import LABEL_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ TRAIN_COLUMNS_2026 = [
     "filename",
     "collection",
 ]
-SOUNDSCAPE_LABEL_COLUMNS = ["filename", "start", "end", "primary_label"]
 TAXONOMY_COLUMNS = [
     "primary_label",
     "inat_taxon_id",
@@ -992,7 +992,7 @@ def generate_demo(
                         ";".join(label for label, on in zip(labels, present[w], strict=True) if on),
                     ]
                 )
-        scape_labels = pd.DataFrame(label_rows * 2, columns=SOUNDSCAPE_LABEL_COLUMNS)
+        scape_labels = pd.DataFrame(label_rows * 2, columns=list(LABEL_COLUMNS))
         _write_csv(tmp / "train_soundscapes_labels.csv", scape_labels)
 
         row_ids = [
