@@ -17,6 +17,7 @@ thing and a checkpoint carries its own scaling:
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Mapping
@@ -138,17 +139,26 @@ class InferenceWrapper(nn.Module):
         return torch.sigmoid(clip_logits)
 
 
+# SEDModel's keyword defaults: the one place a spec's missing keys are filled from
+# (tests/test_defaults.py checks them against the config schema).
+MODEL_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(SEDModel.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
 def build_model(spec: Mapping[str, Any]) -> SEDModel:
-    """Build an `SEDModel` from a model spec (as stored in checkpoints)."""
+    """Build an `SEDModel` from a model spec (as stored in checkpoints); missing keys: `MODEL_DEFAULTS`."""
     return SEDModel(
         backbone=spec["backbone"],
         n_classes=int(spec["n_classes"]),
-        in_chans=int(spec.get("in_chans", 1)),
-        pretrained=bool(spec.get("pretrained", False)),
+        in_chans=int(spec.get("in_chans", MODEL_DEFAULTS["in_chans"])),
+        pretrained=bool(spec.get("pretrained", MODEL_DEFAULTS["pretrained"])),
         checkpoint_path=spec.get("checkpoint"),
-        drop_rate=float(spec.get("drop_rate", 0.2)),
-        drop_path_rate=float(spec.get("drop_path_rate", 0.0)),
-        normalization=str(spec.get("normalization") or "per_example"),
+        drop_rate=float(spec.get("drop_rate", MODEL_DEFAULTS["drop_rate"])),
+        drop_path_rate=float(spec.get("drop_path_rate", MODEL_DEFAULTS["drop_path_rate"])),
+        normalization=str(spec.get("normalization") or MODEL_DEFAULTS["normalization"]),
     )
 
 

@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .io import write_json, write_parquet
 from .labels import build_targets
 from .metrics import macro_roc_auc
-from .model import build_model, load_model, save_checkpoint
+from .model import MODEL_DEFAULTS, build_model, load_model, save_checkpoint
 from .progress import progress_bar
 from .soundscapes import soundscape_score
 
@@ -1062,12 +1062,13 @@ def train_stage(
     model_spec = {
         "backbone": backbone["name"],
         "n_classes": len(classes),
-        "in_chans": int(backbone.get("in_chans", 1)),
-        "pretrained": bool(backbone.get("pretrained", False)),
+        "in_chans": int(backbone.get("in_chans", MODEL_DEFAULTS["in_chans"])),
+        "pretrained": bool(backbone.get("pretrained", MODEL_DEFAULTS["pretrained"])),
         "checkpoint": backbone.get("checkpoint"),
-        "drop_rate": float(backbone.get("drop_rate", 0.2)),
-        "drop_path_rate": float(backbone.get("drop_path_rate", 0.0)),
-        "normalization": mel.get("normalization") or "per_example",  # checked by build_model
+        "drop_rate": float(backbone.get("drop_rate", MODEL_DEFAULTS["drop_rate"])),
+        "drop_path_rate": float(backbone.get("drop_path_rate", MODEL_DEFAULTS["drop_path_rate"])),
+        # checked by build_model
+        "normalization": mel.get("normalization") or MODEL_DEFAULTS["normalization"],
     }
     train_settings = settings_from_config(settings)
     mels = np.load(inputs["mels"], mmap_mode="r")

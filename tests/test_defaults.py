@@ -1,0 +1,46 @@
+"""Every default lives once: the library's defaults are the config schema's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from birdclef import mels, postprocess, xeno_canto
+from birdclef.model import MODEL_DEFAULTS
+
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
+
+
+def schema_defaults(*path: str) -> dict:
+    """Defaults of the properties of the schema object at `path` (array items followed)."""
+    node = SCHEMA
+    for key in path:
+        node = node["properties"][key]
+        if node.get("type") == "array":
+            node = node["items"]
+    return {name: spec["default"] for name, spec in node["properties"].items() if "default" in spec}
+
+
+@pytest.mark.parametrize(
+    ("library", "path"),
+    [
+        (xeno_canto.DEFAULT_SETTINGS, ("xeno_canto",)),
+        (mels.DEFAULTS, ("mels",)),
+        (postprocess.POSTPROCESS_DEFAULTS, ("ensemble", "postprocess")),
+    ],
+    ids=["xeno_canto", "mels", "postprocess"],
+)
+def test_library_defaults_are_the_schemas(library, path):
+    defaults = schema_defaults(*path)
+    for key, value in library.items():
+        assert key in defaults, f"{'.'.join(path)}.{key} has no default in the schema"
+        assert defaults[key] == value, (key, value, defaults[key])
+
+
+def test_model_defaults_are_the_backbone_and_mel_defaults():
+    backbone = schema_defaults("train", "backbones")
+    for key in ("in_chans", "pretrained", "drop_rate", "drop_path_rate"):
+        assert MODEL_DEFAULTS[key] == backbone[key], key
+    assert MODEL_DEFAULTS["normalization"] == schema_defaults("mels")["normalization"]
