@@ -234,13 +234,13 @@ def torch_predict(models, batch: np.ndarray) -> np.ndarray:
 def torch_end_to_end(paths, models, bundle, threads: int) -> int:
     """Decode + mel in `threads` workers (as the OpenVINO path), torch models in this thread."""
     from birdclef.features import blas_threads
-    from birdclef.inference import iter_soundscape_mels
+    from birdclef.inference import iter_soundscape_windows
 
     rows = 0
     with blas_threads(1, user_api="blas"):
-        for mels, ids in iter_soundscape_mels(paths, bundle, threads):
-            torch_predict(models, mels[0])  # the bench's bundles have one mel group
-            rows += len(ids)
+        for item in iter_soundscape_windows(paths, bundle, threads):
+            torch_predict(models, item.mels[0])  # the bench's bundles have one mel group
+            rows += len(item.row_ids)
     return rows
 
 
@@ -293,7 +293,12 @@ def main() -> None:
     from birdclef.audio import decode_audio
     from birdclef.export import export_ensemble
     from birdclef.features import blas_threads, log_mel, mel_filterbank, window_waves
-    from birdclef.inference import BATCH_WINDOWS, load_bundle, predict_soundscapes, soundscape_mels
+    from birdclef.inference import (
+        BATCH_WINDOWS,
+        load_bundle,
+        predict_soundscapes,
+        soundscape_windows,
+    )
     from birdclef.model import InferenceWrapper, load_model
 
     threads = args.threads
@@ -379,7 +384,7 @@ def main() -> None:
     decoded = subset = None
 
     one = load_bundle(bundles[("int8", 1)], threads=threads)
-    model_windows = np.concatenate([soundscape_mels(p, one)[0][0] for p in paths[:8]])  # 96 windows
+    model_windows = np.concatenate([soundscape_windows(p, one).mels[0] for p in paths[:8]])  # 96 windows
     model_audio = 5.0 * len(model_windows)
     batch = args.batch_windows or BATCH_WINDOWS
 

@@ -35,7 +35,7 @@ from birdclef import features
 from birdclef.audio import BadAudioError, decode_audio, read_audio, write_ogg
 from birdclef.export import export_ensemble
 from birdclef.features import log_mel, mel_filterbank, window_waves
-from birdclef.inference import load_bundle, predict_soundscapes, soundscape_mels
+from birdclef.inference import load_bundle, predict_soundscapes, soundscape_windows
 from birdclef.kaggle import MODULES, current_bundle, pack_bundle
 from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
 from birdclef.postprocess import (
@@ -45,6 +45,14 @@ from birdclef.postprocess import (
     smooth_windows,
 )
 from birdclef.submission import predict_submission
+
+
+def soundscape_mels(path, bundle):
+    """(one log-mel array per mel group, row ids) of a decodable soundscape."""
+    item = soundscape_windows(path, bundle)
+    assert item.error is None, item.error
+    return item.mels, item.row_ids
+
 
 BLOCKED = ("torch", "timm", "librosa", "sklearn", "snakemake", "nncf")
 
@@ -211,13 +219,13 @@ def test_every_case_gets_all_rows_with_a_warning(exported, soundscapes, caplog):
             assert (values == 0).all(), name
         else:
             assert (values > 0).any(), name
-    # the short file is not padded: its 2 windows are what soundscape_mels gives
-    (short_mels,), short_ids = soundscape_mels(soundscapes["short"], bundle)
-    assert short_mels.shape[0] == 2 and short_ids == ["short_5", "short_10"]
-    np.testing.assert_allclose(by_name["short"][CLASSES].to_numpy(), bundle.predict(short_mels), atol=2e-5)
-    # soundscape_mels itself still gives an undecodable file's windows as silence
-    (corrupt_mels,), corrupt_ids = soundscape_mels(soundscapes["corrupt"], bundle)
-    assert corrupt_mels.shape[0] == 12 and corrupt_ids == expected_rows("corrupt")
+    # the short file is not padded: its 2 windows are what soundscape_windows gives
+    short = soundscape_windows(soundscapes["short"], bundle)
+    assert short.mels[0].shape[0] == 2 and short.row_ids == ["short_5", "short_10"]
+    np.testing.assert_allclose(by_name["short"][CLASSES].to_numpy(), bundle.predict(short.mels[0]), atol=2e-5)
+    # an undecodable file has its row ids, no windows, and the reason
+    corrupt = soundscape_windows(soundscapes["corrupt"], bundle)
+    assert corrupt.mels[0].shape[0] == 0 and corrupt.row_ids == expected_rows("corrupt") and corrupt.error
 
 
 def test_undecodable_file_rows_from_its_header(exported, soundscapes, tmp_path, monkeypatch, caplog):

@@ -705,43 +705,23 @@ def soundscape_windows(path: str | os.PathLike, bundle: Bundle) -> SoundscapeWin
     return SoundscapeWindows(str(path), _log_mels(waves, n_windows, bundle), _row_ids(stem, n_windows, seconds))
 
 
-def soundscape_mels(path: str | os.PathLike, bundle: Bundle) -> tuple[list[np.ndarray], list[str]]:
-    """Log-mel windows of one soundscape for every mel group, and their row ids.
+def iter_soundscape_windows(
+    paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int
+) -> Iterator[SoundscapeWindows]:
+    """`soundscape_windows` of every path, in order, computed `workers` files in parallel.
 
-    `soundscape_windows` as a tuple (one (views * n_windows, 1, n_mels,
-    frames) float32 array per mel group, row ids), except that a file that
-    cannot be decoded gives its windows as silence (`predict_soundscapes`
-    instead writes its rows as 0).
+    At most 2 * `workers` files are decoded ahead of the consumer. Call it
+    inside ``features.blas_threads(1, "blas")``.
     """
-    item = soundscape_windows(path, bundle)
-    if item.error is None:
-        return item.mels, item.row_ids
-    silence = dict.fromkeys((group.sample_rate for group in bundle.mel_groups), np.zeros(0, np.float32))
-    return _log_mels(silence, len(item.row_ids), bundle), item.row_ids
-
-
-def _parallel(function, paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int) -> Iterator:
-    """`function(path, bundle)` of every path, in order, computed `workers` files in parallel."""
     ahead = 2 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soundscape-mels") as pool:
         pending: list[Future] = []
         position = 0
         for _ in range(len(paths)):
             while position < len(paths) and len(pending) < ahead:
-                pending.append(pool.submit(function, paths[position], bundle))
+                pending.append(pool.submit(soundscape_windows, paths[position], bundle))
                 position += 1
             yield pending.pop(0).result()
-
-
-def iter_soundscape_mels(
-    paths: Sequence[str | os.PathLike], bundle: Bundle, workers: int
-) -> Iterator[tuple[list[np.ndarray], list[str]]]:
-    """`soundscape_mels` of every path, in order, computed `workers` files in parallel.
-
-    At most 2 * `workers` files are decoded ahead of the consumer. Call it
-    inside ``features.blas_threads(1, "blas")``.
-    """
-    yield from _parallel(soundscape_mels, paths, bundle, workers)
 
 
 @dataclass
@@ -817,7 +797,7 @@ def predict_soundscapes(
         batch, batch_rows, waiting = [], 0, []
 
     with blas_threads(1, user_api="blas"):
-        for index, item in enumerate(_parallel(soundscape_windows, paths, bundle, workers)):
+        for index, item in enumerate(iter_soundscape_windows(paths, bundle, workers)):
             file = _File(item.row_ids, undecodable=item.error is not None)
             files.append(file)
             windows += len(item.row_ids)
