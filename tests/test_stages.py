@@ -176,16 +176,13 @@ def test_ensemble_scores_members_and_mean():
     assert definition["oof_auc"] == 1.0
 
 
-def test_submission_aligned_to_sample_and_scored(tmp_path):
-    sample = pd.DataFrame({"row_id": ["b_5", "a_5", "a_10"], "x": 0.5, "y": 0.5})
-    preds = pd.DataFrame({"row_id": ["a_5", "a_10"], "y": [0.1, 0.9], "x": [0.9, 0.2]})
-    aligned, filled = submission.align_to_sample(preds, sample)
-    assert list(aligned.columns) == ["row_id", "x", "y"]
-    assert list(aligned["row_id"]) == ["b_5", "a_5", "a_10"] and filled == 1
-    assert aligned.iloc[0][["x", "y"]].tolist() == [0.5, 0.5]
+def test_submission_scored_and_written(tmp_path):
+    sub = pd.DataFrame({"row_id": ["a_5", "a_10", "b_5"], "x": [0.9, 0.2, 0.8], "y": [0.1, 0.9, 0.3]})
     truth = pd.DataFrame({"row_id": ["a_10", "a_5", "b_5"], "x": [0, 1, 1], "y": [1, 0, 0]})
-    assert submission.score_submission(aligned, truth, ["x", "y"]) == pytest.approx(1.0)
-    with pytest.raises(catalog.DataError, match="class columns"):
-        submission.align_to_sample(preds.drop(columns=["y"]), sample)
-    submission.write_submission(aligned, tmp_path / "s.csv")
-    assert pd.read_csv(tmp_path / "s.csv")["row_id"].tolist() == ["b_5", "a_5", "a_10"]
+    assert submission.score_submission(sub, truth, ["x", "y"]) == pytest.approx(1.0)
+    with pytest.raises(catalog.DataError, match="ground truth lacks rows"):
+        submission.score_submission(sub.assign(row_id=["a_5", "a_10", "c_5"]), truth, ["x", "y"])
+    with pytest.raises(catalog.DataError, match="ground truth lacks classes"):
+        submission.score_submission(sub.assign(z=0.5), truth, ["x", "y", "z"])
+    submission.write_submission(sub, tmp_path / "s.csv")
+    assert pd.read_csv(tmp_path / "s.csv")["row_id"].tolist() == ["a_5", "a_10", "b_5"]

@@ -33,39 +33,6 @@ log = logging.getLogger(__name__)
 KAGGLE_DATA_DIR = "/kaggle/input/competitions/birdclef-2026"
 
 
-def align_to_sample(predictions: pd.DataFrame, sample: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Predictions in sample_submission's rows and columns; returns (frame, rows filled from sample).
-
-    For a sample that lists every row (the demo data, bench/bench_rounds.py);
-    the submission itself takes its rows from the test audio (`predict_submission`).
-    """
-    if "row_id" not in sample.columns:
-        raise DataError(f"sample_submission.csv has no row_id column (columns: {list(sample.columns)[:5]}...)")
-    classes = [c for c in sample.columns if c != "row_id"]
-    missing_classes = [c for c in classes if c not in predictions.columns]
-    if missing_classes:
-        raise DataError(
-            f"sample_submission.csv has class columns the models do not predict: {missing_classes[:10]}; "
-            "train on the same taxonomy.csv as the submission"
-        )
-    by_row = predictions.set_index("row_id")[classes]
-    by_row = by_row[~by_row.index.duplicated(keep="first")]
-    aligned = by_row.reindex(sample["row_id"])
-    missing = aligned.isna().any(axis=1).to_numpy()
-    if missing.any():
-        log.warning(
-            "%d of %d submission rows have no prediction (soundscape missing?); filled from "
-            "sample_submission.csv", int(missing.sum()), len(sample)
-        )
-        fill = sample.set_index("row_id")[classes].to_numpy(dtype=np.float64)
-        values = np.array(aligned.to_numpy(dtype=np.float64))
-        values[missing] = fill[missing]
-        aligned = pd.DataFrame(values, index=aligned.index, columns=classes)
-    out = aligned.reset_index()
-    out.columns = ["row_id", *classes]
-    return out, int(missing.sum())
-
-
 def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the submission CSV atomically."""
     with atomic_path(path) as tmp:
