@@ -173,3 +173,13 @@ def test_stage_writes_windows_and_manifest(tmp_path):
     assert stats["validation_windows"] == 12 and stats["train_windows"] == 24
     assert stats["duplicate_rows"] == 3 and stats["windows_without_call"] == 33
     assert np.isin(table["split"], ["train", "validation"]).all()
+
+
+def test_window_positions_follow_the_cache_and_name_a_missing_window():
+    from birdclef.soundscapes import window_positions
+
+    index = index_of(STEMS[:2], windows=3)
+    rows = window_positions(index, [f"{STEMS[1]}_5", f"{STEMS[0]}_15"], "cache.parquet")
+    assert rows.tolist() == [3, 2]
+    with pytest.raises(ValueError, match=r"cache.parquet: 1 soundscape windows are not in this cache, e.g. 'x_5'"):
+        window_positions(index, ["x_5"], "cache.parquet")

@@ -741,18 +741,12 @@ def labelled_soundscape_windows(
     """
     import pandas as pd
 
-    from .soundscapes import validation_windows
+    from .soundscapes import validation_windows, window_positions
 
     held = validation_windows(pd.read_parquet(labelled_path))
     arrays = []
     for mels_path, index_path in zip(soundscape_mels_paths, soundscape_index_paths, strict=True):
-        index = pd.read_parquet(index_path)
-        position = pd.Series(np.arange(len(index)), index=index["row_id"].astype(str))
-        missing = ~held["row_id"].astype(str).isin(position.index)
-        if missing.any():
-            raise ValueError(f"{index_path}: labelled window {held['row_id'][missing].iloc[0]!r} is not "
-                             "in this soundscape cache")
-        rows = position.loc[held["row_id"].astype(str)].to_numpy()
+        rows = window_positions(pd.read_parquet(index_path), held["row_id"], index_path)
         cache = np.load(mels_path, mmap_mode="r")
         arrays.append(np.asarray(cache[rows], dtype=np.float32)[:, None])
     return arrays, held[list(classes)].to_numpy(np.float32)

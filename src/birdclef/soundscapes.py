@@ -234,6 +234,20 @@ def label_windows(
     return pd.concat([out, pd.DataFrame(targets, columns=classes)], axis=1)
 
 
+def window_positions(soundscape_index: pd.DataFrame, row_ids: Iterable[str], where: str) -> np.ndarray:
+    """Rows of a soundscape cache index (row_id, ...) holding the windows `row_ids`, in order.
+
+    Raises ValueError naming `where` (the cache) and a window it lacks.
+    """
+    row_ids = pd.Series(list(row_ids), dtype=str)
+    position = pd.Series(np.arange(len(soundscape_index)), index=soundscape_index["row_id"].astype(str))
+    missing = ~row_ids.isin(position.index)
+    if missing.any():
+        raise ValueError(f"{where}: {int(missing.sum())} soundscape windows are not in this cache, "
+                         f"e.g. {row_ids[missing].iloc[0]!r}")
+    return position.loc[row_ids].to_numpy()
+
+
 def validation_windows(labelled: pd.DataFrame | None) -> pd.DataFrame:
     """The held-out (``split == "validation"``) rows of a labelled-windows table (empty if None)."""
     if labelled is None:

@@ -60,7 +60,7 @@ from .labels import build_targets
 from .metrics import macro_roc_auc
 from .model import MODEL_DEFAULTS, build_model, load_model, save_checkpoint
 from .progress import progress_bar
-from .soundscapes import soundscape_score
+from .soundscapes import soundscape_score, window_positions
 
 log = logging.getLogger(__name__)
 
@@ -747,7 +747,9 @@ def train_fold(
     if labelled_windows is not None and settings.labelled_ratio > 0:
         train_rows = labelled_windows[labelled_windows["split"] == "train"]
         if len(train_rows):
-            rows = _soundscape_rows(soundscape_index, train_rows["row_id"])
+            if soundscape_index is None:
+                raise ValueError("labelled soundscape windows need the soundscape cache index")
+            rows = window_positions(soundscape_index, train_rows["row_id"], "the soundscape cache")
             labelled_mels = _RowView(soundscape_mels, rows)
             labelled_targets = train_rows[classes].to_numpy(np.float32)
             n_labelled = len(train_rows)
@@ -998,20 +1000,6 @@ class _RowView:
         return self.array[self.rows[index]]
 
 
-def _soundscape_rows(soundscape_index: pd.DataFrame | None, row_ids: Iterable[str]) -> np.ndarray:
-    """Positions in the soundscape cache of the windows `row_ids` (ValueError naming a missing one)."""
-    row_ids = pd.Series(list(row_ids), dtype=str)
-    if soundscape_index is None:
-        raise ValueError("labelled soundscape windows need the soundscape cache index")
-    position = pd.Series(np.arange(len(soundscape_index)),
-                         index=soundscape_index["row_id"].astype(str))
-    missing = ~row_ids.isin(position.index)
-    if missing.any():
-        raise ValueError(f"{int(missing.sum())} soundscape windows are not in the soundscape cache, "
-                         f"e.g. {row_ids[missing].iloc[0]!r}")
-    return position.loc[row_ids].to_numpy()
-
-
 def settings_from_config(values: Mapping[str, Any]) -> TrainSettings:
     """`TrainSettings` from the workflow's train settings (config train + round keys).
 
@@ -1096,12 +1084,8 @@ def train_stage(
             labels = labels[~held_out].reset_index(drop=True)
             manifest.headline["pseudo_soundscapes_held_out"] = sorted(
                 s for s, f in assignment.items() if f == int(fold))
-        if labelled is not None:
-            # Pseudo-labels never overwrite a labelled window (the pseudo stage leaves them out).
-            labels = labels[~labels["row_id"].astype(str).isin(set(labelled["row_id"]))]
-            labels = labels.reset_index(drop=True)
         seen_soundscapes = sorted(labels["soundscape"].astype(str).unique())
-        rows = _soundscape_rows(soundscape_index, labels["row_id"])
+        rows = window_positions(soundscape_index, labels["row_id"], inputs["soundscape_index"])
         pseudo_mels = _RowView(soundscape_mels, rows)
         pseudo_labels = labels[classes].to_numpy(dtype=np.float32)
     metrics = train_fold(
