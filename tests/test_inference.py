@@ -98,24 +98,23 @@ def tiny_member(path: Path, seed: int, calibration: np.ndarray) -> None:
     save_checkpoint(path, model, spec, classes=CLASSES)
 
 
+def tiny_ensemble(root: Path, weights, calibration: np.ndarray, first_seed: int = 0) -> dict:
+    """An ensemble definition of tiny members (one per weight, seeds from `first_seed`) in one mel group."""
+    members = []
+    for index, weight in enumerate(weights):
+        path = root / "train" / f"m{index}" / "best.pt"
+        tiny_member(path, first_seed + index, calibration)
+        members.append({"name": f"m{index}", "checkpoint": str(path), "weight": weight, "mel_group": 0})
+    return {"classes": CLASSES, "window_seconds": 5.0, "mel_groups": [{"tag": "mels-a", **MEL}],
+            "members": members}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Two tiny members exported to f32 and int8 bundles (no gate: speed only)."""
     root = tmp_path_factory.mktemp("inference")
     calibration = calibration_windows(MEL)
-    members = []
-    for index, weight in enumerate((0.6, 0.4)):
-        path = root / "train" / f"m{index}" / "best.pt"
-        tiny_member(path, index, calibration)
-        members.append(
-            {"name": f"m{index}", "checkpoint": str(path), "weight": weight, "mel_group": 0}
-        )
-    ensemble = {
-        "classes": CLASSES,
-        "window_seconds": 5.0,
-        "mel_groups": [{"tag": "mels-a", **MEL}],
-        "members": members,
-    }
+    ensemble = tiny_ensemble(root, (0.6, 0.4), calibration)
     export_ensemble(ensemble, root / "f32", calibration, precision="f32")
     export_ensemble(ensemble, root / "int8", calibration, precision="int8", calibration_size=16)
     return {"root": root, "ensemble": ensemble, "f32": root / "f32", "int8": root / "int8"}

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from test_export import CLASSES, MEL
-from test_inference import calibration_windows, calls, tiny_member, with_postprocess
+from test_inference import calibration_windows, calls, tiny_ensemble, with_postprocess
 
 from birdclef import predict
 from birdclef.audio import write_ogg
@@ -59,17 +59,7 @@ def bundle_dir(tmp_path_factory) -> Path:
     """Two tiny members on one mel group, exported to f32 (no gate)."""
     root = tmp_path_factory.mktemp("submission_bundle")
     calibration = calibration_windows(MEL)
-    members = []
-    for index, weight in enumerate((0.7, 0.3)):
-        path = root / "train" / f"m{index}" / "best.pt"
-        tiny_member(path, 20 + index, calibration)
-        members.append({"name": f"m{index}", "checkpoint": str(path), "weight": weight, "mel_group": 0})
-    ensemble = {
-        "classes": CLASSES,
-        "window_seconds": 5.0,
-        "mel_groups": [{"tag": "mels-a", **MEL}],
-        "members": members,
-    }
+    ensemble = tiny_ensemble(root, (0.7, 0.3), calibration, first_seed=20)
     export_ensemble(ensemble, root / "f32", calibration, precision="f32")
     return root / "f32"
 
