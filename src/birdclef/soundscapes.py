@@ -41,13 +41,13 @@ METADATA_COLUMNS = ("site", "date", "hour")
 
 
 def parse_soundscape_name(stem: str) -> dict[str, Any] | None:
-    """Site, date and hour of a 2026-style soundscape stem, or None for other names.
+    """Site, date and hour of a 2026-style soundscape stem (or file name), or None for other names.
 
     ``BC2026_Train_0001_S05_20250227_010002`` -> ``{"site": "S05", "date":
     "2025-02-27", "hour": 1}``; an anonymous 2025 name (``H02_20230420_074000``
     has no ``BC`` prefix) or a date that does not exist gives None.
     """
-    match = SOUNDSCAPE_NAME.match(Path(str(stem)).stem if str(stem).endswith(".ogg") else str(stem))
+    match = SOUNDSCAPE_NAME.match(Path(str(stem)).stem)  # a file name works too
     if match is None:
         return None
     try:
@@ -161,6 +161,11 @@ def _second(seconds: float) -> str:
     return str(int(round(seconds))) if abs(seconds - round(seconds)) < 1e-6 else f"{seconds:g}"
 
 
+def soundscape_group(stem: str) -> str:
+    """The group a soundscape is held out with: its site code, or its own stem when it has none."""
+    return (parse_soundscape_name(stem) or {}).get("site") or str(stem)
+
+
 def site_split(
     soundscapes: Sequence[str],
     validation_share: float,
@@ -177,7 +182,7 @@ def site_split(
     """
     if not 0.0 <= float(validation_share) <= 1.0:
         raise ValueError(f"soundscape_labels.validation_share {validation_share} must lie in [0, 1]")
-    groups = {stem: (parse_soundscape_name(stem) or {}).get("site") or stem for stem in soundscapes}
+    groups = {stem: soundscape_group(stem) for stem in soundscapes}
     names = sorted(set(groups.values()))
     if validation_sites is not None:
         unknown = sorted(set(validation_sites) - set(names))
@@ -309,9 +314,7 @@ def soundscape_labels_stage(
         "train_windows": int((~held).sum()),
         "validation_windows": int(held.sum()),
         "validation_soundscapes": sorted(s for s, v in split.items() if v == "validation"),
-        "validation_groups": sorted({str(x) if pd.notna(x) else s for s, x in
-                                     zip(table.loc[held, "soundscape"], table.loc[held, "site"],
-                                         strict=True)}),
+        "validation_groups": sorted({soundscape_group(s) for s, v in split.items() if v == "validation"}),
         "validation_classes_with_positives": int(positives[held.to_numpy()].any(axis=0).sum()),
         "classes_with_positives": int(positives.any(axis=0).sum()),
     })
