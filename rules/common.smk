@@ -6,7 +6,6 @@
 # binds the plan's names for the rules and holds the Snakemake input functions
 # and path helpers.
 
-import copy
 import os
 
 from birdclef.plan import backbone_label, make_plan, stage_dir, train_fold_dir
@@ -101,12 +100,12 @@ def soundscape_mel_cache(tag):
 
 def mel_groups():
     """The ensemble's mel groups: each group's tag and cache settings, in MEL_GROUPS order."""
-    return copy.deepcopy(PLAN.mel_group_settings)
+    return PLAN.mel_group_settings
 
 
 def ensemble_members():
     """The final round's models: one member per (backbone, fold), with soup ingredients."""
-    return copy.deepcopy(PLAN.ensemble_members)
+    return PLAN.ensemble_members
 
 
 def xc_inputs(wildcards):
