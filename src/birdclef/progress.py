@@ -193,13 +193,6 @@ class LogProgress:
         merged = {**(ordered_dict or {}), **values}
         self.postfix = {str(k): _format_value(v) for k, v in merged.items()}
 
-    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
-        """Change the description of the following lines."""
-        self.desc = desc or ""
-
-    def refresh(self) -> None:
-        """No-op (tqdm redraws here; a log has nothing to redraw)."""
-
     def close(self) -> None:
         """Write the final line (once; see `leave`) and stop counting."""
         if self._closed:
