@@ -38,7 +38,7 @@ lint: $(VENV)/.installed
 KAGGLE_OUT ?= kaggle_bundle
 kaggle-bundle: $(VENV)/.installed
 	$(if $(BUNDLE),,$(BIN)/snakemake --cores $(CORES) submission)
-	$(BIN)/python -m birdclef.kaggle $(if $(BUNDLE),--bundle $(BUNDLE)) --out $(KAGGLE_OUT) --wheels
+	$(BIN)/python -m birdclef.export.kaggle $(if $(BUNDLE),--bundle $(BUNDLE)) --out $(KAGGLE_OUT) --wheels
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_pipeline.py

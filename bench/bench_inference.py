@@ -47,8 +47,8 @@ import numpy as np
 import soundfile as sf
 from benchlib import Timer, best_of, machine, markdown
 
-from birdclef.audio import write_ogg
-from birdclef.manifest import package_versions
+from birdclef.common.manifest import package_versions
+from birdclef.runtime.audio import write_ogg
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_AUDIO = REPO.parent / "shared" / "data" / "real-audio"
@@ -126,7 +126,7 @@ def build_models(workdir: Path, calibration: np.ndarray, distinct: int) -> list[
     """`distinct` random-init b0 SED checkpoints with BN statistics set on real windows."""
     import torch
 
-    from birdclef.model import build_model, save_checkpoint
+    from birdclef.train.model import build_model, save_checkpoint
 
     members = []
     for index in range(distinct):
@@ -168,7 +168,7 @@ def bundle_copy(export_dir: Path, target: Path, members: int, precision: str, se
     for group in definition["mel_groups"]:
         shutil.copyfile(export_dir / group["filterbank"], target / group["filterbank"])
     if second_mel is not None:
-        from birdclef.features import mel_filterbank
+        from birdclef.runtime.features import mel_filterbank
 
         first = definition["mel_groups"][0]
         definition["mel_groups"].append(
@@ -217,7 +217,7 @@ def layout_of(bundle, threads: int) -> str:
     if requests is not None and hasattr(requests, "__len__"):
         text += f", {len(requests)} requests, 1 compiled model for all members"
     elif len(bundle.members) > 1:
-        # Only the previous birdclef.inference (one compiled model per member, no
+        # Only the previous birdclef.runtime.inference (one compiled model per member, no
         # `requests`) gets here: it made the "before" rows in bench/README.md.
         text += f", 1 compiled model per member, {streams} requests in flight over all"
     return text
@@ -233,8 +233,8 @@ def torch_predict(models, batch: np.ndarray) -> np.ndarray:
 
 def torch_end_to_end(paths, models, bundle, threads: int) -> int:
     """Decode + mel in `threads` workers (as the OpenVINO path), torch models in this thread."""
-    from birdclef.features import blas_threads
-    from birdclef.inference import iter_soundscape_windows
+    from birdclef.runtime.features import blas_threads
+    from birdclef.runtime.inference import iter_soundscape_windows
 
     rows = 0
     with blas_threads(1, user_api="blas"):
@@ -269,7 +269,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--batch-windows", type=int,
-        help="windows per infer call, models alone and end to end (default: birdclef.inference.BATCH_WINDOWS)",
+        help="windows per infer call, models alone and end to end (default: birdclef.runtime.inference.BATCH_WINDOWS)",
     )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not restrict the process to --threads CPUs"
@@ -290,16 +290,16 @@ def main() -> None:
 
     import torch
 
-    from birdclef.audio import decode_audio
     from birdclef.export import export_ensemble
-    from birdclef.features import blas_threads, log_mel, mel_filterbank, window_waves
-    from birdclef.inference import (
+    from birdclef.runtime.audio import decode_audio
+    from birdclef.runtime.features import blas_threads, log_mel, mel_filterbank, window_waves
+    from birdclef.runtime.inference import (
         BATCH_WINDOWS,
         load_bundle,
         predict_soundscapes,
         soundscape_windows,
     )
-    from birdclef.model import InferenceWrapper, load_model
+    from birdclef.train.model import InferenceWrapper, load_model
 
     threads = args.threads
     sizes = {"int8": sorted({1, *(int(n) for n in args.members.split(",") if n.strip())})}

@@ -6,8 +6,8 @@ one tape and cut at staggered offsets with a little gain variation; written
 once into --workdir and reused), then measures, in seconds of audio per wall
 second (x real time):
 
-- decode alone: `birdclef.audio.read_audio` (soundfile/libsndfile), per file;
-- mel alone on decoded audio: `birdclef.features.log_mel` and librosa's
+- decode alone: `birdclef.runtime.audio.read_audio` (soundfile/libsndfile), per file;
+- mel alone on decoded audio: `birdclef.runtime.features.log_mel` and librosa's
   `melspectrogram` + `power_to_db` (the script prints their largest difference
   over three of the files: 3.1e-4 dB in the run recorded in bench/README.md);
 - the bound the issue names: decode + librosa mel, 1 / (1/decode + 1/librosa mel);
@@ -40,9 +40,9 @@ import soundfile as sf
 from benchlib import best_of, machine, markdown  # noqa: E402
 from threadpoolctl import threadpool_limits
 
-from birdclef.audio import read_audio
-from birdclef.features import log_mel, mel_filterbank
 from birdclef.mels import build_mel_cache
+from birdclef.runtime.audio import read_audio
+from birdclef.runtime.features import log_mel, mel_filterbank
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_AUDIO = REPO.parent / "shared" / "data" / "real-audio"
@@ -172,7 +172,7 @@ def main() -> None:
         librosa_mel(waves[0][:SAMPLE_RATE], mel)
         ours = best_of(args.repeats, lambda: [
             log_mel(w, filterbank, args.n_fft, args.hop_length, args.top_db) for w in waves])[0].wall
-        ours_speed = add("mel alone: birdclef.features.log_mel", 1, subset_seconds, ours)
+        ours_speed = add("mel alone: birdclef.runtime.features.log_mel", 1, subset_seconds, ours)
         reference = best_of(args.repeats, lambda: [librosa_mel(w, mel) for w in waves])[0].wall
         librosa_speed = add("mel alone: librosa melspectrogram + power_to_db", 1,
                             subset_seconds, reference)

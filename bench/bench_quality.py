@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchlib import machine, markdown  # noqa: E402
 from workflow_utils import copy_workflow, snakemake, write_config  # noqa: E402
 
-from birdclef.metrics import macro_roc_auc  # noqa: E402
+from birdclef.common.metrics import macro_roc_auc  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
 FULL = "full pipeline (bench/quality.yaml)"

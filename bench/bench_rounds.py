@@ -36,8 +36,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from benchlib import machine, markdown  # noqa: E402
 from workflow_utils import copy_workflow, load_config, snakemake, write_config  # noqa: E402
 
-from birdclef.inference import load_bundle  # noqa: E402
-from birdclef.submission import predict_submission, score_submission  # noqa: E402
+from birdclef.common.metrics import score_submission  # noqa: E402
+from birdclef.runtime.inference import load_bundle  # noqa: E402
+from birdclef.runtime.submission import predict_submission  # noqa: E402
 
 VARIANTS = {
     "demo": {},
@@ -92,7 +93,7 @@ def bootstrap_sd(submission_csv: Path, truth_csv: Path, reps: int = 200) -> floa
     A yardstick for how large a difference between two rows must be before it
     means something on this many test soundscapes (it leaves out training noise).
     """
-    from birdclef.metrics import macro_roc_auc
+    from birdclef.common.metrics import macro_roc_auc
 
     aligned = pd.read_csv(submission_csv)
     classes = list(aligned.columns[1:])

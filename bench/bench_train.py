@@ -34,8 +34,7 @@ import pandas as pd
 import torch
 from benchlib import machine, markdown  # noqa: E402
 
-from birdclef.labels import build_targets
-from birdclef.model import build_model
+from birdclef.common.labels import build_targets
 from birdclef.train import (
     EpochBatchSampler,
     TrainSettings,
@@ -47,6 +46,7 @@ from birdclef.train import (
     train_fold,
     validation_set,
 )
+from birdclef.train.model import build_model
 
 N_CLASSES = 12
 PER_CLASS = 10

@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO / "src"))
 from benchlib import best_of, machine, markdown  # noqa: E402
 
 from birdclef import vad  # noqa: E402
-from birdclef.audio import read_audio, resample  # noqa: E402
+from birdclef.runtime.audio import read_audio, resample  # noqa: E402
 
 SR = 32000
 SR16 = vad.VAD_SAMPLE_RATE

@@ -1,14 +1,14 @@
 # Paths and tags of every stage, computed once from the validated config by
-# birdclef.plan.make_plan (standard library only: the no-op dry run stays fast).
+# birdclef.common.plan.make_plan (standard library only: the no-op dry run stays fast).
 # The tag of a stage hashes its settings, the tags it reads and its format
-# version (birdclef.versioning.stage_tag); every rule writes under
+# version (birdclef.common.versioning.stage_tag); every rule writes under
 # results/<stage>/<tag>/ and receives the same settings as params. This file
 # binds the plan's names for the rules and holds the Snakemake input functions
 # and path helpers.
 
 import os
 
-from birdclef.plan import backbone_label, make_plan, stage_dir, train_fold_dir
+from birdclef.common.plan import backbone_label, make_plan, stage_dir, train_fold_dir
 
 PLAN = make_plan(config)
 

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from birdclef import features, io, metrics, versioning
-from birdclef.manifest import StageManifest
+from birdclef.common import io, metrics, versioning
+from birdclef.common.manifest import StageManifest
+from birdclef.runtime import features
 
 
 def test_tag_is_stable_and_sensitive():
@@ -122,7 +123,7 @@ def test_shipped_configs_are_valid(name):
 def test_write_ogg_long_recording(tmp_path):
     import soundfile as sf
 
-    from birdclef.audio import write_ogg
+    from birdclef.runtime.audio import write_ogg
 
     wave = (np.random.default_rng(0).standard_normal(32000 * 70) * 0.1).astype(np.float32)
     write_ogg(tmp_path / "long.ogg", wave, 32000)  # > 2**21 frames in one call used to crash libsndfile

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from birdclef import mels, postprocess, xeno_canto
-from birdclef.model import MODEL_DEFAULTS
+from birdclef import mels, xeno_canto
+from birdclef.runtime import postprocess
+from birdclef.train.model import MODEL_DEFAULTS
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
 

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from birdclef import catalog, demo
-from birdclef.audio import read_audio
+from birdclef.runtime.audio import read_audio
 
 SMALL = {
     "n_species": 10,

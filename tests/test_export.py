@@ -4,7 +4,7 @@ Most tests use a one-mel-group ensemble; the two-group tests export members
 trained on different mel settings (32 mels, hop 512 at 32 kHz and 24 mels,
 hop 320 at 16 kHz) and check the gate's time-aligned windows. Inference on
 the exported bundle is tested in test_inference.py; here only that
-`birdclef.inference` imports without torch.
+`birdclef.runtime.inference` imports without torch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 import torch
 
-from birdclef import features
 from birdclef.export import (
     MAX_EVAL_WINDOWS,
     ExportGateError,
@@ -32,8 +31,9 @@ from birdclef.export import (
     gate_windows,
     window_frames,
 )
-from birdclef.features import mel_filterbank
-from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
+from birdclef.runtime import features
+from birdclef.runtime.features import mel_filterbank
+from birdclef.train.model import InferenceWrapper, build_model, load_model, save_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CLASSES = ["sp01", "sp02", "sp03", "sp04"]
@@ -439,7 +439,7 @@ def test_two_mel_groups_export(two_groups):
     assert report["gate"]["status"] == "passed" and report["eval_windows"] == 40
 
     # The ensemble AUC combines each member's probabilities on its own group's windows, window by window.
-    from birdclef.metrics import macro_roc_auc
+    from birdclef.common.metrics import macro_roc_auc
 
     labels = two_groups["labels"]
     eval_mels = two_groups["eval_mels"]
@@ -618,7 +618,7 @@ def test_inference_imports_without_torch():
         "import sys\n"
         "for name in ('torch', 'timm', 'librosa', 'sklearn', 'snakemake'):\n"
         "    sys.modules[name] = None\n"
-        "import birdclef.inference\n"
+        "import birdclef.runtime.inference\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}

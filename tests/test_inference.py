@@ -1,4 +1,4 @@
-"""Soundscape inference (birdclef.inference), the submission file and the Kaggle bundle.
+"""Soundscape inference (birdclef.runtime.inference), the submission file and the Kaggle bundle.
 
 One tiny exported ensemble (test_efficientnet, 4 classes, 32 mels, one mel
 group) serves most tests: robustness to short, long, stereo, resampled, silent,
@@ -30,21 +30,21 @@ import soundfile as sf
 import torch
 from test_export import CLASSES, MEL, MEL_B
 
-import birdclef.inference
-from birdclef import features
-from birdclef.audio import BadAudioError, decode_audio, read_audio, write_ogg
+import birdclef.runtime.inference
 from birdclef.export import export_ensemble
-from birdclef.features import log_mel, mel_filterbank, window_waves
-from birdclef.inference import load_bundle, predict_soundscapes, soundscape_windows
-from birdclef.kaggle import MODULES, current_bundle, pack_bundle
-from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
-from birdclef.postprocess import (
+from birdclef.export.kaggle import current_bundle, pack_bundle
+from birdclef.runtime import features
+from birdclef.runtime.audio import BadAudioError, decode_audio, read_audio, write_ogg
+from birdclef.runtime.features import log_mel, mel_filterbank, window_waves
+from birdclef.runtime.inference import load_bundle, predict_soundscapes, soundscape_windows
+from birdclef.runtime.postprocess import (
     POSTPROCESS_DEFAULTS,
     postprocess_settings,
     postprocess_soundscape,
     smooth_windows,
 )
-from birdclef.submission import predict_submission
+from birdclef.runtime.submission import predict_submission
+from birdclef.train.model import InferenceWrapper, build_model, load_model, save_checkpoint
 
 
 def soundscape_mels(path, bundle):
@@ -183,7 +183,7 @@ def expected_rows(name: str, windows: int | None = None) -> list[str]:
 def test_every_case_gets_all_rows_with_a_warning(exported, soundscapes, caplog):
     bundle = load_bundle(exported["int8"], threads=2)
     assert bundle.precision == "int8" and bundle.precision_hint == "f32"
-    with caplog.at_level(logging.WARNING, logger="birdclef.inference"):
+    with caplog.at_level(logging.WARNING, logger="birdclef.runtime.inference"):
         frame = predict_soundscapes(list(soundscapes.values()), bundle, progress=False)
     assert list(frame.columns) == ["row_id", *CLASSES]
     expected = []
@@ -233,16 +233,16 @@ def test_undecodable_file_rows_from_its_header(exported, soundscapes, tmp_path, 
     folder.mkdir()
     for name, seconds in [("twenty", 20.0), ("minute", 60.0)]:
         write_ogg(folder / f"{name}.ogg", calls(seconds, 32000, 7), 32000)
-    real_decode = birdclef.inference.decode_audio
+    real_decode = birdclef.runtime.inference.decode_audio
 
     def broken_decode(path, rate, repair=False):
         if Path(path).name == "twenty.ogg":
             raise BadAudioError(path, "cannot decode audio (truncated stream)")
         return real_decode(path, rate, repair=repair)
 
-    monkeypatch.setattr(birdclef.inference, "decode_audio", broken_decode)
+    monkeypatch.setattr(birdclef.runtime.inference, "decode_audio", broken_decode)
     bundle = load_bundle(exported["f32"], threads=2)
-    with caplog.at_level(logging.WARNING, logger="birdclef.inference"):
+    with caplog.at_level(logging.WARNING, logger="birdclef.runtime.inference"):
         frame = predict_soundscapes([folder / "twenty.ogg", folder / "minute.ogg"], bundle, progress=False)
     assert frame["row_id"].tolist() == expected_rows("twenty", 4) + expected_rows("minute", 12)
     assert frame.attrs["undecodable"] == ["twenty.ogg"]
@@ -361,7 +361,7 @@ def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path, mo
         postprocessed.append(len(probabilities))
         return postprocess_soundscape(probabilities, settings)
 
-    monkeypatch.setattr(birdclef.inference, "postprocess_soundscape", counted_postprocess)
+    monkeypatch.setattr(birdclef.runtime.inference, "postprocess_soundscape", counted_postprocess)
     plain = predict_soundscapes([path], plain_bundle, progress=False)[CLASSES].to_numpy()
     assert postprocessed == []  # no smoothing, no power adjustment: nothing to do per soundscape
 
@@ -635,7 +635,7 @@ def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path)
     out = tmp_path / "kaggle_bundle"
     data = tmp_path / "competition"
     # two mel groups, rank combine and post-processing: the packed code must carry
-    # birdclef.postprocess and both filterbanks
+    # birdclef.runtime.postprocess and both filterbanks
     postprocess = {"smoothing": 0.1, "power_adjust_top_k": 2, "power_adjust_exponent": 2.0}
     source = with_postprocess(two_groups, tmp_path / "ranked", postprocess, combine="rank")
     summary = pack_bundle(source, out, data_dir=str(data))
@@ -648,13 +648,19 @@ def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path)
         )
     readme = (out / "README.md").read_text()
     assert "24 mels, n_fft 512, hop 320, 16000 Hz" in readme and f"`{data}`" in readme
-    assert sorted(p.name for p in (out / "birdclef").iterdir() if p.suffix == ".py") == sorted(MODULES)
+    # the common and runtime layers, copied whole (no module list to keep)
+    package = Path(birdclef.__file__).parent
+    shipped = sorted(p.relative_to(out / "birdclef") for p in (out / "birdclef").rglob("*.py"))
+    expected = [Path("__init__.py")] + sorted(
+        p.relative_to(package) for layer in ("common", "runtime") for p in (package / layer).rglob("*.py")
+    )
+    assert shipped == sorted(expected) and Path("runtime/predict.py") in shipped
     irs = sorted(str(p.relative_to(out)) for p in out.glob("members/*/*"))
     assert irs == [f"members/{i}/model_int8.{s}" for i in (0, 1, 2) for s in ("bin", "xml")]
     assert summary["bytes"] > 0 and not (out / "wheels").exists()
     # predict.py is birdclef/predict.py with the packed data folder as its --data default
     packed = (out / "predict.py").read_text().splitlines()
-    original = (Path(birdclef.inference.__file__).parent / "predict.py").read_text().splitlines()
+    original = (Path(birdclef.__file__).parent / "runtime" / "predict.py").read_text().splitlines()
     changed = [(a, b) for a, b in zip(original, packed, strict=True) if a != b]
     assert changed == [('DATA_DIR = "/kaggle/input/competitions/birdclef-2026"', f"DATA_DIR = {str(data)!r}")]
 
@@ -679,8 +685,8 @@ def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path)
         "    assert exit.code == 0, exit.code\n"
         "assert not any(sys.modules.get(n) for n in "
         f"{BLOCKED!r}), 'a blocked module was imported'\n"
-        "postprocess = sys.modules['birdclef.postprocess']\n"
-        f"assert postprocess.__file__ == {str(out / 'birdclef' / 'postprocess.py')!r}, postprocess.__file__\n"
+        "postprocess = sys.modules['birdclef.runtime.postprocess']\n"
+        f"assert postprocess.__file__ == {str(out / 'birdclef' / 'runtime' / 'postprocess.py')!r}, postprocess.__file__\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=300

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 from conftest import REAL_AUDIO, tone
 
-from birdclef import features, mels
+from birdclef import mels
+from birdclef.runtime import features
 
 MEL = {
     "sample_rate": 32000,
@@ -161,7 +162,7 @@ def test_soundscape_cache_streams_the_direct_windows(tmp_path):
     mels.build_soundscape_cache([str(folder / "s1.ogg")], tmp_path / "m.npy", tmp_path / "i.parquet",
                                 MEL, threads=2, progress=False)
     array = np.load(tmp_path / "m.npy", mmap_mode="r")
-    from birdclef.audio import read_audio
+    from birdclef.runtime.audio import read_audio
 
     decoded = read_audio(folder / "s1.ogg", 32000)
     windows = features.window_waves(decoded, 32000, 1.0, 3)
@@ -173,7 +174,7 @@ def test_soundscape_cache_streams_the_direct_windows(tmp_path):
 
 
 def test_normalization_setting_is_checked():
-    from birdclef.model import build_model
+    from birdclef.train.model import build_model
 
     with pytest.raises(ValueError, match="mels.normalization"):
         build_model({"backbone": "test_efficientnet", "n_classes": 3, "normalization": "zscore"})
@@ -184,7 +185,7 @@ def test_model_normalization_travels_with_the_checkpoint_and_converts(tmp_path, 
     import openvino as ov
     import torch
 
-    from birdclef.model import InferenceWrapper, build_model, load_model, save_checkpoint
+    from birdclef.train.model import InferenceWrapper, build_model, load_model, save_checkpoint
 
     spec = {"backbone": "test_efficientnet", "n_classes": 3, "normalization": normalization}
     torch.manual_seed(0)

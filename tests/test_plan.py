@@ -1,7 +1,7 @@
-"""birdclef.plan: the config -> settings, tags and runs of every stage, without Snakemake.
+"""birdclef.common.plan: the config -> settings, tags and runs of every stage, without Snakemake.
 
 The pinned tags below were computed by rules/common.smk before the plan moved
-into birdclef.plan (the same tags for the same config: old artifacts are
+into birdclef.common.plan (the same tags for the same config: old artifacts are
 found again); the default config's also match the folders `snakemake -n` plans.
 """
 
@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 from snakemake.utils import update_config, validate
 
-from birdclef.plan import Plan, make_plan
+from birdclef.common.plan import Plan, make_plan
 
 # Stand-ins for the file system: the real-data configs name /data/... folders.
 EVERYTHING_EXISTS = {"file_exists": lambda path: True, "dir_exists": lambda path: True}
@@ -286,7 +286,7 @@ def test_a_config_that_cannot_run_names_the_setting(overrides, missing, message)
 
 def test_plan_imports_only_the_standard_library_and_versioning():
     """It runs at Snakemake parse time: no numpy, pandas or torch."""
-    tree = ast.parse((REPO / "src/birdclef/plan.py").read_text())
+    tree = ast.parse((REPO / "src/birdclef/common/plan.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -294,4 +294,4 @@ def test_plan_imports_only_the_standard_library_and_versioning():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
     outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
-    assert outside == {"birdclef.versioning"}, outside
+    assert outside == {"birdclef.common.versioning"}, outside

@@ -1,11 +1,11 @@
-"""The pure post-processing functions (birdclef.postprocess): combining members, smoothing, power adjustment."""
+"""The pure post-processing functions (birdclef.runtime.postprocess): combining members, smoothing, power adjustment."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from birdclef.postprocess import (
+from birdclef.runtime.postprocess import (
     POSTPROCESS_DEFAULTS,
     combine_members,
     combine_method,

@@ -1,4 +1,4 @@
-"""Tests for birdclef.progress: a tqdm bar on a terminal, a few log lines in a log file."""
+"""Tests for birdclef.common.progress: a tqdm bar on a terminal, a few log lines in a log file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import pytest
 from tqdm import tqdm
 
-from birdclef import progress as progress_module
-from birdclef.progress import LogProgress, is_terminal, progress_bar
+from birdclef.common import progress as progress_module
+from birdclef.common.progress import LogProgress, is_terminal, progress_bar
 
 
 class _Stream(io.StringIO):

@@ -10,10 +10,10 @@ import torch
 from test_train import CLASSES, FPS, WINDOW, make_cache, run
 
 from birdclef import ensemble, pseudo
-from birdclef.labels import targets_of
-from birdclef.model import load_model
+from birdclef.common.labels import targets_of
 from birdclef.soup import average_state_dicts, fold_validation, greedy_soup
 from birdclef.train import TrainSettings, mixup_permutation
+from birdclef.train.model import load_model
 
 
 def test_soundscape_folds_are_deterministic_and_balanced():
@@ -148,7 +148,7 @@ def test_ensemble_rank_combination_and_fitted_weights():
     per_backbone = ensemble.backbone_oof(members, tables, ["x", "y"])
     good = per_backbone["good"][["x", "y"]].rank(pct=True).to_numpy()
     bad = per_backbone["bad"][["x", "y"]].rank(pct=True).to_numpy()
-    from birdclef.metrics import macro_roc_auc
+    from birdclef.common.metrics import macro_roc_auc
 
     targets = targets_of(index, per_backbone["good"].index, ["x", "y"])
     assert rank["oof_auc"] == pytest.approx(macro_roc_auc(targets, (good + bad) / 2))

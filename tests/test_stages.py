@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdclef import catalog, ensemble, features, folds, mels, pseudo, submission
-from birdclef.audio import BadAudioError
+from birdclef import catalog, ensemble, folds, mels, pseudo
+from birdclef.common import metrics
+from birdclef.runtime import features, submission
+from birdclef.runtime.audio import BadAudioError
 
 MEL = {
     "sample_rate": 32000,
@@ -76,7 +78,7 @@ def test_mel_cache_matches_direct_computation(mini_dataset, tmp_path):
     index = pd.read_parquet(tmp_path / "i.parquet")
     assert cache.dtype == np.float16 and cache.shape == (stats["frames"], 32)
     assert index["offset"].iloc[1] == index["frames"].iloc[0]
-    from birdclef.audio import read_audio
+    from birdclef.runtime.audio import read_audio
 
     row = index.iloc[3]
     wave = read_audio(table.set_index("filename").loc[row["filename"], "path"], 32000, max_seconds=3.0)
@@ -179,10 +181,10 @@ def test_ensemble_scores_members_and_mean():
 def test_submission_scored_and_written(tmp_path):
     sub = pd.DataFrame({"row_id": ["a_5", "a_10", "b_5"], "x": [0.9, 0.2, 0.8], "y": [0.1, 0.9, 0.3]})
     truth = pd.DataFrame({"row_id": ["a_10", "a_5", "b_5"], "x": [0, 1, 1], "y": [1, 0, 0]})
-    assert submission.score_submission(sub, truth, ["x", "y"]) == pytest.approx(1.0)
+    assert metrics.score_submission(sub, truth, ["x", "y"]) == pytest.approx(1.0)
     with pytest.raises(catalog.DataError, match="ground truth lacks rows"):
-        submission.score_submission(sub.assign(row_id=["a_5", "a_10", "c_5"]), truth, ["x", "y"])
+        metrics.score_submission(sub.assign(row_id=["a_5", "a_10", "c_5"]), truth, ["x", "y"])
     with pytest.raises(catalog.DataError, match="ground truth lacks classes"):
-        submission.score_submission(sub.assign(z=0.5), truth, ["x", "y", "z"])
+        metrics.score_submission(sub.assign(z=0.5), truth, ["x", "y", "z"])
     submission.write_submission(sub, tmp_path / "s.csv")
     assert pd.read_csv(tmp_path / "s.csv")["row_id"].tolist() == ["a_5", "a_10", "b_5"]

@@ -6,8 +6,8 @@ its sample lists only a few rows) and test soundscapes of different lengths
 (60 s, 20 s, 62 s, 3 s), one stem with underscores, one corrupt file and a
 stray non-audio file. A tiny two-member OpenVINO bundle (exported as
 test_inference.py exports its bundles) predicts them through
-`birdclef.submission.predict_submission`, the one code path of the submission
-stage and of the Kaggle bundle's predict.py (`birdclef.predict`).
+`birdclef.runtime.submission.predict_submission`, the one code path of the submission
+stage and of the Kaggle bundle's predict.py (`birdclef.runtime.predict`).
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ import soundfile as sf
 from test_export import CLASSES, MEL
 from test_inference import calibration_windows, calls, tiny_ensemble, with_postprocess
 
-from birdclef import predict
-from birdclef.audio import write_ogg
 from birdclef.catalog import DataError
 from birdclef.export import export_ensemble
-from birdclef.inference import load_bundle
-from birdclef.kaggle import default_data_dir
-from birdclef.kaggle import main as kaggle_main
-from birdclef.submission import (
+from birdclef.export.kaggle import default_data_dir
+from birdclef.export.kaggle import main as kaggle_main
+from birdclef.runtime import predict
+from birdclef.runtime.audio import write_ogg
+from birdclef.runtime.inference import load_bundle
+from birdclef.runtime.submission import (
     KAGGLE_DATA_DIR,
     check_sample_columns,
     list_test_audio,
     predict_submission,
-    submission_stage,
 )
+from birdclef.submission_stage import submission_stage
 
 UNDERSCORED = "BC2026_Test_0001_S05_20250227_010002"
 # (file name, seconds, windows): sorted by file name is the submission's file order
@@ -136,7 +136,7 @@ def test_no_test_audio_writes_the_sample_rows(state, bundle, bundle_dir, tmp_pat
     if state == "empty":
         (data / "test_soundscapes").mkdir()
         (data / "test_soundscapes" / "README.txt").write_text("hidden until the rerun")
-    with caplog.at_level(logging.WARNING, logger="birdclef.submission"):
+    with caplog.at_level(logging.WARNING, logger="birdclef.runtime.submission"):
         frame, stats = predict_submission(data / "test_soundscapes", data / "sample_submission.csv", bundle)
     assert "no audio files" in caplog.text and "hidden until the notebook is rerun" in caplog.text
     pd.testing.assert_frame_equal(frame, sample)

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from birdclef.labels import build_targets
-from birdclef.model import InferenceWrapper, load_model
+from birdclef.common.labels import build_targets
 from birdclef.train import (
     EpochBatchSampler,
     TrainSettings,
@@ -19,6 +18,7 @@ from birdclef.train import (
     lr_factor,
     train_fold,
 )
+from birdclef.train.model import InferenceWrapper, load_model
 
 CLASSES = ["amecro", "barswa", "comrav", "eurgol"]
 N_MELS = 32

@@ -21,7 +21,7 @@ import soundfile as sf
 
 import birdclef
 from birdclef import vad
-from birdclef.audio import BadAudioError, read_audio, resample
+from birdclef.runtime.audio import BadAudioError, read_audio, resample
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared/data/real-audio"

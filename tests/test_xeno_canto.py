@@ -30,7 +30,7 @@ import soundfile as sf
 
 from birdclef import xeno_canto as xc
 from birdclef.catalog import TRAIN_COLUMNS, load_train_table, read_taxonomy
-from birdclef.labels import parse_label_list
+from birdclef.common.labels import parse_label_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xc_standin import max_requests_in_window, running_standin  # noqa: E402

@@ -1,7 +1,7 @@
 """Snakemake entry point of rule catalog (logic: birdclef.catalog)."""
 
 from birdclef.catalog import catalog_stage
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 catalog_stage(

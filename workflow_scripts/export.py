@@ -1,7 +1,7 @@
 """Snakemake entry point of rule export (logic: birdclef.export)."""
 
+from birdclef.common.logs import setup_logging
 from birdclef.export import export_stage
-from birdclef.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 export_stage(

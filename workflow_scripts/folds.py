@@ -1,7 +1,7 @@
 """Snakemake entry point of rule folds (logic: birdclef.folds)."""
 
+from birdclef.common.logs import setup_logging
 from birdclef.folds import folds_stage
-from birdclef.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 folds_stage(

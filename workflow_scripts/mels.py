@@ -1,6 +1,6 @@
 """Snakemake entry point of rule mels (logic: birdclef.mels)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.mels import mels_stage
 
 setup_logging(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Snakemake entry point of rule pseudo (logic: birdclef.pseudo)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.pseudo import pseudo_stage
 
 setup_logging(snakemake.log[0])

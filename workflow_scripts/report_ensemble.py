@@ -1,6 +1,6 @@
 """Snakemake entry point of rule report_ensemble (logic: birdclef.report)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.report import ensemble_report
 
 setup_logging(snakemake.log[0])

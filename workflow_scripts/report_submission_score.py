@@ -1,6 +1,6 @@
 """Snakemake entry point of rule report_submission_score (logic: birdclef.report)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.report import submission_score_report
 
 setup_logging(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Snakemake entry point of rule soundscape_labels (logic: birdclef.soundscapes)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.soundscapes import soundscape_labels_stage
 
 setup_logging(snakemake.log[0])

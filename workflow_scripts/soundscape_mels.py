@@ -1,6 +1,6 @@
 """Snakemake entry point of rule soundscape_mels (logic: birdclef.mels)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.mels import soundscape_mels_stage
 
 setup_logging(snakemake.log[0])

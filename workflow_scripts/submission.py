@@ -1,7 +1,7 @@
-"""Snakemake entry point of rule submission_predict (logic: birdclef.submission)."""
+"""Snakemake entry point of rule submission_predict (logic: birdclef.submission_stage)."""
 
-from birdclef.logs import setup_logging
-from birdclef.submission import submission_stage
+from birdclef.common.logs import setup_logging
+from birdclef.submission_stage import submission_stage
 
 setup_logging(snakemake.log[0])
 submission_stage(

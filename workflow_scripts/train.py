@@ -1,6 +1,6 @@
 """Snakemake entry point of rule train (logic: birdclef.train)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.train import train_stage
 
 setup_logging(snakemake.log[0])

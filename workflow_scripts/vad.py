@@ -1,6 +1,6 @@
 """Snakemake entry point of rule vad (logic: birdclef.vad)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.vad import vad_stage
 
 setup_logging(snakemake.log[0])

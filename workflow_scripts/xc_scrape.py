@@ -1,6 +1,6 @@
 """Snakemake entry point of rule xc_scrape (logic: birdclef.xeno_canto)."""
 
-from birdclef.logs import setup_logging
+from birdclef.common.logs import setup_logging
 from birdclef.xeno_canto import scrape_stage
 
 setup_logging(snakemake.log[0])

@@ -1,7 +1,7 @@
 """Ensemble: the final round's models across folds and backbones.
 
 Members are combined by the weighted mean of their probabilities or of their
-per-class ranks (`birdclef.postprocess.combine_members`); weights are equal,
+per-class ranks (`birdclef.runtime.postprocess.combine_members`); weights are equal,
 per backbone from config, or fitted on the out-of-fold predictions. With
 ``soup``, each (backbone, fold) member is first replaced by the greedy soup of
 that fold's checkpoints over all rounds (`birdclef.soup`). Each member's OOF
@@ -20,12 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .features import MEL_KEYS
-from .features import check_mel_groups as check_group_settings
-from .labels import targets_of
-from .metrics import macro_roc_auc
-from .postprocess import combine_members, postprocess_settings, postprocess_soundscape
-from .soundscapes import soundscape_score
+from birdclef.common.labels import targets_of
+from birdclef.common.metrics import macro_roc_auc
+from birdclef.runtime.features import MEL_KEYS
+from birdclef.runtime.features import check_mel_groups as check_group_settings
+from birdclef.runtime.postprocess import (
+    combine_members,
+    postprocess_settings,
+    postprocess_soundscape,
+)
+from birdclef.soundscapes import soundscape_score
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +239,9 @@ def ensemble_stage(
     scored (``soundscape_auc``), from each member's final-round
     ``soundscape_preds.parquet`` (soups are not re-run on the soundscapes).
     """
-    from .catalog import read_taxonomy
-    from .io import atomic_dir, write_json
-    from .manifest import StageManifest
+    from birdclef.catalog import read_taxonomy
+    from birdclef.common.io import atomic_dir, write_json
+    from birdclef.common.manifest import StageManifest
 
     inputs = [str(Path(i).parent / "oof.parquet") for m in members for i in m["ingredients"]]
     manifest = StageManifest("ensemble", tag, settings, upstream, inputs)
@@ -254,10 +258,10 @@ def ensemble_stage(
         if settings.get("soup"):
             import torch
 
-            from .features import frames_per_second
-            from .features import window_frames as mel_window_frames
-            from .soup import fold_validation, greedy_soup
-            from .train import settings_from_config
+            from birdclef.runtime.features import frames_per_second
+            from birdclef.runtime.features import window_frames as mel_window_frames
+            from birdclef.soup import fold_validation, greedy_soup
+            from birdclef.train import settings_from_config
 
             if mels_paths is None or folds_path is None or train_settings is None:
                 raise ValueError("ensemble.soup needs the mel caches, the folds and the train settings")

@@ -63,8 +63,8 @@ def fold_summary(folds: pd.DataFrame) -> dict:
 
 def folds_stage(index_path: str, out_folds: str, out_manifest: str, settings: dict, tag: str, upstream: dict) -> dict:
     """The folds stage: fold table from the mel index, and its manifest."""
-    from .io import write_parquet
-    from .manifest import StageManifest
+    from birdclef.common.io import write_parquet
+    from birdclef.common.manifest import StageManifest
 
     manifest = StageManifest("folds", tag, settings, upstream, [index_path])
     index = pd.read_parquet(index_path)

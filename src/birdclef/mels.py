@@ -27,11 +27,18 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from .audio import AUDIO_SUFFIXES, BadAudioError, read_audio
-from .features import MEL_KEYS, blas_threads, log_mel, mel_filterbank, window_frames, window_waves
-from .io import atomic_path
-from .progress import progress_bar
-from .soundscapes import soundscape_metadata
+from birdclef.common.io import atomic_path
+from birdclef.common.progress import progress_bar
+from birdclef.runtime.audio import AUDIO_SUFFIXES, BadAudioError, read_audio
+from birdclef.runtime.features import (
+    MEL_KEYS,
+    blas_threads,
+    log_mel,
+    mel_filterbank,
+    window_frames,
+    window_waves,
+)
+from birdclef.soundscapes import soundscape_metadata
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +309,7 @@ def mels_stage(
     """The mels stage: cache the training recordings the VAD stage kept."""
     import time
 
-    from .manifest import StageManifest
+    from birdclef.common.manifest import StageManifest
 
     manifest = StageManifest("mels", tag, settings, upstream, [catalog_path])
     catalog = pd.read_parquet(catalog_path)
@@ -333,7 +340,7 @@ def soundscape_mels_stage(
     threads: int = 1,
 ) -> dict:
     """The soundscape_mels stage: cache every window of every unlabelled soundscape."""
-    from .manifest import StageManifest
+    from birdclef.common.manifest import StageManifest
 
     paths = sorted(str(p) for p in Path(soundscape_dir).glob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     manifest = StageManifest("soundscape_mels", tag, settings, {}, [soundscape_dir])

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .soundscapes import soundscape_score
+from birdclef.soundscapes import soundscape_score
 
 METHODS = ("power", "threshold", "both")
 NORMALIZE = ("sum", "max", "none")
@@ -199,9 +199,9 @@ def pseudo_stage(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .catalog import read_taxonomy
-    from .io import atomic_path
-    from .manifest import StageManifest
+    from birdclef.catalog import read_taxonomy
+    from birdclef.common.io import atomic_path
+    from birdclef.common.manifest import StageManifest
 
     manifest = StageManifest("pseudo", tag, settings, upstream, prediction_paths)
     classes = read_taxonomy(taxonomy_csv)

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .model import build_model, save_checkpoint
-from .train import TrainSettings, ValidationSet, _validate, split_fold, validation_set
+from birdclef.train import TrainSettings, ValidationSet, _validate, split_fold, validation_set
+from birdclef.train.model import build_model, save_checkpoint
 
 log = logging.getLogger(__name__)
 

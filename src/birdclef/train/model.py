@@ -164,7 +164,7 @@ def build_model(spec: Mapping[str, Any]) -> SEDModel:
 
 def save_checkpoint(path: str | os.PathLike, model: SEDModel, spec: Mapping[str, Any], **extra: Any) -> None:
     """Save weights plus the spec needed to rebuild the model, atomically."""
-    from .io import atomic_path
+    from birdclef.common.io import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save({"spec": dict(spec), "state_dict": model.state_dict(), **extra}, tmp)

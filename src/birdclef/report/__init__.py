@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
-from .io import atomic_dir, atomic_path, read_json
+from birdclef.common.io import atomic_dir, atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def class_names(taxonomy: pd.DataFrame) -> dict[str, str]:
 
 def read_class_names(taxonomy_csv: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
     """The class list (`catalog.read_taxonomy`, checked) and the display name of each class."""
-    from .catalog import read_taxonomy
+    from birdclef.catalog import read_taxonomy
 
     classes = read_taxonomy(taxonomy_csv)
     return classes, class_names(pd.read_csv(taxonomy_csv, dtype={"primary_label": str}))
@@ -160,7 +160,7 @@ def _class_pages(classes: Sequence[str], out_dir: str | os.PathLike, per_page: i
 
 def _mel_axis(mel_settings: Mapping[str, Any]):
     """(band centre frequencies in Hz, tick band positions, tick labels) of a mel spectrogram."""
-    from .features import _hz_to_slaney_mel, _slaney_mel_to_hz
+    from birdclef.runtime.features import _hz_to_slaney_mel, _slaney_mel_to_hz
 
     n_mels = int(mel_settings["n_mels"])
     fmin = float(mel_settings.get("fmin", 0.0))
@@ -403,7 +403,7 @@ def plot_vad_example(original: np.ndarray, cleaned: np.ndarray | None,
                      spans: Sequence[tuple[float, float]], mel_settings: Mapping[str, Any],
                      title: str, out_png: str | os.PathLike, pad_seconds: float = 0.0):
     """Log-mel spectrogram of one recording with its speech spans marked, and the cleaned result."""
-    from .features import log_mel, mel_filterbank
+    from birdclef.runtime.features import log_mel, mel_filterbank
 
     sample_rate = int(mel_settings["sample_rate"])
     hop = int(mel_settings["hop_length"])
@@ -460,7 +460,7 @@ def vad_report(catalog_path: str, spans_path: str, manifest_path: str, taxonomy_
                mel_settings: Mapping[str, Any], out_removed: str, out_example: str,
                max_seconds: float = 60.0) -> None:
     """The VAD figures: seconds removed per collection and one example spectrogram."""
-    from .audio import read_audio
+    from birdclef.runtime.audio import read_audio
 
     catalog = pd.read_parquet(catalog_path)
     spans = pd.read_parquet(spans_path)
@@ -505,7 +505,7 @@ def plot_mel_examples(mels: np.ndarray, index: pd.DataFrame, classes: Sequence[s
                       out_dir: str | os.PathLike, per_page: int = CLASSES_PER_PAGE) -> list:
     """One log-mel window per class (the best-rated recording, its loudest window), in pages
     of `per_page` classes, written into `out_dir`; returns the figures."""
-    from .features import window_frames
+    from birdclef.runtime.features import window_frames
 
     sample_rate = int(mel_settings["sample_rate"])
     hop = int(mel_settings["hop_length"])
@@ -680,9 +680,9 @@ def oof_per_class(oof_paths: Sequence[str], index: pd.DataFrame,
     The folds are pooled as the ensemble pools them (`ensemble.backbone_oof`): a
     recording out of fold in two of them is an error.
     """
-    from .ensemble import backbone_oof
-    from .labels import targets_of
-    from .metrics import per_class_roc_auc
+    from birdclef.common.labels import targets_of
+    from birdclef.common.metrics import per_class_roc_auc
+    from birdclef.ensemble import backbone_oof
 
     members = [{"name": str(path), "backbone": "run"} for path in oof_paths]
     pooled = backbone_oof(members, {m["name"]: pd.read_parquet(m["name"]) for m in members}, classes)
@@ -1010,9 +1010,8 @@ def submission_per_class(submission: pd.DataFrame, truth: pd.DataFrame,
                          classes: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
     """Per-class ROC-AUC of a submission against ground truth, and positive windows per class.
 
-    The truth is aligned as `submission.score_submission` aligns it (it must cover every row)."""
-    from .metrics import per_class_roc_auc
-    from .submission import aligned_truth
+    The truth is aligned as `birdclef.common.metrics.score_submission` aligns it (it must cover every row)."""
+    from birdclef.common.metrics import aligned_truth, per_class_roc_auc
 
     present = [c for c in classes if c in submission.columns]
     y_true = aligned_truth(submission, truth, present).to_numpy(dtype=float)
@@ -1027,8 +1026,8 @@ def plot_prediction_histograms(submission: pd.DataFrame, truth: pd.DataFrame | N
                                out_dir: str | os.PathLike, per_page: int = CLASSES_PER_PAGE) -> list:
     """Per class, the histogram of predicted probabilities over the submission's windows
     (split into windows with and without the species when ground truth is known; the truth
-    is aligned as `submission.score_submission` aligns it, so it must cover every row)."""
-    from .submission import aligned_truth
+    is aligned as `birdclef.common.metrics.score_submission` aligns it, so it must cover every row)."""
+    from birdclef.common.metrics import aligned_truth
 
     classes = [c for c in classes if c in submission.columns]
     aligned = None if truth is None else aligned_truth(submission, truth, classes)

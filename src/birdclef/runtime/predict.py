@@ -1,6 +1,6 @@
 """Write submission.csv with the OpenVINO ensemble of a Kaggle bundle (no torch, no internet).
 
-`birdclef.kaggle.pack_bundle` copies this file into the bundle as its
+`birdclef.export.kaggle.pack_bundle` copies this file into the bundle as its
 top-level ``predict.py``, next to ``bundle.json`` and the torch-free
 ``birdclef/`` package, with `DATA_DIR` set to the competition folder it was
 packed for. On Kaggle (the folder uploaded as a dataset, here called
@@ -18,8 +18,8 @@ The rows come from the audio files in test_soundscapes/ (one per 5 s window
 of each file, sorted by file name; sample_submission.csv gives the class
 columns and their order only). With no test audio (Kaggle hides it until the
 notebook is rerun) the sample's rows are written and a warning logged. The
-work is `birdclef.submission.predict_submission`, the pipeline's own code path.
-From the pipeline: ``python -m birdclef.predict --bundle results/export/<tag> --data DIR``.
+work is `birdclef.runtime.submission.predict_submission`, the pipeline's own code path.
+From the pipeline: ``python -m birdclef.runtime.predict --bundle results/export/<tag> --data DIR``.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     import birdclef
-    from birdclef.inference import load_bundle
-    from birdclef.submission import predict_submission, write_submission
+    from birdclef.runtime.inference import load_bundle
+    from birdclef.runtime.submission import predict_submission, write_submission
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     test_dir = args.test_dir or args.data / "test_soundscapes"

@@ -129,7 +129,7 @@ def audio_seconds(path: str | os.PathLike) -> float:
 
 def write_ogg(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> None:
     """Write float audio, mono (n,) or (n, channels), as Ogg Vorbis (the competition's format), atomically."""
-    from .io import atomic_path
+    from birdclef.common.io import atomic_path
 
     wave = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
     channels = 1 if wave.ndim == 1 else wave.shape[1]

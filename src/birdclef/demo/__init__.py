@@ -59,9 +59,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audio import BadAudioError, read_audio, write_ogg
-from .io import atomic_dir, atomic_path, write_json
-from .soundscapes import LABEL_COLUMNS
+from birdclef.common.io import atomic_dir, atomic_path, write_json
+from birdclef.runtime.audio import BadAudioError, read_audio, write_ogg
+from birdclef.soundscapes import LABEL_COLUMNS
 
 log = logging.getLogger(__name__)
 

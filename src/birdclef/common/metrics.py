@@ -7,8 +7,13 @@ score calls `macro_roc_auc`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
+
+from birdclef.common.errors import DataError
 
 
 def per_class_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
@@ -38,3 +43,24 @@ def macro_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     if np.all(np.isnan(scores)):
         return float("nan")
     return float(np.nanmean(scores))
+
+
+def aligned_truth(submission: pd.DataFrame, ground_truth: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """The ground truth's `classes` columns in the submission's row order (index: row_id).
+
+    Raises DataError when the ground truth lacks a class or a row of the submission.
+    """
+    absent = [c for c in classes if c not in ground_truth.columns]
+    if absent:
+        raise DataError(f"ground truth lacks classes of the submission, e.g. {absent[:5]}")
+    truth = ground_truth.set_index("row_id").reindex(submission["row_id"])[list(classes)]
+    if truth.isna().any().any():
+        missing = truth.index[truth.isna().any(axis=1)][:5].tolist()
+        raise DataError(f"ground truth lacks rows of the submission, e.g. {missing}")
+    return truth
+
+
+def score_submission(submission: pd.DataFrame, ground_truth: pd.DataFrame, classes: Sequence[str]) -> float:
+    """Macro ROC-AUC of `submission` against a ground-truth table with the same row_ids."""
+    truth = aligned_truth(submission, ground_truth, classes)
+    return macro_roc_auc(truth.to_numpy(), submission[list(classes)].to_numpy())

@@ -53,12 +53,12 @@ import pandas as pd
 import requests
 import soundfile as sf
 
-from . import __version__
-from .audio import BadAudioError, read_audio, write_ogg
-from .catalog import TRAIN_COLUMNS, DataError, read_taxonomy
-from .io import atomic_dir, atomic_path, read_json, write_json, write_parquet
-from .manifest import StageManifest, now_iso
-from .progress import progress_bar
+from birdclef import __version__
+from birdclef.catalog import TRAIN_COLUMNS, DataError, read_taxonomy
+from birdclef.common.io import atomic_dir, atomic_path, read_json, write_json, write_parquet
+from birdclef.common.manifest import StageManifest, now_iso
+from birdclef.common.progress import progress_bar
+from birdclef.runtime.audio import BadAudioError, read_audio, write_ogg
 
 log = logging.getLogger(__name__)
 
@@ -1113,7 +1113,7 @@ def scrape_stage(
 
 
 def _progress(progress: bool, **kwargs: Any):
-    """A tqdm bar on a terminal, log lines otherwise (birdclef.progress); silent when off."""
+    """A tqdm bar on a terminal, log lines otherwise (birdclef.common.progress); silent when off."""
     return progress_bar(disable=not progress, mininterval=1.0, dynamic_ncols=True, **kwargs)
 
 

@@ -22,7 +22,7 @@ every member then runs on its group's windows. Members are combined as the
 bundle definition's ``combine`` says (weighted mean of probabilities, or of
 per-class ranks over the run), followed by its per-soundscape post-processing
 (``postprocess``: TTA shifts, smoothing, power adjustment; see
-`birdclef.postprocess`). Row ids are ``<file stem>_<end second>``; a file
+`birdclef.runtime.postprocess`). Row ids are ``<file stem>_<end second>``; a file
 gets ceil(duration / 5 s) rows (12 for one minute, 4 for 20 s, 13 for 62 s),
 and a file that cannot be decoded gets its rows with every probability 0
 (listed in the frame's ``attrs["undecodable"]``).
@@ -62,9 +62,16 @@ import numpy as np
 import openvino as ov
 import pandas as pd
 
-from .audio import BadAudioError, audio_seconds, decode_audio
-from .features import MEL_KEYS, blas_threads, log_mel, member_mel_group, window_frames, window_waves
-from .postprocess import (
+from birdclef.runtime.audio import BadAudioError, audio_seconds, decode_audio
+from birdclef.runtime.features import (
+    MEL_KEYS,
+    blas_threads,
+    log_mel,
+    member_mel_group,
+    window_frames,
+    window_waves,
+)
+from birdclef.runtime.postprocess import (
     POSTPROCESS_DEFAULTS,
     combine_members,
     combine_method,
@@ -367,7 +374,7 @@ def load_bundle(
     queued one at once). IR and filterbank paths in the bundle are relative to
     `bundle_dir`, so the bundle works from any working directory.
     ``combine`` and ``postprocess`` of the definition are checked here
-    (`birdclef.postprocess.combine_method`, `postprocess_settings`).
+    (`birdclef.runtime.postprocess.combine_method`, `postprocess_settings`).
     """
     if precision_hint not in PRECISION_HINTS:
         raise ValueError(
@@ -753,9 +760,9 @@ def predict_soundscapes(
     mean (accumulated per batch), or ``"rank"``: every member's probabilities
     are kept for all windows of the run and replaced by their per-class ranks
     over those windows before the weighted mean
-    (`birdclef.postprocess.combine_members`), so a run's numbers depend on
+    (`birdclef.runtime.postprocess.combine_members`), so a run's numbers depend on
     which files it predicts together. Then each soundscape is post-processed
-    (`birdclef.postprocess.postprocess_soundscape`: smoothing, then the power
+    (`birdclef.runtime.postprocess.postprocess_soundscape`: smoothing, then the power
     adjustment; skipped when both are off).
 
     A file that cannot be decoded gets its rows (`soundscape_windows` says

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from birdclef.common.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""The submission file: one row per 5 s window of every test soundscape, and its score.
+"""The submission file: one row per 5 s window of every test soundscape.
 
 `predict_submission` is the one code path of both the pipeline's submission
-stage (`submission_stage`) and the Kaggle bundle's ``predict.py``
-(`birdclef.predict`): the rows come from the audio files in
+stage (`birdclef.submission_stage`) and the Kaggle bundle's ``predict.py``
+(`birdclef.runtime.predict`): the rows come from the audio files in
 ``test_soundscapes/`` (sorted by file name; ``<stem>_<end second>``, one per
 window of each file's own length), ``sample_submission.csv`` gives only the
 class columns and their order (on Kaggle it lists just a few rows: the test
@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audio import AUDIO_SUFFIXES
-from .errors import DataError
-from .io import atomic_path
+from birdclef.common.errors import DataError
+from birdclef.common.io import atomic_path
+from birdclef.runtime.audio import AUDIO_SUFFIXES
+from birdclef.runtime.inference import predict_soundscapes
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,12 @@ def predict_submission(
     bundle: Any,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
-    """The submission of `bundle` (a loaded `birdclef.inference.Bundle`) for `test_dir`.
+    """The submission of `bundle` (a loaded `birdclef.runtime.inference.Bundle`) for `test_dir`.
 
     Checks that `sample_csv`'s class columns are exactly `bundle.classes` in
     order (`check_sample_columns`), predicts every audio file of `test_dir`
     (`list_test_audio`: sorted by name) with
-    `birdclef.inference.predict_soundscapes`: one row per window of each
+    `birdclef.runtime.inference.predict_soundscapes`: one row per window of each
     file's own length, row_id ``<stem>_<end second>``; a file that cannot be
     decoded gets its rows as 0. With no audio file (an empty or missing
     folder: Kaggle before the rerun) the sample's rows and values are
@@ -117,8 +118,6 @@ def predict_submission(
     undecodable_files, undecodable (file names), audio_seconds,
     predict_seconds).
     """
-    from .inference import predict_soundscapes
-
     sample = pd.read_csv(sample_csv)
     classes = check_sample_columns(sample, bundle.classes, sample_csv)
     paths = list_test_audio(test_dir)
@@ -148,90 +147,3 @@ def predict_submission(
         "predict_seconds": round(time.perf_counter() - start, 3),
     }
     return frame, stats
-
-
-def aligned_truth(submission: pd.DataFrame, ground_truth: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
-    """The ground truth's `classes` columns in the submission's row order (index: row_id).
-
-    Raises DataError when the ground truth lacks a class or a row of the submission.
-    """
-    absent = [c for c in classes if c not in ground_truth.columns]
-    if absent:
-        raise DataError(f"ground truth lacks classes of the submission, e.g. {absent[:5]}")
-    truth = ground_truth.set_index("row_id").reindex(submission["row_id"])[list(classes)]
-    if truth.isna().any().any():
-        missing = truth.index[truth.isna().any(axis=1)][:5].tolist()
-        raise DataError(f"ground truth lacks rows of the submission, e.g. {missing}")
-    return truth
-
-
-def score_submission(submission: pd.DataFrame, ground_truth: pd.DataFrame, classes: Sequence[str]) -> float:
-    """Macro ROC-AUC of `submission` against a ground-truth table with the same row_ids."""
-    from .metrics import macro_roc_auc
-
-    truth = aligned_truth(submission, ground_truth, classes)
-    return macro_roc_auc(truth.to_numpy(), submission[list(classes)].to_numpy())
-
-
-def submission_stage(
-    bundle_path: str,
-    sample_submission_csv: str,
-    soundscape_dir: str,
-    ground_truth_csv: str | None,
-    out_submission: str,
-    out_manifest: str,
-    settings: dict,
-    tag: str,
-    upstream: dict,
-    threads: int = 4,
-    kaggle_data_dir: str | None = None,
-) -> dict:
-    """The submission stage: OpenVINO CPU inference (`predict_submission`), the CSV, its score.
-
-    The score is computed when `ground_truth_csv` is given. `kaggle_data_dir`
-    (config ``submission.kaggle_data_dir``: where the Kaggle bundle's
-    predict.py looks for the competition data) does not change the result: it
-    is only recorded in the manifest headline, for ``python -m birdclef.kaggle``.
-    """
-    from .inference import load_bundle
-    from .manifest import StageManifest
-
-    manifest = StageManifest("submission", tag, settings, upstream, [bundle_path, sample_submission_csv])
-    start = time.perf_counter()
-    bundle = load_bundle(Path(bundle_path).parent, threads=threads, precision_hint=settings["precision_hint"])
-    submission, stats = predict_submission(soundscape_dir, sample_submission_csv, bundle)
-    seconds = time.perf_counter() - start
-    write_submission(submission, out_submission)
-    audio_seconds = stats.pop("audio_seconds")
-    stats.pop("predict_seconds")
-    headline = {
-        **stats,
-        "inference_seconds": round(seconds, 3),
-        "realtime_factor_per_core": round(audio_seconds / seconds / max(1, threads), 1) if seconds else None,
-        "threads": threads,
-        "inference_precision": settings["precision_hint"],
-        "model_precision": getattr(bundle, "precision", None),
-        "kaggle_data_dir": kaggle_data_dir,
-    }
-    log.info(
-        "submission: %d rows from %d soundscapes (%d undecodable, %d rows from the sample) in %.1f s "
-        "(OpenVINO CPU, inference precision %s)",
-        len(submission), stats["soundscapes"], stats["undecodable_files"], stats["rows_from_sample"],
-        seconds, settings["precision_hint"],
-    )
-    if ground_truth_csv:
-        classes = [c for c in submission.columns if c != "row_id"]
-        score = score_submission(submission, pd.read_csv(ground_truth_csv), classes)
-        headline["macro_roc_auc"] = score
-        log.info("submission score against %s: macro ROC-AUC %.4f", ground_truth_csv, score)
-    manifest.headline.update(headline)
-    manifest.write(out_manifest)
-    return headline
-
-
-def publish_submission(source: str, destination: str) -> None:
-    """Copy the current config's submission to the stable path, atomically."""
-    from .io import copy_file
-
-    copy_file(source, destination)
-    log.info("published %s -> %s", source, destination)

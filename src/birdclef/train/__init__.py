@@ -7,8 +7,8 @@ settings as arguments and writes everything into `out_dir`:
   rewritten after every epoch. A rerun of a killed job with a compatible
   configuration continues after the last finished epoch.
 - ``best.pt``: the best epoch (highest OOF macro ROC-AUC; lowest training loss when
-  there is no validation fold), written with `birdclef.model.save_checkpoint`, so
-  `birdclef.model.load_model` reads it.
+  there is no validation fold), written with `birdclef.train.model.save_checkpoint`, so
+  `birdclef.train.model.load_model` reads it.
 - ``oof.parquet``: ``filename``, ``fold``, then one probability column per class.
 - ``soundscape_preds.parquet`` (when soundscape windows are given): ``row_id``,
   ``soundscape``, ``end_s``, then one probability column per class.
@@ -55,12 +55,12 @@ import torch
 from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .io import write_json, write_parquet
-from .labels import build_targets
-from .metrics import macro_roc_auc
-from .model import MODEL_DEFAULTS, build_model, load_model, save_checkpoint
-from .progress import progress_bar
-from .soundscapes import soundscape_score, window_positions
+from birdclef.common.io import write_json, write_parquet
+from birdclef.common.labels import build_targets
+from birdclef.common.metrics import macro_roc_auc
+from birdclef.common.progress import progress_bar
+from birdclef.soundscapes import soundscape_score, window_positions
+from birdclef.train.model import MODEL_DEFAULTS, build_model, load_model, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -1033,10 +1033,10 @@ def train_stage(
     and is deliberately not a declared output, so that Snakemake keeps it when a
     job fails.
     """
-    from .catalog import read_taxonomy
-    from .features import frames_per_second
-    from .features import window_frames as mel_window_frames
-    from .manifest import StageManifest
+    from birdclef.catalog import read_taxonomy
+    from birdclef.common.manifest import StageManifest
+    from birdclef.runtime.features import frames_per_second
+    from birdclef.runtime.features import window_frames as mel_window_frames
 
     out_dir = Path(outputs["checkpoint"]).parent
     expected = {"checkpoint": "best.pt", "oof": "oof.parquet",
@@ -1075,7 +1075,7 @@ def train_stage(
         if settings.get("oof_by_soundscape"):
             # Out of fold by soundscape: this fold's soundscapes are left for this
             # model to label in the next round, so it trains on the others only.
-            from .pseudo import soundscape_folds
+            from birdclef.pseudo import soundscape_folds
 
             assignment = soundscape_folds(soundscape_index["soundscape"].astype(str),
                                           settings["soundscape_folds"],

@@ -2,14 +2,14 @@
 
 `make_plan` turns the config (after `snakemake.utils.validate` filled its
 defaults) into a `Plan`: what each stage computes (its settings), where its
-artifact lives (its tag, `birdclef.versioning.stage_tag`), which jobs exist
+artifact lives (its tag, `birdclef.common.versioning.stage_tag`), which jobs exist
 (the training runs per round and backbone, the pseudo-label rounds, the
 ensemble's members and mel groups), and it stops a config that cannot work
 with a ValueError naming the setting. `rules/common.smk` calls it once and
 binds the names the rules use.
 
 This module runs at Snakemake parse time, so it must stay light: standard
-library and `birdclef.versioning` only.
+library and `birdclef.common.versioning` only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from birdclef.versioning import stage_tag
+from birdclef.common.versioning import stage_tag
 
 # How fast and how hard to ask does not change what is scraped: those keys
 # reach the script through the config, so changing them reruns nothing.

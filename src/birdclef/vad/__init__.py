@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audio import BadAudioError, read_audio, resample
-from .io import atomic_dir, atomic_path
-from .progress import progress_bar
+from birdclef.common.io import atomic_dir, atomic_path
+from birdclef.common.progress import progress_bar
+from birdclef.runtime.audio import BadAudioError, read_audio, resample
 
 log = logging.getLogger(__name__)
 
@@ -1017,8 +1017,8 @@ def vad_stage(
     With `settings["enabled"]` false nothing is scanned: every row keeps its
     original audio (status not_scanned) and `out_clean` is an empty folder.
     """
-    from .io import write_parquet
-    from .manifest import StageManifest
+    from birdclef.common.io import write_parquet
+    from birdclef.common.manifest import StageManifest
 
     manifest = StageManifest("vad", tag, settings, upstream, [catalog_path])
     catalog = pd.read_parquet(catalog_path)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import write_json
+from birdclef.common.io import write_json
 
 PACKAGES = (
     "birdclef-pipeline",

@@ -1,7 +1,7 @@
 """How ensemble members' window probabilities become the submission's numbers.
 
 Torch-free (numpy and pandas only): the ensemble stage uses it to score the
-ensemble out of fold, and the Kaggle-side inference (`birdclef.inference`) to
+ensemble out of fold, and the Kaggle-side inference (`birdclef.runtime.inference`) to
 write the submission, so both apply exactly the same arithmetic.
 
 The ensemble definition (``ensemble.json``, copied into the export bundle)

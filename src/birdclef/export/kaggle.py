@@ -1,6 +1,6 @@
 """Pack an export bundle and the torch-free inference code into one Kaggle dataset folder.
 
-``python -m birdclef.kaggle [--bundle results/export/<tag>] --out kaggle_bundle [--wheels]
+``python -m birdclef.export.kaggle [--bundle results/export/<tag>] --out kaggle_bundle [--wheels]
 [--data-dir /kaggle/input/competitions/birdclef-2026]``
 
 The folder holds what a Kaggle notebook without internet needs to write
@@ -8,7 +8,7 @@ The folder holds what a Kaggle notebook without internet needs to write
 filterbank of every mel group (``mel_filterbank_<g>.npy``), a copy of the
 package modules inference needs
 (``birdclef/``: numpy, pandas, soundfile, openvino; no torch, timm, librosa or
-Snakemake), the entry point ``predict.py`` (a copy of `birdclef.predict` whose
+Snakemake), the entry point ``predict.py`` (a copy of `birdclef.runtime.predict` whose
 ``--data`` default is the ``--data-dir`` given here), a README with the notebook cells,
 and with ``--wheels`` the OpenVINO wheels for Kaggle's Python (Kaggle images
 do not ship OpenVINO). Without ``--bundle`` the bundle behind the current
@@ -32,25 +32,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .io import atomic_dir
-from .submission import KAGGLE_DATA_DIR
+import birdclef
+from birdclef.common.io import atomic_dir
+from birdclef.runtime.submission import KAGGLE_DATA_DIR
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-# The modules `predict.py` imports, directly or through them; all torch-free.
-MODULES = (
-    "__init__.py",
-    "audio.py",
-    "features.py",
-    "inference.py",
-    "postprocess.py",
-    "io.py",
-    "errors.py",
-    "submission.py",
-)
+PACKAGE_DIR = Path(birdclef.__file__).resolve().parent
+# The layers `predict.py` needs, copied whole: layer 0 (common) and layer 1 (runtime), both
+# torch-free (tests/test_layers.py imports every runtime module with torch & co. blocked).
+BUNDLED_PACKAGES = ("common", "runtime")
 # The bundle's entry point: copied as the top-level predict.py, its DATA_DIR line rewritten.
-PREDICT_MODULE = "predict.py"
+PREDICT_MODULE = PACKAGE_DIR / "runtime" / "predict.py"
 DATA_DIR_LINE = re.compile(r"^DATA_DIR = .*$", re.MULTILINE)
 KAGGLE_PYTHON = "3.11"
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -151,13 +144,22 @@ def current_bundle(results: str | os.PathLike = "results") -> Path:
     return current_submission(results)[0]
 
 
+def bundled_modules() -> list[Path]:
+    """The package files a bundle ships, relative to the package: its ``__init__.py`` and every
+    ``.py`` file of the `BUNDLED_PACKAGES` (common, runtime), whole."""
+    modules = [Path("__init__.py")]
+    for name in BUNDLED_PACKAGES:
+        modules += sorted(path.relative_to(PACKAGE_DIR) for path in (PACKAGE_DIR / name).rglob("*.py"))
+    return modules
+
+
 def predict_script(data_dir: str) -> str:
-    """The bundle's ``predict.py``: `birdclef.predict` with `data_dir` as its ``--data`` default."""
-    source = (PACKAGE_DIR / PREDICT_MODULE).read_text()
+    """The bundle's ``predict.py``: `birdclef.runtime.predict` with `data_dir` as its ``--data`` default."""
+    source = PREDICT_MODULE.read_text()
     script, count = DATA_DIR_LINE.subn(lambda _: f"DATA_DIR = {str(data_dir)!r}", source)
     if count != 1:
         raise RuntimeError(
-            f"{PACKAGE_DIR / PREDICT_MODULE} must have exactly one 'DATA_DIR = ...' line, found {count}"
+            f"{PREDICT_MODULE} must have exactly one 'DATA_DIR = ...' line, found {count}"
         )
     return script
 
@@ -193,8 +195,8 @@ def pack_bundle(
     Copies the IR each member loads (plus the f32 IR with `include_f32`),
     ``bundle.json``, every mel group's filterbank (its ``"filterbank"`` file,
     ``mel_filterbank_<g>.npy``), the export ``manifest.json`` (as
-    ``export_manifest.json``), the inference modules (`MODULES`) into
-    ``birdclef/``, and writes ``predict.py`` (`predict_script`: `birdclef.predict`
+    ``export_manifest.json``), the common and runtime packages whole (`bundled_modules`) into
+    ``birdclef/``, and writes ``predict.py`` (`predict_script`: `birdclef.runtime.predict`
     with `data_dir`, the competition folder on Kaggle, as its ``--data``
     default) and ``README.md``; with `wheels`,
     pip-downloads the OpenVINO wheels into ``wheels/`` (a failed download is
@@ -231,9 +233,10 @@ def pack_bundle(
             copy("manifest.json", "export_manifest.json")
         package = tmp / "birdclef"
         package.mkdir()
-        for module in MODULES:
+        for module in bundled_modules():
+            (package / module).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PACKAGE_DIR / module, package / module)
-            summary["files"].append(f"birdclef/{module}")
+            summary["files"].append(f"birdclef/{module.as_posix()}")
         (tmp / "predict.py").write_text(predict_script(data_dir))
         export = definition.get("export") or {}
         try:
@@ -305,7 +308,7 @@ def default_data_dir(bundle: Path | None, results: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Command line: ``python -m birdclef.kaggle --out kaggle_bundle [--bundle DIR] [--wheels] [--data-dir DIR]``."""
+    """Command line: ``python -m birdclef.export.kaggle --out kaggle_bundle [--bundle DIR] [--wheels] [--data-dir DIR]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--bundle",

@@ -23,7 +23,7 @@ windows are aligned across groups (`gate_windows`), so the ensemble AUC
 combines the members window by window as Kaggle inference does.
 
 The bundle (``bundle.json`` + ``mel_filterbank_<g>.npy`` per mel group +
-``members/<i>/*.xml``) is what `birdclef.inference.load_bundle` reads; its IR
+``members/<i>/*.xml``) is what `birdclef.runtime.inference.load_bundle` reads; its IR
 and filterbank paths are relative to the bundle folder, so the folder can be
 uploaded to Kaggle as is.
 """
@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from .features import check_mel_groups, frames_per_second, mel_filterbank
-from .features import window_frames as group_frames
-from .io import atomic_dir, write_json
-from .metrics import macro_roc_auc
+from birdclef.common.io import atomic_dir, write_json
+from birdclef.common.metrics import macro_roc_auc
+from birdclef.runtime.features import check_mel_groups, frames_per_second, mel_filterbank
+from birdclef.runtime.features import window_frames as group_frames
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def export_ensemble(
     import openvino as ov
     import torch
 
-    from .model import InferenceWrapper, load_model
+    from birdclef.train.model import InferenceWrapper, load_model
 
     start = time.perf_counter()
     if precision not in PRECISIONS:
@@ -720,7 +720,7 @@ def gate_targets(index, rows: np.ndarray, classes) -> np.ndarray:
 
     Looked up once per recording of `rows` (rows of `index`), then repeated per window.
     """
-    from .labels import targets_of
+    from birdclef.common.labels import targets_of
 
     recordings, window_recording = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
     targets = targets_of(index, index["filename"].iloc[recordings].tolist(), classes)
@@ -741,7 +741,7 @@ def labelled_soundscape_windows(
     """
     import pandas as pd
 
-    from .soundscapes import validation_windows, window_positions
+    from birdclef.soundscapes import validation_windows, window_positions
 
     held = validation_windows(pd.read_parquet(labelled_path))
     arrays = []
@@ -764,7 +764,7 @@ def score_bundle_windows(
     """
     import openvino as ov
 
-    from .io import read_json
+    from birdclef.common.io import read_json
 
     bundle_dir = Path(bundle_dir)
     bundle = read_json(bundle_dir / "bundle.json")
@@ -814,8 +814,8 @@ def export_stage(
     """
     import pandas as pd
 
-    from .io import read_json
-    from .manifest import StageManifest
+    from birdclef.common.io import read_json
+    from birdclef.common.manifest import StageManifest
 
     if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
         raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
