@@ -39,7 +39,7 @@ from birdclef.train import (
     EpochBatchSampler,
     TrainSettings,
     TrainWindows,
-    _collate,
+    collate,
     example_loss,
     mix_batch,
     split_fold,
@@ -88,7 +88,7 @@ def data_path_rate(mels, index, classes, settings: TrainSettings, batches: int =
     start = time.perf_counter()
     seen = 0
     for keys in sampler:
-        x, _, _ = _collate([dataset[key] for key in keys])
+        x, _, _ = collate([dataset[key] for key in keys])
         seen += len(x)
     return seen / (time.perf_counter() - start)
 

@@ -58,6 +58,7 @@ from benchlib import best_of, machine, markdown  # noqa: E402
 
 from birdclef import vad  # noqa: E402
 from birdclef.runtime.audio import read_audio, resample  # noqa: E402
+from birdclef.vad.model import _import_silero  # noqa: E402
 
 SR = 32000
 SR16 = vad.VAD_SAMPLE_RATE
@@ -477,7 +478,7 @@ def baseline_spans(paths: Sequence[Path], settings) -> dict[str, list[tuple[floa
     """Per file: read_audio, soxr, get_speech_timestamps on the TorchScript model."""
     import torch
 
-    silero_vad = vad._import_silero(1)
+    silero_vad = _import_silero(1)
     torch.set_num_threads(1)
     model = silero_vad.load_silero_vad()
     out = {}

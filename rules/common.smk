@@ -8,7 +8,8 @@
 
 import os
 
-from birdclef.common.plan import backbone_label, make_plan, stage_dir, train_fold_dir
+from birdclef.common.layout import backbone_label, stage_dir, train_fold_dir
+from birdclef.common.plan import make_plan
 
 PLAN = make_plan(config)
 
@@ -31,6 +32,12 @@ MELS_TAG = PLAN.mels_tag
 SOUNDSCAPE_MELS_TAG = PLAN.soundscape_mels_tag
 MEL_RUNS = PLAN.mel_runs  # mels tag -> cache settings
 SOUNDSCAPE_MEL_RUNS = PLAN.soundscape_mel_runs  # soundscape_mels tag -> cache settings
+
+# The teacher (a foundation model over every window; None when teacher.enabled is false).
+TEACHER_SETTINGS = PLAN.teacher_settings
+TEACHER_WINDOWS = PLAN.teacher_windows
+TEACHER_TAG = PLAN.teacher_tag
+TEACHER_SHARDS = PLAN.teacher_shards
 
 LABELS_FILE = PLAN.labels_file
 SOUNDSCAPE_LABELS_SETTINGS = PLAN.soundscape_labels_settings
@@ -96,6 +103,12 @@ def soundscape_mel_cache(tag):
     """The train_soundscapes mel cache files of a soundscape_mels tag."""
     base = stage_dir("soundscape_mels", tag)
     return {"mels": f"{base}/mels.npy", "index": f"{base}/index.parquet"}
+
+
+def teacher_shard_dirs():
+    """The teacher's shard folders, `shard<i>-of-<n>`."""
+    base = stage_dir("teacher", TEACHER_TAG)
+    return [f"{base}/shards/shard{i}-of-{TEACHER_SHARDS}" for i in range(TEACHER_SHARDS)]
 
 
 def mel_groups():

@@ -14,6 +14,9 @@ import pytest
 import soundfile as sf
 
 from birdclef import catalog, demo
+from birdclef.demo import generate as demo_generate
+from birdclef.demo.soundscapes import _labelled_soundscapes, _soundscape_sites, _soundscape_stems
+from birdclef.demo.tables import _hhmmss
 from birdclef.runtime.audio import read_audio
 
 SMALL = {
@@ -187,19 +190,19 @@ def test_soundscape_names_are_2026_style(small):
 
 def test_default_demo_names_and_sites():
     """The default config's 8 train soundscapes: >= 3 sites, the labelled half >= 2."""
-    labelled = demo._labelled_soundscapes(8)
+    labelled = _labelled_soundscapes(8)
     assert labelled == [0, 2, 4, 6]
     for seed in range(20):
         rng = np.random.default_rng([seed, 0])
-        sites = demo._soundscape_sites(rng)
+        sites = _soundscape_sites(rng)
         assert len(sites) == demo.N_SITES == len(set(sites))
         taken: set = set()
-        stems = demo._soundscape_stems(rng, "Train", 8, sites, taken)
-        tests = demo._soundscape_stems(rng, "Test", 10, sites, taken)
+        stems = _soundscape_stems(rng, "Train", 8, sites, taken)
+        tests = _soundscape_stems(rng, "Test", 10, sites, taken)
         assert len(set(stems + tests)) == 18 and len(taken) == 18
         assert len({SOUNDSCAPE_NAME.fullmatch(stem)[3] for stem in stems}) >= 3
         assert len({SOUNDSCAPE_NAME.fullmatch(stems[i])[3] for i in labelled}) >= 2
-    assert demo._labelled_soundscapes(2) == [0, 1] and demo._labelled_soundscapes(3) == [0, 2]
+    assert _labelled_soundscapes(2) == [0, 1] and _labelled_soundscapes(3) == [0, 2]
 
 
 def test_train_metadata_is_consistent(small):
@@ -288,7 +291,7 @@ def test_train_soundscape_labels_2026_format(small):
     assert (scape_labels["start"].map(_seconds) % 5 == 0).all()
     assert (scape_labels["end"].map(_seconds) - scape_labels["start"].map(_seconds) == 5).all()
     assert scape_labels["end"].map(_seconds).max() <= SMALL["soundscape_seconds"]
-    assert [demo._hhmmss(x) for x in (0, 5, 55, 60, 3605)] == [
+    assert [_hhmmss(x) for x in (0, 5, 55, 60, 3605)] == [
         "00:00:00",
         "00:00:05",
         "00:00:55",
@@ -500,7 +503,8 @@ def test_failed_run_leaves_previous_folder_untouched(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(demo, "_render_soundscape", broken)
+    # generate_demo looks _render_soundscape up in birdclef.demo.generate
+    monkeypatch.setattr(demo_generate, "_render_soundscape", broken)
     with pytest.raises(RuntimeError, match="killed"):
         demo.generate_demo(root, **SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no temporary folder left

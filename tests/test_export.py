@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from birdclef.common.metrics import macro_roc_auc
 from birdclef.export import (
     MAX_EVAL_WINDOWS,
     ExportGateError,
@@ -439,8 +440,6 @@ def test_two_mel_groups_export(two_groups):
     assert report["gate"]["status"] == "passed" and report["eval_windows"] == 40
 
     # The ensemble AUC combines each member's probabilities on its own group's windows, window by window.
-    from birdclef.common.metrics import macro_roc_auc
-
     labels = two_groups["labels"]
     eval_mels = two_groups["eval_mels"]
     probs = {}

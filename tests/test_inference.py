@@ -30,10 +30,11 @@ import soundfile as sf
 import torch
 from test_export import CLASSES, MEL, MEL_B
 
-import birdclef.runtime.inference
+import birdclef.runtime.inference.soundscapes
+import birdclef.runtime.inference.windows
 from birdclef.export import export_ensemble
 from birdclef.export.kaggle import current_bundle, pack_bundle
-from birdclef.runtime import features
+from birdclef.runtime import audio, features
 from birdclef.runtime.audio import BadAudioError, decode_audio, read_audio, write_ogg
 from birdclef.runtime.features import log_mel, mel_filterbank, window_waves
 from birdclef.runtime.inference import load_bundle, predict_soundscapes, soundscape_windows
@@ -233,14 +234,14 @@ def test_undecodable_file_rows_from_its_header(exported, soundscapes, tmp_path, 
     folder.mkdir()
     for name, seconds in [("twenty", 20.0), ("minute", 60.0)]:
         write_ogg(folder / f"{name}.ogg", calls(seconds, 32000, 7), 32000)
-    real_decode = birdclef.runtime.inference.decode_audio
+    real_decode = birdclef.runtime.inference.windows.decode_audio
 
     def broken_decode(path, rate, repair=False):
         if Path(path).name == "twenty.ogg":
             raise BadAudioError(path, "cannot decode audio (truncated stream)")
         return real_decode(path, rate, repair=repair)
 
-    monkeypatch.setattr(birdclef.runtime.inference, "decode_audio", broken_decode)
+    monkeypatch.setattr(birdclef.runtime.inference.windows, "decode_audio", broken_decode)
     bundle = load_bundle(exported["f32"], threads=2)
     with caplog.at_level(logging.WARNING, logger="birdclef.runtime.inference"):
         frame = predict_soundscapes([folder / "twenty.ogg", folder / "minute.ogg"], bundle, progress=False)
@@ -273,7 +274,7 @@ def test_decode_fixes_stereo_rate_and_nan(soundscapes, monkeypatch):
                 decode(soundscapes[name])
 
     # without soxr: linear interpolation for inference (a note), ImportError elsewhere
-    monkeypatch.setitem(sys.modules, "soxr", None)
+    monkeypatch.setattr(audio, "soxr", None)  # looked up in birdclef.runtime.audio at call time
     wave, notes = decode_audio(soundscapes["stereo48k"], 32000, repair=True)
     assert notes[-1] == "soxr missing: linear interpolation"
     assert wave.dtype == np.float32 and wave.size == 60 * 32000
@@ -361,7 +362,9 @@ def test_postprocess_smoothing_and_tta_shift(exported, soundscapes, tmp_path, mo
         postprocessed.append(len(probabilities))
         return postprocess_soundscape(probabilities, settings)
 
-    monkeypatch.setattr(birdclef.runtime.inference, "postprocess_soundscape", counted_postprocess)
+    monkeypatch.setattr(
+        birdclef.runtime.inference.soundscapes, "postprocess_soundscape", counted_postprocess
+    )
     plain = predict_soundscapes([path], plain_bundle, progress=False)[CLASSES].to_numpy()
     assert postprocessed == []  # no smoothing, no power adjustment: nothing to do per soundscape
 

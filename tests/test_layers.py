@@ -62,7 +62,13 @@ def resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 def imports(module: str, path: Path) -> list[tuple[str, int, bool]]:
     """(imported birdclef module or top-level name, line, at module level) of one source file."""
     tree = ast.parse(path.read_text())
-    top = {id(node) for node in tree.body}
+    top = set()
+    pending = list(tree.body)  # module level, including `try: import x / except ImportError:` blocks
+    while pending:
+        node = pending.pop()
+        top.add(id(node))
+        if isinstance(node, (ast.Try, ast.If)):
+            pending += node.body + node.orelse + [s for h in getattr(node, "handlers", []) for s in h.body]
     known = modules()
     found = []
     for node in ast.walk(tree):

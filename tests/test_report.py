@@ -13,6 +13,7 @@ from PIL import Image
 
 from birdclef import report
 from birdclef.catalog import DataError
+from birdclef.report import training as report_training
 
 CLASSES = ["aaa1", "bbb1", "ccc1"]
 MEL = {"sample_rate": 32000, "n_fft": 1024, "hop_length": 512, "n_mels": 64, "fmin": 50,
@@ -312,8 +313,9 @@ def test_pseudo_rounds_show_scores_and_label_shift(tmp_path, taxonomy, monkeypat
                 "label_distribution": {"before": {}, "after": labels[CLASSES].mean().to_dict()}}
     (tmp_path / "pseudo.json").write_text(json.dumps(manifest))
     drawn = {}
-    monkeypatch.setattr(report, "plot_round_scores", lambda frame, out: drawn.update(scores=frame))
-    monkeypatch.setattr(report, "plot_label_shift",
+    # pseudo_report looks its plotters up in birdclef.report.training.
+    monkeypatch.setattr(report_training, "plot_round_scores", lambda frame, out: drawn.update(scores=frame))
+    monkeypatch.setattr(report_training, "plot_label_shift",
                         lambda distributions, classes, names, out: drawn.update(shift=distributions))
     report.pseudo_report(fold_metrics, {1: str(tmp_path / "pseudo.json")}, str(tmp_path / "index.parquet"),
                          str(taxonomy), str(tmp_path / "scores.png"), str(tmp_path / "shift.png"))

@@ -11,7 +11,7 @@ from test_train import CLASSES, FPS, WINDOW, make_cache, run
 
 from birdclef import ensemble, pseudo
 from birdclef.common.labels import targets_of
-from birdclef.soup import average_state_dicts, fold_validation, greedy_soup
+from birdclef.ensemble.soup import average_state_dicts, fold_validation, greedy_soup
 from birdclef.train import TrainSettings, mixup_permutation
 from birdclef.train.model import load_model
 

@@ -22,6 +22,7 @@ import soundfile as sf
 import birdclef
 from birdclef import vad
 from birdclef.runtime.audio import BadAudioError, read_audio, resample
+from birdclef.vad import scan as vad_scan
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_AUDIO = Path(__file__).resolve().parents[2] / "shared/data/real-audio"
@@ -560,14 +561,14 @@ def test_unexpected_errors_name_the_files(tiny_dataset, monkeypatch):
     def broken(waves, model):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(vad, "batch_speech_probabilities", broken)
+    monkeypatch.setattr(vad_scan, "batch_speech_probabilities", broken)  # looked up by _scan_group
     with pytest.raises(vad.VadScanError, match=r"sp1/XC1\.ogg.*sp1/XC2\.ogg.*out of memory"):
         list(vad.scan_files(jobs, vad.VadSettings()))
 
 
 @pytest.mark.parametrize(("files", "workers"), [(40, 2), (17, 16), (1000, 16), (9, 1), (1, 4)])
 def test_scan_tasks_are_balanced_model_batches(files, workers):
-    groups = vad._groups(list(range(files)), workers, 8)
+    groups = vad_scan._groups(list(range(files)), workers, 8)
     assert sum(groups, []) == list(range(files))  # every job once, in order
     sizes = [len(group) for group in groups]
     assert max(sizes) <= 8 and max(sizes) - min(sizes) <= 1

@@ -31,6 +31,7 @@ import soundfile as sf
 from birdclef import xeno_canto as xc
 from birdclef.catalog import TRAIN_COLUMNS, load_train_table, read_taxonomy
 from birdclef.common.labels import parse_label_list
+from birdclef.xeno_canto import client as xc_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xc_standin import max_requests_in_window, running_standin  # noqa: E402
@@ -236,7 +237,7 @@ def test_client_stops_with_the_api_message_on_401_and_400():
 
 def test_redirects_are_bounded_and_errors_name_the_urls(tmp_path, monkeypatch):
     """Past MAX_REDIRECTS hops a download fails naming the URL, the last hop and what was expected."""
-    monkeypatch.setattr(xc, "MAX_REDIRECTS", 1)
+    monkeypatch.setattr(xc_client, "MAX_REDIRECTS", 1)  # looked up by XenoCantoClient._redirect
     with (
         running_standin({"Turdus merula": 6}, key=KEY, specials=False, redirect_all=True) as server,
         xc.XenoCantoClient(server.base_url, KEY, requests_per_second=None) as client,

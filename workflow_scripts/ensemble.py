@@ -1,7 +1,7 @@
-"""Snakemake entry point of rule ensemble (logic: birdclef.ensemble)."""
+"""Snakemake entry point of rule ensemble (logic: birdclef.ensemble.stage)."""
 
 from birdclef.common.logs import setup_logging
-from birdclef.ensemble import ensemble_stage
+from birdclef.ensemble.stage import ensemble_stage
 
 setup_logging(snakemake.log[0])
 ensemble_stage(

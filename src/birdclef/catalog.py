@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from birdclef.common.errors import DataError
+from birdclef.common.io import write_parquet
 from birdclef.common.labels import parse_label_list
+from birdclef.common.manifest import StageManifest
 from birdclef.runtime.audio import BadAudioError, audio_seconds
 
 log = logging.getLogger(__name__)
@@ -213,9 +215,6 @@ def catalog_stage(
     threads: int = 4,
 ) -> dict:
     """The catalog stage: build the table, write it and its manifest."""
-    from birdclef.common.io import write_parquet
-    from birdclef.common.manifest import StageManifest
-
     inputs = [train_csv, taxonomy_csv] + ([extra_csv] if extra_csv else [])
     manifest = StageManifest("catalog", tag, settings, upstream, inputs)
     catalog, stats = build_catalog(

@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from birdclef.common.io import write_parquet
+from birdclef.common.manifest import StageManifest
+
 log = logging.getLogger(__name__)
 
 ALWAYS_TRAIN = -1
@@ -63,9 +66,6 @@ def fold_summary(folds: pd.DataFrame) -> dict:
 
 def folds_stage(index_path: str, out_folds: str, out_manifest: str, settings: dict, tag: str, upstream: dict) -> dict:
     """The folds stage: fold table from the mel index, and its manifest."""
-    from birdclef.common.io import write_parquet
-    from birdclef.common.manifest import StageManifest
-
     manifest = StageManifest("folds", tag, settings, upstream, [index_path])
     index = pd.read_parquet(index_path)
     folds = make_folds(index, settings["n_folds"], settings["seed"], settings.get("group_column", "filename"))

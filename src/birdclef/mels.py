@@ -19,6 +19,7 @@ import io
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from birdclef.common.io import atomic_path
+from birdclef.common.manifest import StageManifest
 from birdclef.common.progress import progress_bar
 from birdclef.runtime.audio import AUDIO_SUFFIXES, BadAudioError, read_audio
 from birdclef.runtime.features import (
@@ -307,10 +309,6 @@ def mels_stage(
     threads: int = 1,
 ) -> dict:
     """The mels stage: cache the training recordings the VAD stage kept."""
-    import time
-
-    from birdclef.common.manifest import StageManifest
-
     manifest = StageManifest("mels", tag, settings, upstream, [catalog_path])
     catalog = pd.read_parquet(catalog_path)
     if "vad_dropped" in catalog.columns:
@@ -340,8 +338,6 @@ def soundscape_mels_stage(
     threads: int = 1,
 ) -> dict:
     """The soundscape_mels stage: cache every window of every unlabelled soundscape."""
-    from birdclef.common.manifest import StageManifest
-
     paths = sorted(str(p) for p in Path(soundscape_dir).glob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     manifest = StageManifest("soundscape_mels", tag, settings, {}, [soundscape_dir])
     stats = build_soundscape_cache(

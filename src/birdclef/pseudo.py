@@ -17,12 +17,18 @@ p_i^e * max_j p_j / max_j p_j^e; quiet windows stay quiet) or ``"none"``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from birdclef.catalog import read_taxonomy
+from birdclef.common.io import atomic_path
+from birdclef.common.manifest import StageManifest
 from birdclef.soundscapes import soundscape_score
 
 METHODS = ("power", "threshold", "both")
@@ -194,15 +200,6 @@ def pseudo_stage(
     ``n_models``) and in the file's metadata (key ``birdclef_provenance``: the
     models read, the round and its settings); the manifest holds the same.
     """
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from birdclef.catalog import read_taxonomy
-    from birdclef.common.io import atomic_path
-    from birdclef.common.manifest import StageManifest
-
     manifest = StageManifest("pseudo", tag, settings, upstream, prediction_paths)
     classes = read_taxonomy(taxonomy_csv)
     predictions = []
@@ -232,10 +229,6 @@ def pseudo_stage(
 
 def read_provenance(labels_path: str) -> dict:
     """The provenance stored in a pseudo-labels parquet's metadata."""
-    import json
-
-    import pyarrow.parquet as pq
-
     metadata = pq.read_schema(labels_path).metadata or {}
     if b"birdclef_provenance" not in metadata:
         raise ValueError(f"{labels_path} has no birdclef_provenance metadata: not written by the pseudo stage")

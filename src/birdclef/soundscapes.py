@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from birdclef.catalog import read_taxonomy
 from birdclef.common.errors import DataError
+from birdclef.common.io import write_parquet
+from birdclef.common.manifest import StageManifest
+from birdclef.common.metrics import macro_roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +271,6 @@ def soundscape_score(predictions: pd.DataFrame, labelled: pd.DataFrame | None,
     Returns (score or None when nothing can be scored, windows scored). Windows
     the predictions lack are left out.
     """
-    from birdclef.common.metrics import macro_roc_auc
-
     held = validation_windows(labelled)
     if held.empty:
         return None, 0
@@ -294,10 +296,6 @@ def soundscape_labels_stage(
     upstream: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The soundscape_labels stage: labelled windows with their train/validation split."""
-    from birdclef.catalog import read_taxonomy
-    from birdclef.common.io import write_parquet
-    from birdclef.common.manifest import StageManifest
-
     manifest = StageManifest("soundscape_labels", tag, settings, upstream, [labels_csv, taxonomy_csv])
     classes = read_taxonomy(taxonomy_csv)
     index = pd.read_parquet(soundscape_index_path)

@@ -9,16 +9,26 @@ with a ValueError naming the setting. `rules/common.smk` calls it once and
 binds the names the rules use.
 
 This module runs at Snakemake parse time, so it must stay light: standard
-library and `birdclef.common.versioning` only.
+library and `birdclef.common.versioning` only. The stages before training and
+after it are planned here, step by step; the training rounds (the train and
+pseudo runs per round and backbone) and the ensemble's members in
+`birdclef.common.plan_rounds`; artifact folders are named by `birdclef.common.layout`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from birdclef.common.layout import stage_dir
+from birdclef.common.plan_rounds import (
+    MelRegistry,
+    check_backbone_labels,
+    plan_ensemble_members,
+    plan_rounds,
+)
 from birdclef.common.versioning import stage_tag
 
 # How fast and how hard to ask does not change what is scraped: those keys
@@ -32,34 +42,15 @@ XC_EXECUTION_KEYS = (
     "max_retries",
     "backoff_seconds",
 )
-# Mel keys that concern training recordings only, or the model's input scaling:
-# not part of the train_soundscapes cache.
-SOUNDSCAPE_EXCLUDED_KEYS = (
-    "max_seconds",
-    "rare_threshold",
-    "rare_max_seconds",
-    "normalization",
-)
+# How many jobs and how big a batch do not change the teacher's result.
+TEACHER_EXECUTION_KEYS = ("enabled", "shards", "batch_windows")
+# The base mel keys that decide which windows the teacher reads.
+TEACHER_MEL_KEYS = ("window_seconds", "max_seconds", "rare_threshold", "rare_max_seconds")
 # How labelled windows train (share of a batch, loss weight) is a training
 # setting, not part of the soundscape_labels tag.
 SOUNDSCAPE_LABELS_TRAINING_KEYS = ("train_ratio", "train_weight")
 # Files every real (non-demo) data.root must hold.
 REQUIRED_DATA_FILES = ("train.csv", "taxonomy.csv", "sample_submission.csv")
-
-
-def stage_dir(stage: str, tag: str) -> str:
-    """results/<stage>/<tag>: where one stage's versioned artifact lives."""
-    return f"results/{stage}/{tag}"
-
-
-def train_fold_dir(tag: str, fold: int) -> str:
-    """The folder one (backbone, round, fold) training job writes."""
-    return f"{stage_dir('train', tag)}/fold{fold}"
-
-
-def backbone_label(backbone: Mapping[str, Any]) -> str:
-    """The ensemble's name for a train.backbones entry: its label, else its timm name."""
-    return backbone.get("label") or backbone["name"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +79,10 @@ class Plan:
     soundscape_mels_tag: str
     mel_runs: dict[str, dict[str, Any]]  # mels tag -> cache settings, every configuration used
     soundscape_mel_runs: dict[str, dict[str, Any]]  # soundscape_mels tag -> cache settings
+    teacher_settings: dict[str, Any]  # what the teacher computes (model, files, runtime, mapping)
+    teacher_windows: dict[str, Any]  # the base mel keys that choose its windows, and on_bad_audio
+    teacher_tag: str | None  # None: teacher.enabled is false
+    teacher_shards: int
     labels_file: str | None  # soundscape_labels.file (relative to root); None: no labels
     soundscape_labels_settings: dict[str, Any]
     soundscape_labels_tag: str | None
@@ -123,97 +118,130 @@ def make_plan(
     """The plan of the validated `config`; raises ValueError for a config that cannot run.
 
     `file_exists` and `dir_exists` look at data.root (tests pass stand-ins);
-    nothing else touches the file system.
+    nothing else touches the file system. Each step adds the fields of a few
+    stages; each stage's tag names the tags it depends on.
     """
-    data = config["data"]
+    fields = _plan_data(config["data"], file_exists, dir_exists)
+    fields.update(_plan_sources(config, fields))
+    # Every distinct mel configuration is one mels tag and one soundscape_mels tag.
+    mels = MelRegistry(config["mels"], fields["on_bad_audio"], fields["data_identity"], fields["vad_tag"])
+    fields["mel_settings"], fields["mels_tag"], fields["soundscape_mels_tag"] = mels.configuration()
+    fields.update(_plan_teacher(config, fields))
+    fields.update(_plan_soundscape_labels(config["soundscape_labels"], fields, file_exists))
+    fields.update(_plan_folds(config, fields))
+    fields.update(plan_rounds(config, fields, mels))
+    fields.update(_plan_ensemble(config, fields, mels))
+    fields.update(_plan_export_and_submission(config, fields))
+    fields.update(mel_runs=mels.runs, soundscape_mel_runs=mels.soundscape_runs)
+    return Plan(**fields)
+
+
+def _plan_data(
+    data: Mapping[str, Any],
+    file_exists: Callable[[str], bool],
+    dir_exists: Callable[[str], bool],
+) -> dict[str, Any]:
+    """data.*: the root (checked), whether it is the demo, what identifies the input data."""
     root = os.path.normpath(data["root"])
     demo = data["demo"]["enabled"]
     _check_data_root(root, demo, file_exists, dir_exists)
-    # What identifies the input data itself: the folder, and the demo settings
-    # when the folder is generated.
-    data_identity = {"root": root, "demo": data["demo"] if demo else None}
-    on_bad_audio = data["on_bad_audio"]
-    ground_truth = (
-        os.path.join(root, data["ground_truth"]) if data["ground_truth"] is not None else None
-    )
+    ground_truth = data["ground_truth"]
+    return {
+        "root": root,
+        "demo": demo,
+        # What identifies the input data itself: the folder, and the demo settings
+        # when the folder is generated.
+        "data_identity": {"root": root, "demo": data["demo"] if demo else None},
+        "on_bad_audio": data["on_bad_audio"],
+        "ground_truth": os.path.join(root, ground_truth) if ground_truth is not None else None,
+    }
 
+
+def _plan_sources(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The stages before the mel caches: xeno-canto scraping (optional), the catalog, VAD."""
+    data_identity, on_bad_audio = fields["data_identity"], fields["on_bad_audio"]
     xc = config["xeno_canto"]
     xc_settings = {k: v for k, v in xc.items() if k not in XC_EXECUTION_KEYS}
     xc_tag = (
         stage_tag("xc_scrape", xc_settings, {"data": data_identity}) if xc["enabled"] else None
     )
-
     catalog_settings = {**data_identity, "on_bad_audio": on_bad_audio}
     catalog_tag = stage_tag("catalog", catalog_settings, {"xc_scrape": xc_tag})
-
     vad_settings = {**config["vad"], "on_bad_audio": on_bad_audio}
     vad_tag = stage_tag("vad", vad_settings, {"catalog": catalog_tag})
+    return {
+        "xc_settings": xc_settings,
+        "xc_tag": xc_tag,
+        "catalog_settings": catalog_settings,
+        "catalog_tag": catalog_tag,
+        "vad_settings": vad_settings,
+        "vad_tag": vad_tag,
+    }
 
-    # Mel configurations: `mels` is the base one (folds and the report's mel
-    # figure read its cache); a backbone's `mels` overrides some keys and trains
-    # on its own caches. Every distinct configuration is one mels tag (training
-    # recordings) and one soundscape_mels tag (train_soundscapes windows).
-    mel_runs: dict[str, dict[str, Any]] = {}
-    soundscape_mel_runs: dict[str, dict[str, Any]] = {}
 
-    def mel_configuration(overrides: Mapping[str, Any] | None = None):
-        """Full mel settings, their mels tag and soundscape_mels tag; registers both caches.
+def _plan_teacher(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher stage (optional): its settings, the windows it reads, its tag and shards."""
+    teacher = config["teacher"]
+    settings = {k: v for k, v in teacher.items() if k not in TEACHER_EXECUTION_KEYS}
+    windows = {
+        **{k: fields["mel_settings"].get(k) for k in TEACHER_MEL_KEYS},
+        "on_bad_audio": fields["on_bad_audio"],
+    }
+    tag = (
+        stage_tag("teacher", {**settings, **windows}, {"vad": fields["vad_tag"], "data": fields["data_identity"]})
+        if teacher["enabled"]
+        else None
+    )
+    return {
+        "teacher_settings": settings,
+        "teacher_windows": windows,
+        "teacher_tag": tag,
+        "teacher_shards": teacher["shards"],
+    }
 
-        mels.normalization scales the model's input (inside the model): it is
-        part of the training tags, not of the caches.
-        """
-        settings = {**config["mels"], **(overrides or {})}
-        cache = {
-            **{k: v for k, v in settings.items() if k != "normalization"},
-            "on_bad_audio": on_bad_audio,
-        }
-        tag = stage_tag("mels", cache, {"vad": vad_tag})
-        mel_runs[tag] = cache
-        soundscape = {
-            **{k: v for k, v in settings.items() if k not in SOUNDSCAPE_EXCLUDED_KEYS},
-            **data_identity,
-            "on_bad_audio": on_bad_audio,
-        }
-        soundscape_tag = stage_tag("soundscape_mels", soundscape)
-        soundscape_mel_runs[soundscape_tag] = soundscape
-        return settings, tag, soundscape_tag
 
-    mel_settings, mels_tag, soundscape_mels_tag = mel_configuration()
+def _plan_soundscape_labels(
+    soundscape_labels: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    file_exists: Callable[[str], bool],
+) -> dict[str, Any]:
+    """Labelled train soundscapes (BirdCLEF+ 2026 train_soundscapes_labels.csv), when configured.
 
-    # Labelled train soundscapes (BirdCLEF+ 2026 train_soundscapes_labels.csv):
-    # every window of a labelled soundscape with its targets and its split.
-    soundscape_labels = config["soundscape_labels"]
+    The stage writes every window of a labelled soundscape with its targets and its split.
+    """
+    root = fields["root"]
     labels_file = soundscape_labels["file"]
-    if labels_file and not demo and not file_exists(os.path.join(root, labels_file)):
+    if labels_file and not fields["demo"] and not file_exists(os.path.join(root, labels_file)):
         raise ValueError(
             f"soundscape_labels.file is {labels_file!r} but {os.path.join(root, labels_file)} does not "
             "exist: expected the BirdCLEF+ 2026 train_soundscapes_labels.csv; set "
             "soundscape_labels.file: null for data without labelled soundscapes (BirdCLEF 2025)"
         )
-    soundscape_labels_settings = {
+    settings = {
         k: v for k, v in soundscape_labels.items() if k not in SOUNDSCAPE_LABELS_TRAINING_KEYS
     }
-    soundscape_labels_tag = (
+    tag = (
         stage_tag(
             "soundscape_labels",
-            {**soundscape_labels_settings, **data_identity},
-            {"soundscape_mels": soundscape_mels_tag},
+            {**settings, **fields["data_identity"]},
+            {"soundscape_mels": fields["soundscape_mels_tag"]},
         )
         if labels_file
         else None
     )
-    soundscape_labels_path = (
-        f"{stage_dir('soundscape_labels', soundscape_labels_tag)}/labels.parquet"
-        if labels_file
-        else None
-    )
+    return {
+        "labels_file": labels_file,
+        "soundscape_labels_settings": settings,
+        "soundscape_labels_tag": tag,
+        "soundscape_labels_path": f"{stage_dir('soundscape_labels', tag)}/labels.parquet" if labels_file else None,
+    }
 
+
+def _plan_folds(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The folds stage, and which folds are trained (train.folds; all when null)."""
     folds_settings = dict(config["folds"])
-    folds_tag = stage_tag("folds", folds_settings, {"mels": mels_tag})
-
+    folds_tag = stage_tag("folds", folds_settings, {"mels": fields["mels_tag"]})
     train = config["train"]
-    # device only chooses where training runs; the folds list only which jobs exist.
-    train_common = {k: v for k, v in train.items() if k not in ("backbones", "device", "folds")}
     n_folds = folds_settings["n_folds"]
     folds = train["folds"] if train["folds"] is not None else list(range(n_folds))
     for fold in folds:
@@ -222,91 +250,15 @@ def make_plan(
                 f"train.folds lists fold {fold} but folds.n_folds is {n_folds}: "
                 f"expected folds between 0 and {n_folds - 1}"
             )
-    _check_backbone_labels(train["backbones"])
+    check_backbone_labels(train["backbones"])
+    return {"folds_settings": folds_settings, "folds_tag": folds_tag, "folds": folds}
 
-    rounds = config["pseudo"]["rounds"]
-    pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
-    train_runs: dict[str, dict[str, Any]] = {}
-    pseudo_runs: dict[str, dict[str, Any]] = {}
-    round_train_tags: list[list[str]] = []  # per round: the train tags of every backbone
-    for round_ in range(len(rounds) + 1):
-        pseudo_tag = None
-        round_settings: dict[str, Any] = {}
-        if round_ > 0:
-            round_settings = dict(rounds[round_ - 1])
-            previous = round_train_tags[round_ - 1]
-            pseudo_settings = {**round_settings, "round": round_, "oof_by_soundscape": pseudo_oof}
-            pseudo_tag = stage_tag(
-                "pseudo",
-                {**pseudo_settings, "folds": folds},
-                {
-                    "train": previous,
-                    "soundscape_mels": soundscape_mels_tag,
-                    "soundscape_labels": soundscape_labels_tag,
-                },
-            )
-            pseudo_runs[pseudo_tag] = {
-                "round": round_,
-                "settings": pseudo_settings,
-                "train_tags": previous,
-            }
-        tags = []
-        for backbone in train["backbones"]:
-            mel, backbone_mels_tag, backbone_soundscape_tag = mel_configuration(
-                backbone.get("mels")
-            )
-            settings = {
-                **train_common,
-                "round": round_,
-                "pseudo_weight": round_settings.get("pseudo_weight"),
-                "pseudo_ratio": round_settings.get("pseudo_ratio"),
-                "mix_pseudo": round_settings.get("mix_pseudo"),
-                "labelled_ratio": soundscape_labels["train_ratio"] if labels_file else 0.0,
-                "labelled_weight": soundscape_labels["train_weight"],
-            }
-            if round_ > 0 and pseudo_oof:
-                # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
-                settings["oof_by_soundscape"] = True
-                settings["soundscape_folds"] = folds
-                settings["soundscape_fold_seed"] = folds_settings["seed"]
-            upstream = {
-                "mels": backbone_mels_tag,
-                "folds": folds_tag,
-                "soundscape_mels": backbone_soundscape_tag,
-                "pseudo": pseudo_tag,
-                "soundscape_labels": soundscape_labels_tag,
-            }
-            tag = stage_tag(
-                "train",
-                {
-                    **settings,
-                    # The label only names the entry; its mels are in the mels tags
-                    # and the normalization.
-                    "backbone": {k: v for k, v in backbone.items() if k not in ("label", "mels")},
-                    "normalization": mel.get("normalization"),
-                },
-                upstream,
-                prefix=f"{backbone['name']}-r{round_}",
-            )
-            if tag in train_runs:
-                raise ValueError(
-                    f"train.backbones lists {backbone['name']!r} twice with the same settings: "
-                    "expected entries to differ in more than their label (e.g. mels, "
-                    "drop_path_rate or checkpoint)"
-                )
-            train_runs[tag] = {
-                "round": round_,
-                "backbone": dict(backbone),
-                "settings": settings,
-                "pseudo_tag": pseudo_tag,
-                "mel": mel,
-                "upstream": upstream,
-            }
-            tags.append(tag)
-        round_train_tags.append(tags)
-    final_train_tags = round_train_tags[-1]
 
-    ensemble_settings = {**config["ensemble"], "folds": folds}
+def _plan_ensemble(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelRegistry) -> dict[str, Any]:
+    """The ensemble: its tag, soup ingredients, members and mel groups (the final round's mels)."""
+    train_runs, round_train_tags = fields["train_runs"], fields["round_train_tags"]
+    final_train_tags = fields["final_train_tags"]
+    ensemble_settings = {**config["ensemble"], "folds": fields["folds"]}
     soup = bool(ensemble_settings.get("soup"))
     # With soup, the fold's best checkpoint of every round is an ingredient.
     ensemble_train_tags = (
@@ -318,10 +270,9 @@ def make_plan(
         {
             "train": final_train_tags,
             "soup_ingredients": ensemble_train_tags,
-            "soundscape_labels": soundscape_labels_tag,
+            "soundscape_labels": fields["soundscape_labels_tag"],
         },
     )
-
     # The final round's mel configurations, in order of first use: the
     # ensemble's mel_groups (each member names its group; export and inference
     # compute each group's log-mels once for all its members).
@@ -331,71 +282,43 @@ def make_plan(
         if train_runs[tag]["upstream"]["mels"] not in mel_groups:
             mel_groups.append(train_runs[tag]["upstream"]["mels"])
             soundscape_mel_groups.append(train_runs[tag]["upstream"]["soundscape_mels"])
-    mel_group_settings = [{"tag": tag, **mel_runs[tag]} for tag in mel_groups]
-    ensemble_members = _ensemble_members(
-        train_runs, round_train_tags, final_train_tags, mel_groups, folds, soup
-    )
+    return {
+        "ensemble_settings": ensemble_settings,
+        "ensemble_train_tags": ensemble_train_tags,
+        "ensemble_tag": ensemble_tag,
+        "ensemble_members": plan_ensemble_members(
+            train_runs, round_train_tags, final_train_tags, mel_groups, fields["folds"], soup
+        ),
+        "mel_groups": mel_groups,
+        "soundscape_mel_groups": soundscape_mel_groups,
+        "mel_group_settings": [{"tag": tag, **mels.runs[tag]} for tag in mel_groups],
+    }
 
+
+def _plan_export_and_submission(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The export (OpenVINO bundle) and submission stages."""
     export_settings = dict(config["export"])
     export_tag = stage_tag(
         "export",
         export_settings,
         {
-            "ensemble": ensemble_tag,
-            "mels": mel_groups,
-            "soundscape_labels": soundscape_labels_tag,
+            "ensemble": fields["ensemble_tag"],
+            "mels": fields["mel_groups"],
+            "soundscape_labels": fields["soundscape_labels_tag"],
         },
     )
-
     submission_settings = {
         # kaggle_data_dir only says where predict.py finds the data on Kaggle: not in the tag
         **{k: v for k, v in config["submission"].items() if k != "kaggle_data_dir"},
-        **data_identity,
-        "ground_truth": data["ground_truth"],
+        **fields["data_identity"],
+        "ground_truth": config["data"]["ground_truth"],
     }
-    submission_tag = stage_tag("submission", submission_settings, {"export": export_tag})
-
-    return Plan(
-        root=root,
-        demo=demo,
-        data_identity=data_identity,
-        on_bad_audio=on_bad_audio,
-        ground_truth=ground_truth,
-        xc_settings=xc_settings,
-        xc_tag=xc_tag,
-        catalog_settings=catalog_settings,
-        catalog_tag=catalog_tag,
-        vad_settings=vad_settings,
-        vad_tag=vad_tag,
-        mel_settings=mel_settings,
-        mels_tag=mels_tag,
-        soundscape_mels_tag=soundscape_mels_tag,
-        mel_runs=mel_runs,
-        soundscape_mel_runs=soundscape_mel_runs,
-        labels_file=labels_file,
-        soundscape_labels_settings=soundscape_labels_settings,
-        soundscape_labels_tag=soundscape_labels_tag,
-        soundscape_labels_path=soundscape_labels_path,
-        folds_settings=folds_settings,
-        folds_tag=folds_tag,
-        folds=folds,
-        train_common=train_common,
-        train_runs=train_runs,
-        pseudo_runs=pseudo_runs,
-        round_train_tags=round_train_tags,
-        final_train_tags=final_train_tags,
-        ensemble_settings=ensemble_settings,
-        ensemble_train_tags=ensemble_train_tags,
-        ensemble_tag=ensemble_tag,
-        ensemble_members=ensemble_members,
-        mel_groups=mel_groups,
-        soundscape_mel_groups=soundscape_mel_groups,
-        mel_group_settings=mel_group_settings,
-        export_settings=export_settings,
-        export_tag=export_tag,
-        submission_settings=submission_settings,
-        submission_tag=submission_tag,
-    )
+    return {
+        "export_settings": export_settings,
+        "export_tag": export_tag,
+        "submission_settings": submission_settings,
+        "submission_tag": stage_tag("submission", submission_settings, {"export": export_tag}),
+    }
 
 
 def _check_data_root(
@@ -425,52 +348,3 @@ def _check_data_root(
                 f"data.root {root!r} has no {name}: expected the BirdCLEF layout "
                 "(train.csv, taxonomy.csv, sample_submission.csv, train_audio/, ...)"
             )
-
-
-def _check_backbone_labels(backbones: Sequence[Mapping[str, Any]]) -> None:
-    """Every train.backbones entry has its own label (the ensemble's name for it)."""
-    labels = [backbone_label(backbone) for backbone in backbones]
-    for label in labels:
-        if labels.count(label) > 1:
-            raise ValueError(
-                f"train.backbones has {labels.count(label)} entries named {label!r}: give each "
-                "a distinct `label` (the ensemble's name for it and the key of ensemble.weights), "
-                f"e.g. label: {label}-96mels"
-            )
-
-
-def _ensemble_members(
-    train_runs: Mapping[str, Mapping[str, Any]],
-    round_train_tags: Sequence[Sequence[str]],
-    final_train_tags: Sequence[str],
-    mel_groups: Sequence[str],
-    folds: Sequence[int],
-    soup: bool,
-) -> list[dict[str, Any]]:
-    """The final round's models: one member per (backbone, fold), with soup ingredients."""
-    members = []
-    for final_tag in final_train_tags:
-        backbone = train_runs[final_tag]["backbone"]
-        group = mel_groups.index(train_runs[final_tag]["upstream"]["mels"])
-        for fold in folds:
-            ingredients = (
-                [
-                    f"{train_fold_dir(tag, fold)}/best.pt"
-                    for tags in round_train_tags
-                    for tag in tags
-                    if train_runs[tag]["backbone"] == backbone
-                ]
-                if soup
-                else [f"{train_fold_dir(final_tag, fold)}/best.pt"]
-            )
-            members.append(
-                {
-                    "name": f"{final_tag}/fold{fold}",
-                    "backbone": backbone_label(backbone),
-                    "mel_group": group,
-                    "fold": fold,
-                    "round": train_runs[final_tag]["round"],
-                    "ingredients": ingredients,
-                }
-            )
-    return members

@@ -21,7 +21,7 @@ loss=0.1234``: count, percentage, elapsed time, rate, ETA (no percentage and no
 ETA when the total is unknown) and the latest `set_postfix` values. No line
 holds a carriage return.
 
-Standard library plus tqdm only (tqdm is imported when a bar is drawn).
+Standard library plus tqdm only.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
+
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,6 @@ def progress_bar(
     and logs nothing.
     """
     if not disable and is_terminal(file):
-        from tqdm import tqdm
-
         return tqdm(
             iterable,
             total=total,

@@ -11,6 +11,13 @@ import os
 import numpy as np
 import soundfile as sf
 
+from birdclef.common.io import atomic_path
+
+try:  # the resampler; optional only in a Kaggle image that lacks it (files at the model's rate need none)
+    import soxr
+except ImportError:  # pragma: no cover - a pinned dependency here
+    soxr = None
+
 # The audio files the workflow reads (soundscape folders, test_soundscapes/): by suffix, any case.
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 
@@ -30,8 +37,8 @@ def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray
     """Resample a mono signal with soxr's anti-aliased high-quality resampler."""
     if source_rate == target_rate:
         return wave
-    import soxr
-
+    if soxr is None:  # pragma: no cover - soxr is a pinned dependency (and on Kaggle, with librosa)
+        raise ImportError(f"resampling {source_rate} Hz -> {target_rate} Hz needs the soxr package")
     return soxr.resample(wave, source_rate, target_rate, quality="HQ").astype(np.float32)
 
 
@@ -129,8 +136,6 @@ def audio_seconds(path: str | os.PathLike) -> float:
 
 def write_ogg(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> None:
     """Write float audio, mono (n,) or (n, channels), as Ogg Vorbis (the competition's format), atomically."""
-    from birdclef.common.io import atomic_path
-
     wave = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
     channels = 1 if wave.ndim == 1 else wave.shape[1]
     with atomic_path(path) as tmp, sf.SoundFile(

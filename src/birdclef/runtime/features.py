@@ -2,7 +2,7 @@
 
 The mel cache, training and the Kaggle-side inference all call `log_mel`, so the
 model sees the same features everywhere. Only numpy at import (scipy.fft, when
-installed, is picked up lazily for a faster float32 FFT). The mel filterbank
+installed, is used for a faster float32 FFT; threadpoolctl, when installed, limits BLAS threads). The mel filterbank
 (`mel_filterbank`, a numpy port of librosa's, value for value) is shipped as an
 array with the exported models, so inference needs neither librosa nor torch.
 """
@@ -18,6 +18,15 @@ from typing import Any
 
 import numpy as np
 
+try:  # optional in the Kaggle bundle: numpy's FFT and unlimited BLAS threads otherwise
+    import scipy.fft as scipy_fft
+except ImportError:  # pragma: no cover - scipy ships with every supported install
+    scipy_fft = None
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (and Kaggle)
+    threadpool_limits = None
+
 AMIN = 1e-10
 # What a log-mel spectrogram (a model's input, besides the window length) depends on.
 MEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
@@ -27,11 +36,10 @@ FRAMES_PER_BLOCK = 128
 # Mel bands per slice of the sparse filterbank product (see `_band_slices`).
 BANDS_PER_SLICE = 16
 
-_rfft = None
 _band_cache: dict[int, tuple[weakref.ref, tuple[tuple[int, int, int, int], ...]]] = {}
 
 
-def _hz_to_slaney_mel(hz: float) -> float:
+def hz_to_slaney_mel(hz: float) -> float:
     """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
     f_sp = 200.0 / 3
     min_log_mel = 1000.0 / f_sp
@@ -41,7 +49,7 @@ def _hz_to_slaney_mel(hz: float) -> float:
     return hz / f_sp
 
 
-def _slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+def slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
     f_sp = 200.0 / 3
     min_log_mel = 1000.0 / f_sp
     logstep = np.log(6.4) / 27.0
@@ -67,8 +75,8 @@ def mel_filterbank(mel_settings: Mapping[str, Any]) -> np.ndarray:
     fmax = sample_rate / 2 if fmax is None else float(fmax)
     weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
     fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
-    mel_hz = _slaney_mel_to_hz(
-        np.linspace(_hz_to_slaney_mel(fmin), _hz_to_slaney_mel(fmax), n_mels + 2)
+    mel_hz = slaney_mel_to_hz(
+        np.linspace(hz_to_slaney_mel(fmin), hz_to_slaney_mel(fmax), n_mels + 2)
     )
     spacing = np.diff(mel_hz)
     ramps = np.subtract.outer(mel_hz, fft_hz)
@@ -96,9 +104,7 @@ def blas_threads(limit: int = 1, user_api: str | None = None) -> contextlib.Abst
     bundle's predict.py does). Used where parallel workers each run
     `log_mel`: multi-threaded BLAS inside them made it 3-4x slower.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (and Kaggle)
+    if threadpool_limits is None:  # pragma: no cover - threadpoolctl comes with scikit-learn (and Kaggle)
         return contextlib.nullcontext()
     return threadpool_limits(limits=limit, user_api=user_api)
 
@@ -158,21 +164,17 @@ def _real_fft():
     """scipy.fft's single-threaded float32 rfft when scipy is there, else numpy's.
 
     scipy's pocketfft runs several transforms at once in SIMD lanes and keeps
-    float32 in float32 (about 3x numpy's rfft here); it is imported lazily so
-    that this module stays numpy-only at import.
+    float32 in float32 (about 3x numpy's rfft here).
     """
-    global _rfft
-    if _rfft is None:
-        try:
-            import scipy.fft
+    return _numpy_rfft if scipy_fft is None else _scipy_rfft
 
-            def _rfft(x: np.ndarray) -> np.ndarray:
-                return scipy.fft.rfft(x, axis=-1, workers=1, overwrite_x=True)
-        except ImportError:  # pragma: no cover - scipy ships with every supported install
 
-            def _rfft(x: np.ndarray) -> np.ndarray:
-                return np.fft.rfft(x, axis=-1)
-    return _rfft
+def _scipy_rfft(x: np.ndarray) -> np.ndarray:
+    return scipy_fft.rfft(x, axis=-1, workers=1, overwrite_x=True)
+
+
+def _numpy_rfft(x: np.ndarray) -> np.ndarray:  # pragma: no cover - without scipy
+    return np.fft.rfft(x, axis=-1)
 
 
 @functools.lru_cache(maxsize=8)

@@ -104,7 +104,7 @@ def predict_submission(
     bundle: Any,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
-    """The submission of `bundle` (a loaded `birdclef.runtime.inference.Bundle`) for `test_dir`.
+    """The submission of `bundle` (a loaded `birdclef.runtime.inference.bundle.Bundle`) for `test_dir`.
 
     Checks that `sample_csv`'s class columns are exactly `bundle.classes` in
     order (`check_sample_columns`), predicts every audio file of `test_dir`

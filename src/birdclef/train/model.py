@@ -28,6 +28,8 @@ import timm
 import torch
 from torch import nn
 
+from birdclef.common.io import atomic_path
+
 NORMALIZATIONS = ("per_example", "minmax", "none")
 
 
@@ -164,8 +166,6 @@ def build_model(spec: Mapping[str, Any]) -> SEDModel:
 
 def save_checkpoint(path: str | os.PathLike, model: SEDModel, spec: Mapping[str, Any], **extra: Any) -> None:
     """Save weights plus the spec needed to rebuild the model, atomically."""
-    from birdclef.common.io import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save({"spec": dict(spec), "state_dict": model.state_dict(), **extra}, tmp)
 

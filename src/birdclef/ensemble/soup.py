@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdclef.train import TrainSettings, ValidationSet, _validate, split_fold, validation_set
+from birdclef.train.data import split_fold
 from birdclef.train.model import build_model, save_checkpoint
+from birdclef.train.settings import TrainSettings
+from birdclef.train.validation import ValidationSet, validate, validation_set
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,8 @@ def score_state(
     model = build_model({**spec, "pretrained": False, "checkpoint": None})
     model.load_state_dict(state)
     model.eval()
-    probs, _, auc = _validate(model, validation.windows, len(validation.table), validation.soft,
-                              validation.binary, settings, torch.device("cpu"), None, False)
+    probs, _, auc = validate(model, validation.windows, len(validation.table), validation.soft,
+                             validation.binary, settings, torch.device("cpu"), None, False)
     return (float("nan") if auc is None else float(auc)), probs
 
 

@@ -1,10 +1,10 @@
-"""Ensemble: the final round's models across folds and backbones.
+"""The ensemble definition: the final round's models across folds and backbones, weighted and scored.
 
 Members are combined by the weighted mean of their probabilities or of their
 per-class ranks (`birdclef.runtime.postprocess.combine_members`); weights are equal,
 per backbone from config, or fitted on the out-of-fold predictions. With
 ``soup``, each (backbone, fold) member is first replaced by the greedy soup of
-that fold's checkpoints over all rounds (`birdclef.soup`). Each member's OOF
+that fold's checkpoints over all rounds (`birdclef.ensemble.soup`). Each member's OOF
 score and the ensemble's are computed with the one metric; the definition
 also carries the submission's post-processing settings.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +25,8 @@ from birdclef.runtime.features import MEL_KEYS
 from birdclef.runtime.features import check_mel_groups as check_group_settings
 from birdclef.runtime.postprocess import (
     combine_members,
-    postprocess_settings,
     postprocess_soundscape,
 )
-from birdclef.soundscapes import soundscape_score
 
 log = logging.getLogger(__name__)
 
@@ -203,130 +200,3 @@ def soundscape_predictions(
                   for rows in base.groupby("soundscape", sort=False).indices.values()]
         probs = np.concatenate(blocks) if blocks else probs
     return pd.concat([base, pd.DataFrame(probs, columns=classes)], axis=1)
-
-
-def ensemble_stage(
-    members: Sequence[Mapping[str, Any]],
-    index_paths: Sequence[str],
-    taxonomy_csv: str,
-    mel_groups: Sequence[Mapping[str, Any]],
-    out_ensemble: str,
-    out_soups: str,
-    out_manifest: str,
-    settings: Mapping[str, Any],
-    tag: str,
-    upstream: Mapping[str, Any],
-    mels_paths: Sequence[str] | None = None,
-    folds_path: str | None = None,
-    train_settings: Mapping[str, Any] | None = None,
-    threads: int = 1,
-    labelled_path: str | None = None,
-) -> dict:
-    """The ensemble stage: the definition file (members, weights, mel groups, post-processing, scores).
-
-    `members`: name, backbone, fold, ``mel_group`` (an index into
-    `mel_groups`) and ingredients (``best.pt`` paths; the last is the final
-    round's, and its ``oof.parquet`` lies beside it). `mel_groups`: the mel
-    settings (with their cache ``tag``) the members were trained on, all with
-    the same ``window_seconds``; `index_paths` and `mels_paths` are each
-    group's training mel cache, in the same order. Without soup each member is
-    its final-round checkpoint. With ``settings['soup']`` every member becomes
-    the greedy soup of its ingredients, scored on its fold's recordings in its
-    own group's cache (written to `out_soups`; needs `mels_paths`,
-    `folds_path` and `train_settings`). `out_soups` is always created (empty
-    without soup). With `labelled_path` (the soundscape_labels table) the
-    ensemble's predictions of the held-out labelled soundscape windows are
-    scored (``soundscape_auc``), from each member's final-round
-    ``soundscape_preds.parquet`` (soups are not re-run on the soundscapes).
-    """
-    from birdclef.catalog import read_taxonomy
-    from birdclef.common.io import atomic_dir, write_json
-    from birdclef.common.manifest import StageManifest
-
-    inputs = [str(Path(i).parent / "oof.parquet") for m in members for i in m["ingredients"]]
-    manifest = StageManifest("ensemble", tag, settings, upstream, inputs)
-    classes = read_taxonomy(taxonomy_csv)
-    groups = [dict(group) for group in mel_groups]
-    check_mel_groups(groups, members)
-    if len(index_paths) != len(groups):
-        raise ValueError(f"{len(index_paths)} mel cache indexes for {len(groups)} mel groups")
-    index = pd.read_parquet(index_paths[0])  # labels are per recording: the same in every group's index
-    full_members: list[dict[str, Any]] = []
-    oof_tables: dict[str, pd.DataFrame] = {}
-    soups: dict[str, Any] = {}
-    with atomic_dir(out_soups) as soup_dir:
-        if settings.get("soup"):
-            import torch
-
-            from birdclef.runtime.features import frames_per_second
-            from birdclef.runtime.features import window_frames as mel_window_frames
-            from birdclef.soup import fold_validation, greedy_soup
-            from birdclef.train import settings_from_config
-
-            if mels_paths is None or folds_path is None or train_settings is None:
-                raise ValueError("ensemble.soup needs the mel caches, the folds and the train settings")
-            torch.set_num_threads(max(1, int(threads)))
-            caches = [np.load(path, mmap_mode="r") for path in mels_paths]
-            indexes = [index, *(pd.read_parquet(path) for path in index_paths[1:])]
-            folds = pd.read_parquet(folds_path)
-            tsettings = settings_from_config(train_settings)
-        for member in members:
-            ingredients = list(member["ingredients"])
-            if not ingredients:
-                raise ValueError(f"ensemble member {member['name']!r} has no checkpoint")
-            final = ingredients[-1]
-            entry = {k: v for k, v in member.items() if k != "ingredients"}
-            if settings.get("soup"):
-                group = int(member["mel_group"])
-                mel = groups[group]
-                validation = fold_validation(caches[group], indexes[group], folds, int(member["fold"]), classes,
-                                             tsettings, mel_window_frames(mel),
-                                             frames_per_second(mel))
-                name = f"{member['backbone']}-fold{member['fold']}.pt"
-                result = greedy_soup(ingredients, validation, tsettings, str(Path(soup_dir) / name))
-                checkpoint = result["checkpoint"]
-                if Path(checkpoint).parent == Path(soup_dir):
-                    checkpoint = str(Path(out_soups) / name)
-                entry.update(checkpoint=checkpoint, soup=result["ingredients"])
-                soups[member["name"]] = {k: v for k, v in result.items() if k != "oof"}
-                oof = pd.DataFrame({"filename": validation.table["filename"].astype(str).to_numpy(),
-                                    "fold": validation.table["fold"].to_numpy(np.int64)})
-                oof_tables[member["name"]] = pd.concat(
-                    [oof, pd.DataFrame(result["oof"], columns=classes)], axis=1)
-            else:
-                entry["checkpoint"] = final
-                oof_tables[member["name"]] = pd.read_parquet(Path(final).parent / "oof.parquet")
-            full_members.append(entry)
-        definition = build_ensemble(full_members, oof_tables, index, classes, settings)
-    definition["mel_groups"] = [{k: group[k] for k in ("tag", *MEL_KEYS) if k in group} for group in groups]
-    window_seconds = groups[0]["window_seconds"]
-    definition["window_seconds"] = window_seconds
-    definition["postprocess"] = postprocess_settings(
-        {"postprocess": settings.get("postprocess") or {}, "window_seconds": window_seconds})
-    soundscape_auc = scored = None
-    if labelled_path:
-        tables = [pd.read_parquet(Path(m["ingredients"][-1]).parent / "soundscape_preds.parquet")
-                  for m in members]
-        predictions = soundscape_predictions(
-            tables, [m["weight"] for m in definition["members"]], definition["combine"], classes,
-            definition["postprocess"])
-        soundscape_auc, scored = soundscape_score(predictions, pd.read_parquet(labelled_path), classes)
-        log.info("ensemble: OOF AUC %s, labelled-soundscape AUC %s (%d held-out windows)",
-                 definition["oof_auc"], soundscape_auc, scored)
-    definition["soundscape_auc"] = soundscape_auc
-    write_json(out_ensemble, definition)
-    manifest.headline.update(
-        {
-            "members": len(full_members),
-            "oof_auc": definition["oof_auc"],
-            "soundscape_auc": soundscape_auc,
-            "soundscape_windows_scored": scored,
-            "combine": definition["combine"],
-            "backbone_weights": definition["backbone_weights"],
-            "member_oof_auc": {m["name"]: m["oof_auc"] for m in definition["members"]},
-        }
-    )
-    if soups:
-        manifest.data["soups"] = soups
-    manifest.write(out_manifest)
-    return definition

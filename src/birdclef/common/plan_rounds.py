@@ -1,0 +1,233 @@
+"""The plan's training rounds and ensemble members (standard library only; see `birdclef.common.plan`).
+
+`MelRegistry` registers every mel configuration a run uses (one mels tag and
+one soundscape_mels tag each); `plan_rounds` plans round 0 and each
+pseudo-label round: a pseudo run (from round 1) and one train run per backbone;
+`plan_ensemble_members` lists the final round's models, one per (backbone, fold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from birdclef.common.layout import backbone_label, train_fold_dir
+from birdclef.common.versioning import stage_tag
+
+# Mel keys that concern training recordings only, or the model's input scaling:
+# not part of the train_soundscapes cache.
+SOUNDSCAPE_EXCLUDED_KEYS = (
+    "max_seconds",
+    "rare_threshold",
+    "rare_max_seconds",
+    "normalization",
+)
+
+
+class MelRegistry:
+    """The mel configurations of a plan: `mels` is the base one (folds and the report's mel
+    figure read its cache); a backbone's `mels` overrides some keys and trains on its own
+    caches. Every distinct configuration is one mels tag (training recordings, in `runs`) and
+    one soundscape_mels tag (train_soundscapes windows, in `soundscape_runs`).
+    """
+
+    def __init__(
+        self, base: Mapping[str, Any], on_bad_audio: str, data_identity: Mapping[str, Any], vad_tag: str
+    ) -> None:
+        self.base, self.on_bad_audio = base, on_bad_audio
+        self.data_identity, self.vad_tag = data_identity, vad_tag
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.soundscape_runs: dict[str, dict[str, Any]] = {}
+
+    def configuration(self, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str, str]:
+        """Full mel settings, their mels tag and soundscape_mels tag; registers both caches.
+
+        mels.normalization scales the model's input (inside the model): it is
+        part of the training tags, not of the caches.
+        """
+        settings = {**self.base, **(overrides or {})}
+        cache = {
+            **{k: v for k, v in settings.items() if k != "normalization"},
+            "on_bad_audio": self.on_bad_audio,
+        }
+        tag = stage_tag("mels", cache, {"vad": self.vad_tag})
+        self.runs[tag] = cache
+        soundscape = {
+            **{k: v for k, v in settings.items() if k not in SOUNDSCAPE_EXCLUDED_KEYS},
+            **self.data_identity,
+            "on_bad_audio": self.on_bad_audio,
+        }
+        soundscape_tag = stage_tag("soundscape_mels", soundscape)
+        self.soundscape_runs[soundscape_tag] = soundscape
+        return settings, tag, soundscape_tag
+
+
+def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelRegistry) -> dict[str, Any]:
+    """Round 0 and every pseudo.rounds entry: the pseudo run of each round from 1, and a
+    train run per backbone. Returns the Plan fields train_common, train_runs, pseudo_runs,
+    round_train_tags and final_train_tags."""
+    train = config["train"]
+    # device only chooses where training runs; the folds list only which jobs exist.
+    train_common = {k: v for k, v in train.items() if k not in ("backbones", "device", "folds")}
+    rounds = config["pseudo"]["rounds"]
+    pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
+    train_runs: dict[str, dict[str, Any]] = {}
+    pseudo_runs: dict[str, dict[str, Any]] = {}
+    round_train_tags: list[list[str]] = []  # per round: the train tags of every backbone
+    for round_ in range(len(rounds) + 1):
+        pseudo_tag = None
+        round_settings: dict[str, Any] = {}
+        if round_ > 0:
+            round_settings = dict(rounds[round_ - 1])
+            pseudo_tag, pseudo_runs[pseudo_tag] = _pseudo_run(
+                round_, round_settings, pseudo_oof, round_train_tags[round_ - 1], fields
+            )
+        tags = []
+        for backbone in train["backbones"]:
+            tag, run = _train_run(
+                config, fields, mels, train_common, backbone, round_, round_settings, pseudo_tag, pseudo_oof
+            )
+            if tag in train_runs:
+                raise ValueError(
+                    f"train.backbones lists {backbone['name']!r} twice with the same settings: "
+                    "expected entries to differ in more than their label (e.g. mels, "
+                    "drop_path_rate or checkpoint)"
+                )
+            train_runs[tag] = run
+            tags.append(tag)
+        round_train_tags.append(tags)
+    return {
+        "train_common": train_common,
+        "train_runs": train_runs,
+        "pseudo_runs": pseudo_runs,
+        "round_train_tags": round_train_tags,
+        "final_train_tags": round_train_tags[-1],
+    }
+
+
+def _pseudo_run(
+    round_: int,
+    round_settings: Mapping[str, Any],
+    pseudo_oof: bool,
+    previous: list[str],
+    fields: Mapping[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """The pseudo-label run of round `round_` (>= 1), from the previous round's train tags."""
+    pseudo_settings = {**round_settings, "round": round_, "oof_by_soundscape": pseudo_oof}
+    pseudo_tag = stage_tag(
+        "pseudo",
+        {**pseudo_settings, "folds": fields["folds"]},
+        {
+            "train": previous,
+            "soundscape_mels": fields["soundscape_mels_tag"],
+            "soundscape_labels": fields["soundscape_labels_tag"],
+        },
+    )
+    return pseudo_tag, {"round": round_, "settings": pseudo_settings, "train_tags": previous}
+
+
+def _train_run(
+    config: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    mels: MelRegistry,
+    train_common: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    round_: int,
+    round_settings: Mapping[str, Any],
+    pseudo_tag: str | None,
+    pseudo_oof: bool,
+) -> tuple[str, dict[str, Any]]:
+    """The train run of one backbone in one round: its tag and what the rules need of it."""
+    soundscape_labels = config["soundscape_labels"]
+    mel, backbone_mels_tag, backbone_soundscape_tag = mels.configuration(backbone.get("mels"))
+    settings = {
+        **train_common,
+        "round": round_,
+        "pseudo_weight": round_settings.get("pseudo_weight"),
+        "pseudo_ratio": round_settings.get("pseudo_ratio"),
+        "mix_pseudo": round_settings.get("mix_pseudo"),
+        "labelled_ratio": soundscape_labels["train_ratio"] if fields["labels_file"] else 0.0,
+        "labelled_weight": soundscape_labels["train_weight"],
+    }
+    if round_ > 0 and pseudo_oof:
+        # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
+        settings["oof_by_soundscape"] = True
+        settings["soundscape_folds"] = fields["folds"]
+        settings["soundscape_fold_seed"] = fields["folds_settings"]["seed"]
+    upstream = {
+        "mels": backbone_mels_tag,
+        "folds": fields["folds_tag"],
+        "soundscape_mels": backbone_soundscape_tag,
+        "pseudo": pseudo_tag,
+        "soundscape_labels": fields["soundscape_labels_tag"],
+    }
+    tag = stage_tag(
+        "train",
+        {
+            **settings,
+            # The label only names the entry; its mels are in the mels tags
+            # and the normalization.
+            "backbone": {k: v for k, v in backbone.items() if k not in ("label", "mels")},
+            "normalization": mel.get("normalization"),
+        },
+        upstream,
+        prefix=f"{backbone['name']}-r{round_}",
+    )
+    run = {
+        "round": round_,
+        "backbone": dict(backbone),
+        "settings": settings,
+        "pseudo_tag": pseudo_tag,
+        "mel": mel,
+        "upstream": upstream,
+    }
+    return tag, run
+
+
+def check_backbone_labels(backbones: Sequence[Mapping[str, Any]]) -> None:
+    """Every train.backbones entry has its own label (the ensemble's name for it)."""
+    labels = [backbone_label(backbone) for backbone in backbones]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise ValueError(
+                f"train.backbones has {labels.count(label)} entries named {label!r}: give each "
+                "a distinct `label` (the ensemble's name for it and the key of ensemble.weights), "
+                f"e.g. label: {label}-96mels"
+            )
+
+
+def plan_ensemble_members(
+    train_runs: Mapping[str, Mapping[str, Any]],
+    round_train_tags: Sequence[Sequence[str]],
+    final_train_tags: Sequence[str],
+    mel_groups: Sequence[str],
+    folds: Sequence[int],
+    soup: bool,
+) -> list[dict[str, Any]]:
+    """The final round's models: one member per (backbone, fold), with soup ingredients."""
+    members = []
+    for final_tag in final_train_tags:
+        backbone = train_runs[final_tag]["backbone"]
+        group = mel_groups.index(train_runs[final_tag]["upstream"]["mels"])
+        for fold in folds:
+            ingredients = (
+                [
+                    f"{train_fold_dir(tag, fold)}/best.pt"
+                    for tags in round_train_tags
+                    for tag in tags
+                    if train_runs[tag]["backbone"] == backbone
+                ]
+                if soup
+                else [f"{train_fold_dir(final_tag, fold)}/best.pt"]
+            )
+            members.append(
+                {
+                    "name": f"{final_tag}/fold{fold}",
+                    "backbone": backbone_label(backbone),
+                    "mel_group": group,
+                    "fold": fold,
+                    "round": train_runs[final_tag]["round"],
+                    "ingredients": ingredients,
+                }
+            )
+    return members

@@ -1,0 +1,166 @@
+"""`export_stage`: the Snakemake export stage: read the caches, draw windows, export, score, manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from birdclef.common.io import read_json
+from birdclef.common.manifest import StageManifest
+from birdclef.export.bundle import window_frames
+from birdclef.export.checks import _check_ensemble
+from birdclef.export.ensemble import export_ensemble
+from birdclef.export.scoring import score_bundle_windows
+from birdclef.export.windows import (
+    cache_windows,
+    calibration_windows,
+    gate_targets,
+    gate_windows,
+    labelled_soundscape_windows,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def export_stage(
+    ensemble_path: str,
+    mels_paths: Sequence[str],
+    index_paths: Sequence[str],
+    folds_path: str,
+    out_bundle: str,
+    out_manifest: str,
+    settings: Mapping[str, Any],
+    tag: str,
+    upstream: Mapping[str, Any],
+    threads: int = 2,
+    seed: int = 0,
+    soundscape_mels_paths: Sequence[str] | None = None,
+    soundscape_index_paths: Sequence[str] | None = None,
+    labelled_path: str | None = None,
+) -> dict:
+    """The export stage: IR per member, quantization, accuracy gate, manifest.
+
+    `mels_paths` and `index_paths` are the training mel caches (``.npy``) and
+    their parquet indexes, one per mel group of the ensemble definition, in
+    its ``mel_groups`` order; the mel settings come from the definition.
+    Calibration windows are drawn at random (seeded) from each group's cache;
+    the gate scores the windows of `gate_windows` (validated recordings,
+    fold >= 0, cached in every group; at most `MAX_EVAL_WINDOWS`, spread
+    evenly, aligned in time across the groups), each against its recording's
+    primary and secondary labels. With `labelled_path` (the soundscape_labels
+    table) and each group's soundscape cache, the exported f32 and chosen-precision
+    ensembles are also scored on the held-out labelled soundscape windows
+    (``soundscape_auc`` in the report; the gate itself is decided on the
+    recordings' windows).
+    """
+    if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
+        raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
+    manifest = StageManifest(
+        "export", tag, settings, upstream, [ensemble_path, *index_paths, folds_path]
+    )
+    ensemble = _read_ensemble(ensemble_path, mels_paths, index_paths)
+    groups = ensemble["mel_groups"]
+    frames = window_frames(ensemble)
+    mels, indexes = _read_caches(ensemble_path, groups, mels_paths, index_paths)
+    folds = pd.read_parquet(folds_path)
+    rng = np.random.default_rng(seed)
+
+    calibration = calibration_windows(mels, indexes, frames, int(settings["calibration_size"]), rng)
+    eval_rows, eval_starts = gate_windows(indexes, folds, groups, ensemble["window_seconds"])
+    eval_mels = [
+        cache_windows(array, index, starts, rows, group_window)
+        for array, index, starts, rows, group_window in zip(
+            mels, indexes, eval_starts, eval_rows, frames, strict=True
+        )
+    ]
+    eval_targets = gate_targets(indexes[0], eval_rows[0], ensemble["classes"])
+
+    report = export_ensemble(
+        ensemble,
+        Path(out_bundle).parent,
+        calibration,
+        precision=settings["precision"],
+        calibration_size=int(settings["calibration_size"]),
+        preset=settings["preset"],
+        eval_mels=eval_mels,
+        eval_targets=eval_targets,
+        max_auc_drop=settings["max_auc_drop"],
+        on_gate_fail=settings["on_gate_fail"],
+        threads=threads,
+    )
+    if labelled_path and soundscape_mels_paths and soundscape_index_paths:
+        _score_soundscapes(report, out_bundle, soundscape_mels_paths, soundscape_index_paths,
+                           labelled_path, ensemble["classes"], threads)
+    manifest.headline.update(report)
+    manifest.write(out_manifest)
+    logger.info(
+        "export: %s members in %d mel groups, precision %s (requested %s), AUC %s (OpenVINO numbers "
+        "with INFERENCE_PRECISION_HINT f32)",
+        len(ensemble["members"]), len(groups), report.get("precision"), settings["precision"],
+        report.get("auc"),
+    )
+    return report
+
+
+def _read_ensemble(
+    ensemble_path: str, mels_paths: Sequence[str], index_paths: Sequence[str]
+) -> dict:
+    """The checked ensemble definition, with one mel cache and one index per mel group."""
+    ensemble = read_json(ensemble_path)
+    try:
+        _check_ensemble(ensemble)
+    except ValueError as error:
+        raise ValueError(f"{ensemble_path}: {error}") from None
+    groups = ensemble["mel_groups"]
+    if len(mels_paths) != len(groups) or len(index_paths) != len(groups):
+        raise ValueError(
+            f"{ensemble_path} has {len(groups)} mel groups "
+            f"({[group.get('tag') for group in groups]}), but the export got "
+            f"{len(mels_paths)} mel caches and {len(index_paths)} indexes: expected one of each "
+            "per group, in mel_groups order"
+        )
+    return ensemble
+
+
+def _read_caches(
+    ensemble_path: str,
+    groups: Sequence[Mapping[str, Any]],
+    mels_paths: Sequence[str],
+    index_paths: Sequence[str],
+) -> tuple[list[np.ndarray], list[pd.DataFrame]]:
+    """Each mel group's training mel cache (memory-mapped, shape checked) and index."""
+    mels = [np.load(path, mmap_mode="r") for path in mels_paths]
+    indexes = [pd.read_parquet(path) for path in index_paths]
+    for g, (array, group, path) in enumerate(zip(mels, groups, mels_paths, strict=True)):
+        if array.ndim != 2 or array.shape[1] != int(group["n_mels"]):
+            raise ValueError(
+                f"{path}: mel cache of shape {array.shape}, but mel_groups[{g}] of {ensemble_path} "
+                f"(tag {group.get('tag')!r}) expects (frames, {int(group['n_mels'])})"
+            )
+    return mels, indexes
+
+
+def _score_soundscapes(
+    report: dict[str, Any],
+    out_bundle: str,
+    soundscape_mels_paths: Sequence[str],
+    soundscape_index_paths: Sequence[str],
+    labelled_path: str,
+    classes: Sequence[str],
+    threads: int,
+) -> None:
+    """Score the written bundle on the held-out labelled soundscape windows, into `report`."""
+    windows, targets = labelled_soundscape_windows(
+        soundscape_mels_paths, soundscape_index_paths, labelled_path, classes)
+    report["soundscape_auc"] = (
+        score_bundle_windows(Path(out_bundle).parent, windows, targets, threads) if len(targets)
+        else None)
+    report["soundscape_windows_scored"] = int(len(targets))
+    logger.info("export: labelled-soundscape AUC %s on %d held-out windows",
+                report["soundscape_auc"], len(targets))

@@ -1,0 +1,308 @@
+"""Training data: the fold split, random crops of the mel cache, and the batches they form.
+
+- Training examples are random crops of ``window_frames`` frames from the first
+  ``crop_seconds_max`` seconds of a recording (all of its cached seconds when the
+  mel index marks it ``rare``: see `usable_frames`); a recording shorter than a
+  window is tiled (repeated) to the window length.
+- Every random choice of an epoch (which recordings, which crops, which masks,
+  mixup) is derived from ``(seed + fold, epoch)``, so a resumed run draws the same
+  batches as an uninterrupted one, whatever the number of loader workers.
+- Label smoothing (``y * (1 - eps) + eps / 2``) applies to recording targets only;
+  pseudo labels are already soft.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from birdclef.train.settings import TrainSettings
+
+
+def tiled_window(frames: np.ndarray, start: int, size: int) -> np.ndarray:
+    """`size` consecutive rows of `frames` from `start`, wrapping around (tiling)."""
+    n = frames.shape[0]
+    if n == 0:
+        raise ValueError("empty recording")
+    if start + size <= n:
+        return frames[start : start + size]
+    rows = (start + np.arange(size)) % n
+    return frames[rows]
+
+
+class _MelSource:
+    """Picklable holder of the mel cache; an np.memmap is reopened, not copied, in workers."""
+
+    def __init__(self, mels: np.ndarray) -> None:
+        self.mels = mels
+
+    def __getstate__(self) -> dict[str, Any]:
+        mels = self.mels
+        if isinstance(mels, np.memmap) and mels.filename is not None:
+            return {"memmap": (mels.filename, mels.dtype.str, mels.shape, mels.offset,
+                               "F" if mels.flags.f_contiguous and not mels.flags.c_contiguous
+                               else "C")}
+        return {"array": mels}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "memmap" in state:
+            filename, dtype, shape, offset, order = state["memmap"]
+            self.mels = np.memmap(filename, dtype=dtype, mode="r", shape=shape, offset=offset,
+                                  order=order)
+        else:
+            self.mels = state["array"]
+
+
+class RowView:
+    """Rows `rows` of a (memmapped) array, read lazily: pseudo windows without a copy."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+        self.array = array
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.array[self.rows[index]]
+
+
+class TrainWindows(Dataset):
+    """Training examples, addressed by keys ``(source, index, seed)`` from `EpochBatchSampler`.
+
+    source 0: a random crop of recording `index` (row of the training index);
+    source 1: pseudo-labelled window `index`; source 2: labelled soundscape window
+    `index` (train_soundscapes_labels.csv). `seed` drives the crop and the masks.
+    Returns (mel (1, n_mels, window_frames) float32, target (K,) float32, weight).
+    """
+
+    def __init__(
+        self,
+        mels: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        targets: np.ndarray,
+        window_frames: int,
+        crop_frames_max: int,
+        settings: TrainSettings,
+        pseudo_mels: np.ndarray | None = None,
+        pseudo_labels: np.ndarray | None = None,
+        labelled_mels: np.ndarray | None = None,
+        labelled_targets: np.ndarray | None = None,
+    ) -> None:
+        self.source = _MelSource(mels)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        eps = settings.label_smoothing
+        self.targets = (targets * (1.0 - eps) + eps / 2.0).astype(np.float32)
+        self.window_frames = int(window_frames)
+        self.crop_frames_max = max(int(crop_frames_max), self.window_frames)
+        self.spec_augment = settings.spec_augment
+        self.pseudo_weight = float(settings.pseudo_weight)
+        self.pseudo_mels = pseudo_mels
+        # A copy: pandas (copy-on-write) hands out read-only arrays, which torch warns about.
+        self.pseudo_labels = None if pseudo_labels is None else np.array(pseudo_labels,
+                                                                         dtype=np.float32)
+        self.labelled_weight = float(settings.labelled_weight)
+        self.labelled_mels = labelled_mels
+        self.labelled_targets = None if labelled_targets is None else np.array(
+            labelled_targets, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return (len(self.offsets) + (0 if self.pseudo_mels is None else len(self.pseudo_mels))
+                + (0 if self.labelled_mels is None else len(self.labelled_mels)))
+
+    def crop(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """A random (n_mels, window_frames) crop from the recording's first crop_frames_max."""
+        usable = int(min(self.lengths[index], self.crop_frames_max))
+        offset = int(self.offsets[index])
+        frames = self.source.mels[offset : offset + usable]
+        start = int(rng.integers(0, usable - self.window_frames + 1)) if (
+            usable > self.window_frames) else 0
+        return np.asarray(tiled_window(frames, start, self.window_frames), dtype=np.float32).T
+
+    def augment(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Spec-augment: two time masks and two frequency masks, filled with the mean."""
+        mel = mel.copy()
+        n_mels, n_frames = mel.shape
+        fill = float(mel.mean())
+        for _ in range(2):
+            width = int(rng.integers(0, max(1, n_frames // 8) + 1))
+            start = int(rng.integers(0, n_frames - width + 1))
+            mel[:, start : start + width] = fill
+        for _ in range(2):
+            width = int(rng.integers(0, max(1, n_mels // 8) + 1))
+            start = int(rng.integers(0, n_mels - width + 1))
+            mel[start : start + width, :] = fill
+        return mel
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        source, index, seed = key
+        rng = np.random.default_rng(seed)
+        if source == 0:
+            mel = self.crop(index, rng)
+            target = self.targets[index]
+            weight = 1.0
+        elif source == 1:
+            mel = np.asarray(self.pseudo_mels[index], dtype=np.float32)
+            target = self.pseudo_labels[index]
+            weight = self.pseudo_weight
+        else:
+            mel = np.asarray(self.labelled_mels[index], dtype=np.float32)
+            target = self.labelled_targets[index]
+            weight = self.labelled_weight
+        if self.spec_augment:
+            mel = self.augment(mel, rng)
+        return torch.from_numpy(np.ascontiguousarray(mel))[None], torch.from_numpy(target), weight
+
+
+class EpochBatchSampler(Sampler):
+    """Batches of keys ``(source, index, seed)``; the draw depends only on (seed, epoch).
+
+    Each batch holds ``round(batch_size * labelled_ratio)`` labelled soundscape
+    windows and ``round(batch_size * pseudo_ratio)`` pseudo-labelled windows
+    (each drawn uniformly), and recordings, drawn with probability ~ class
+    frequency ** `class_balance_power`, fill the rest (without recordings the
+    windows fill the batch). Keys come in that order: recordings, pseudo,
+    labelled. The number of batches is ceil(samples_per_epoch / batch_size);
+    every batch is full (draws are with replacement).
+    """
+
+    def __init__(
+        self,
+        sample_weights: np.ndarray,
+        n_pseudo: int,
+        batch_size: int,
+        samples_per_epoch: int,
+        pseudo_ratio: float,
+        seed: int,
+        n_labelled: int = 0,
+        labelled_ratio: float = 0.0,
+    ) -> None:
+        self.n_train = len(sample_weights)
+        self.p = None
+        if self.n_train:
+            self.p = np.asarray(sample_weights, dtype=np.float64)
+            self.p = self.p / self.p.sum()
+        self.n_pseudo = int(n_pseudo)
+        self.n_labelled = int(n_labelled)
+        self.batch_size = int(batch_size)
+        self.n_batches = max(1, math.ceil(samples_per_epoch / batch_size))
+        self.labelled_per_batch = (
+            min(self.batch_size, int(round(self.batch_size * labelled_ratio))) if self.n_labelled else 0)
+        self.pseudo_per_batch = (
+            min(self.batch_size - self.labelled_per_batch, int(round(self.batch_size * pseudo_ratio)))
+            if self.n_pseudo else 0)
+        if self.n_train == 0:
+            if self.n_pseudo:
+                self.pseudo_per_batch = self.batch_size - self.labelled_per_batch
+            elif self.n_labelled:
+                self.labelled_per_batch = self.batch_size
+        if self.n_train == 0 and self.n_pseudo == 0 and self.n_labelled == 0:
+            raise ValueError("nothing to train on: no training recordings, no pseudo windows and no "
+                             "labelled soundscape windows")
+        self.seed = int(seed)
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose draw `__iter__` yields."""
+        self.epoch = int(epoch)
+
+    @property
+    def windows_per_batch(self) -> int:
+        """Soundscape windows (pseudo-labelled and labelled) at the end of each batch."""
+        return self.pseudo_per_batch + self.labelled_per_batch
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n_pseudo = self.pseudo_per_batch
+        n_labelled = self.labelled_per_batch
+        n_real = self.batch_size - n_pseudo - n_labelled
+        for _ in range(self.n_batches):
+            keys: list[tuple[int, int, int]] = []
+            if n_real:
+                rows = rng.choice(self.n_train, size=n_real, p=self.p)
+                keys += [(0, int(r), int(s)) for r, s in
+                         zip(rows, rng.integers(0, 2**63 - 1, size=n_real), strict=True)]
+            if n_pseudo:
+                rows = rng.integers(0, self.n_pseudo, size=n_pseudo)
+                keys += [(1, int(r), int(s)) for r, s in
+                         zip(rows, rng.integers(0, 2**63 - 1, size=n_pseudo), strict=True)]
+            if n_labelled:
+                rows = rng.integers(0, self.n_labelled, size=n_labelled)
+                keys += [(2, int(r), int(s)) for r, s in
+                         zip(rows, rng.integers(0, 2**63 - 1, size=n_labelled), strict=True)]
+            yield keys
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor, float]]):
+    """Stack `TrainWindows` items into (mels, targets, weights) tensors."""
+    mels, targets, weights = zip(*batch, strict=True)
+    return torch.stack(mels), torch.stack(targets), torch.tensor(weights, dtype=torch.float32)
+
+
+def loader_workers(threads: int, device: torch.device) -> int:
+    """DataLoader workers for `threads` cores.
+
+    Crops are cheap memmap slices, so loading runs in the main process (0 workers)
+    on CPU with <= 2 threads, where every core is better spent on the model; with
+    more cores one core stays with the model and up to 4 load batches.
+    """
+    if threads <= 2:
+        return 0
+    return min(4, threads - 1) if device.type == "cuda" else min(2, threads // 4)
+
+
+def worker_init(worker_id: int) -> None:
+    """Loader workers use one thread each (the model owns the other cores)."""
+    torch.set_num_threads(1)
+
+
+def usable_frames(table: pd.DataFrame, crop_frames_max: int) -> np.ndarray:
+    """Frames of each recording that crops and validation windows come from.
+
+    The first `crop_frames_max` frames, except for recordings the mel cache marked
+    ``rare`` (classes under ``mels.rare_threshold`` recordings, cached for
+    ``mels.rare_max_seconds``): all of their cached frames.
+    """
+    frames = table["frames"].to_numpy(np.int64)
+    usable = np.minimum(frames, int(crop_frames_max))
+    if "rare" in table.columns:
+        rare = table["rare"].fillna(False).to_numpy(bool)
+        usable = np.where(rare, frames, usable)
+    return usable
+
+
+def split_fold(mel_index: pd.DataFrame, folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, validation) recordings of `fold`: the mel index joined with the fold table.
+
+    Validation is fold == `fold`; training is the rest (fold -1 rows always
+    train). `fold=-1` trains on everything without validation.
+    """
+    table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
+        folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
+    )
+    if table["fold"].isna().any():
+        missing = table.loc[table["fold"].isna(), "filename"].head(5).tolist()
+        raise ValueError(f"{int(table['fold'].isna().sum())} recordings of the mel index have "
+                         f"no fold, e.g. {missing}")
+    table["fold"] = table["fold"].astype(int)
+    if fold == -1:
+        return table, table.iloc[0:0]
+    return (table[table["fold"] != fold].reset_index(drop=True),
+            table[table["fold"] == fold].reset_index(drop=True))
+
+
+def crop_frames(settings: TrainSettings, window_frames: int, frames_per_second: float) -> int:
+    """Frames of a recording that crops and validation windows come from (at least one window)."""
+    return max(int(round(settings.crop_seconds_max * frames_per_second)), int(window_frames))

@@ -1,0 +1,83 @@
+"""Training hyper-parameters: `TrainSettings` and its construction from the workflow config."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LOSSES = ("bce", "focal", "bce+focal")
+OPTIMIZERS = ("adamw", "radam")
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of one training run (one backbone, one fold, one round).
+
+    The defaults are the config schema's (schemas/config.schema.yaml: `train`,
+    `pseudo.rounds[]` for the pseudo keys, `soundscape_labels.train_ratio` /
+    `train_weight` for the labelled ones); tests/test_train.py checks that they agree.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0  # linear warmup then cosine decay (per step)
+    optimizer: str = "adamw"  # "adamw" | "radam"
+    loss: str = "bce"  # "bce" | "focal" | "bce+focal"
+    focal_gamma: float = 2.0
+    focal_weight: float = 0.5  # bce+focal = (1 - w) * bce + w * focal
+    secondary_weight: float = 0.5
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.5
+    mixup_prob: float = 0.5
+    spec_augment: bool = True  # time and frequency masks
+    crop_seconds_max: float = 30.0  # random crops come from the first N seconds
+    samples_per_epoch: int | None = None  # default: number of training recordings
+    class_balance_power: float = -0.5  # sampling weight ~ class frequency ** power
+    seed: int = 0
+    pseudo_weight: float = 1.0
+    pseudo_ratio: float = 0.3
+    mix_pseudo: bool = True  # mixup may pair a recording with a pseudo-labelled window
+    labelled_ratio: float = 0.25  # share of a batch from labelled soundscape windows
+    labelled_weight: float = 1.0  # loss weight of a labelled soundscape window
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"train loss {self.loss!r} is not one of {LOSSES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("train epochs and batch_size must be >= 1")
+        if not 0.0 <= self.pseudo_ratio <= 1.0:
+            raise ValueError(f"pseudo_ratio {self.pseudo_ratio} must lie in [0, 1]")
+        if not 0.0 <= self.labelled_ratio <= 1.0:
+            raise ValueError(f"labelled_ratio {self.labelled_ratio} (soundscape_labels.train_ratio) "
+                             "must lie in [0, 1]")
+        if self.pseudo_ratio + self.labelled_ratio > 1.0:
+            raise ValueError(f"pseudo_ratio {self.pseudo_ratio} + soundscape_labels.train_ratio "
+                             f"{self.labelled_ratio} exceed 1: expected shares of one batch")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing {self.label_smoothing} must lie in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TrainSettings:
+        """Build settings from a (config) mapping; unknown keys raise a ValueError."""
+        values = dict(values or {})
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown train settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def settings_from_config(values: Mapping[str, Any]) -> TrainSettings:
+    """`TrainSettings` from the workflow's train settings (config train + round keys).
+
+    Keys that are not training hyper-parameters (``round``) are dropped, and None
+    (e.g. round 0's pseudo_weight) means the default.
+    """
+    known = {field.name for field in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in values.items() if k in known and v is not None})

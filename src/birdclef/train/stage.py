@@ -1,0 +1,141 @@
+"""The train stage of the workflow: read the caches, run `train_fold`, write the manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from birdclef.catalog import read_taxonomy
+from birdclef.common.manifest import StageManifest
+from birdclef.pseudo import soundscape_folds
+from birdclef.runtime.features import frames_per_second
+from birdclef.runtime.features import window_frames as mel_window_frames
+from birdclef.soundscapes import window_positions
+from birdclef.train.data import RowView
+from birdclef.train.fold import train_fold
+from birdclef.train.model import MODEL_DEFAULTS
+from birdclef.train.settings import settings_from_config
+
+
+def _output_dir(outputs: Mapping[str, str]) -> Path:
+    """The folder of the outputs, checked to carry the names `train_fold` writes."""
+    out_dir = Path(outputs["checkpoint"]).parent
+    expected = {"checkpoint": "best.pt", "oof": "oof.parquet",
+                "soundscape_preds": "soundscape_preds.parquet", "metrics": "metrics.json"}
+    for key, name in expected.items():
+        if key in outputs and Path(outputs[key]) != out_dir / name:
+            raise ValueError(f"train output {key} must be {out_dir / name}, got {outputs[key]}")
+    return out_dir
+
+
+def _model_spec(backbone: Mapping[str, Any], classes: list[str],
+                mel: Mapping[str, Any]) -> dict[str, Any]:
+    """The model spec of a ``train.backbones`` entry (missing keys: `MODEL_DEFAULTS`)."""
+    return {
+        "backbone": backbone["name"],
+        "n_classes": len(classes),
+        "in_chans": int(backbone.get("in_chans", MODEL_DEFAULTS["in_chans"])),
+        "pretrained": bool(backbone.get("pretrained", MODEL_DEFAULTS["pretrained"])),
+        "checkpoint": backbone.get("checkpoint"),
+        "drop_rate": float(backbone.get("drop_rate", MODEL_DEFAULTS["drop_rate"])),
+        "drop_path_rate": float(backbone.get("drop_path_rate", MODEL_DEFAULTS["drop_path_rate"])),
+        # checked by build_model
+        "normalization": mel.get("normalization") or MODEL_DEFAULTS["normalization"],
+    }
+
+
+def _pseudo_windows(inputs: Mapping[str, str], settings: Mapping[str, Any], fold: int,
+                    classes: list[str], soundscape_mels: np.ndarray,
+                    soundscape_index: pd.DataFrame, manifest: StageManifest):
+    """(pseudo windows, their labels, the soundscapes they come from) of ``inputs["pseudo_labels"]``."""
+    labels = pd.read_parquet(inputs["pseudo_labels"])
+    if settings.get("oof_by_soundscape"):
+        # Out of fold by soundscape: this fold's soundscapes are left for this
+        # model to label in the next round, so it trains on the others only.
+        assignment = soundscape_folds(soundscape_index["soundscape"].astype(str),
+                                      settings["soundscape_folds"],
+                                      settings["soundscape_fold_seed"])
+        held_out = labels["soundscape"].astype(str).map(assignment) == int(fold)
+        labels = labels[~held_out].reset_index(drop=True)
+        manifest.headline["pseudo_soundscapes_held_out"] = sorted(
+            s for s, f in assignment.items() if f == int(fold))
+    seen_soundscapes = sorted(labels["soundscape"].astype(str).unique())
+    rows = window_positions(soundscape_index, labels["row_id"], inputs["soundscape_index"])
+    pseudo_mels = RowView(soundscape_mels, rows)
+    pseudo_labels = labels[classes].to_numpy(dtype=np.float32)
+    return pseudo_mels, pseudo_labels, seen_soundscapes
+
+
+def _headline(manifest: StageManifest, metrics: Mapping[str, Any]) -> None:
+    """Copy the run's main numbers into the manifest's headline."""
+    manifest.headline.update({
+        key: metrics[key] for key in ("oof_auc", "soundscape_auc", "soundscape_windows_scored",
+                                      "best_epoch", "device", "amp", "n_train", "n_val",
+                                      "n_pseudo", "n_labelled", "resumed_from_epoch")
+    })
+    manifest.headline["epochs_run"] = len(metrics["epochs"])
+    manifest.headline["samples_per_s"] = (
+        float(np.mean([h["samples_per_s"] for h in metrics["epochs"] if h["samples_per_s"]]))
+        if metrics["epochs"] else None
+    )
+
+
+def train_stage(
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    fold: int,
+    tag: str,
+    settings: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    upstream: Mapping[str, Any],
+    mel: Mapping[str, Any],
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The train stage: read the caches, run `train_fold`, write the manifest.
+
+    `inputs`: mels, index, folds, soundscape_mels, soundscape_index, taxonomy and,
+    from round 1, pseudo_labels (row_id, soundscape, end_s, one column per class).
+    `outputs`: checkpoint (``<dir>/best.pt``), oof, soundscape_preds, metrics,
+    curve, manifest; every output but the manifest must lie in one folder with
+    the names `train_fold` writes. ``last.pt`` (for resuming) is written there too
+    and is deliberately not a declared output, so that Snakemake keeps it when a
+    job fails.
+    """
+    out_dir = _output_dir(outputs)
+    manifest = StageManifest("train", tag, {**settings, "backbone": dict(backbone), "fold": fold},
+                             upstream, list(inputs.values()))
+    classes = read_taxonomy(inputs["taxonomy"])
+    model_spec = _model_spec(backbone, classes, mel)
+    train_settings = settings_from_config(settings)
+    mels = np.load(inputs["mels"], mmap_mode="r")
+    mel_index = pd.read_parquet(inputs["index"])
+    folds = pd.read_parquet(inputs["folds"])
+    soundscape_mels = np.load(inputs["soundscape_mels"], mmap_mode="r")
+    soundscape_index = pd.read_parquet(inputs["soundscape_index"])
+    pseudo_mels = pseudo_labels = None
+    seen_soundscapes: list[str] = []
+    labelled = None
+    if inputs.get("soundscape_labels"):
+        labelled = pd.read_parquet(inputs["soundscape_labels"])
+        labelled["row_id"] = labelled["row_id"].astype(str)
+    if inputs.get("pseudo_labels"):
+        pseudo_mels, pseudo_labels, seen_soundscapes = _pseudo_windows(
+            inputs, settings, fold, classes, soundscape_mels, soundscape_index, manifest)
+    metrics = train_fold(
+        mels, mel_index, folds, int(fold), classes, model_spec, train_settings,
+        window_frames=mel_window_frames(mel),
+        frames_per_second=frames_per_second(mel),
+        out_dir=out_dir, threads=int(threads), device=device,
+        soundscape_mels=soundscape_mels, soundscape_index=soundscape_index,
+        pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
+        seen_soundscapes=seen_soundscapes, labelled_windows=labelled,
+    )
+    _headline(manifest, metrics)
+    manifest.write(outputs["manifest"])
+    return metrics
