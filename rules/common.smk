@@ -130,7 +130,8 @@ def xc_inputs(wildcards):
 
 
 def train_inputs(wildcards):
-    """Caches (of the backbone's mel configuration), folds and (rounds > 0) pseudo-labels."""
+    """Caches (of the backbone's mel configuration), folds, (rounds > 0) pseudo-labels and
+    (with distillation) the teacher's artifact."""
     run = TRAIN_RUNS[wildcards.tag]
     cache = mel_cache(run["upstream"]["mels"])
     soundscapes = soundscape_mel_cache(run["upstream"]["soundscape_mels"])
@@ -147,6 +148,11 @@ def train_inputs(wildcards):
             f"{stage_dir('pseudo', run['pseudo_tag'])}/labels.parquet"
         )
     inputs.update(soundscape_labels_input(wildcards))
+    if run["upstream"].get("teacher"):
+        base = stage_dir("teacher", run["upstream"]["teacher"])
+        inputs["teacher_embeddings"] = f"{base}/embeddings.npy"
+        inputs["teacher_logits"] = f"{base}/logits.npy"
+        inputs["teacher_index"] = f"{base}/index.parquet"
     return inputs
 
 

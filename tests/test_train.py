@@ -83,7 +83,7 @@ def run(out_dir, cache, fold=0, **overrides):
     mels, index, folds = cache
     kwargs = {k: overrides.pop(k) for k in list(overrides) if k in (
         "soundscape_mels", "soundscape_index", "pseudo_mels", "pseudo_labels", "epoch_callback",
-        "labelled_windows")}
+        "labelled_windows", "teacher")}
     values = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
               "samples_per_epoch": 48, "crop_seconds_max": 2.0, **overrides}
     return train_fold(mels, index, folds, fold, CLASSES, SPEC, TrainSettings(**values), WINDOW,
@@ -287,6 +287,9 @@ SCHEMA_PATHS = {
     "mix_pseudo": ("pseudo", "rounds", "mix_pseudo"),
     "labelled_ratio": ("soundscape_labels", "train_ratio"),
     "labelled_weight": ("soundscape_labels", "train_weight"),
+    "distill_embedding_weight": ("train", "distill", "embedding_weight"),
+    "distill_logit_weight": ("train", "distill", "logit_weight"),
+    "distill_temperature": ("train", "distill", "temperature"),
 }
 
 

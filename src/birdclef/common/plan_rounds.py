@@ -68,7 +68,7 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
     round_train_tags and final_train_tags."""
     train = config["train"]
     # device only chooses where training runs; the folds list only which jobs exist.
-    train_common = {k: v for k, v in train.items() if k not in ("backbones", "device", "folds")}
+    train_common = {k: v for k, v in train.items() if k not in ("backbones", "device", "folds", "distill")}
     rounds = config["pseudo"]["rounds"]
     pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
     train_runs: dict[str, dict[str, Any]] = {}
@@ -149,6 +149,16 @@ def _train_run(
         "labelled_ratio": soundscape_labels["train_ratio"] if fields["labels_file"] else 0.0,
         "labelled_weight": soundscape_labels["train_weight"],
     }
+    distill = {**config["train"]["distill"], **backbone.get("distill", {})}
+    distills = distill["embedding_weight"] > 0 or distill["logit_weight"] > 0
+    if distills:  # only then: a run without distillation keeps the tag it had before the teacher
+        settings.update({f"distill_{key}": value for key, value in distill.items()})
+    if distills and not fields["teacher_tag"]:
+        raise ValueError(
+            f"train.backbones {backbone_label(backbone)!r} distils from the teacher (train.distill "
+            "embedding_weight or logit_weight above 0) but teacher.enabled is false: expected "
+            "teacher.enabled: true (BirdNET 2.4 or a local Perch v2 model) or both weights 0"
+        )
     if round_ > 0 and pseudo_oof:
         # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
         settings["oof_by_soundscape"] = True
@@ -160,6 +170,7 @@ def _train_run(
         "soundscape_mels": backbone_soundscape_tag,
         "pseudo": pseudo_tag,
         "soundscape_labels": fields["soundscape_labels_tag"],
+        **({"teacher": fields["teacher_tag"]} if distills else {}),
     }
     tag = stage_tag(
         "train",

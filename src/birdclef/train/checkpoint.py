@@ -52,6 +52,9 @@ def resume_signature(model_spec, settings, fold, classes, window_frames, frames_
     """What must match for `last.pt` to be continued (everything but the epoch count)."""
     values = dataclasses.asdict(settings)
     values.pop("epochs")
+    if not settings.distills:  # a run without a teacher resumes a last.pt from before distillation
+        for key in [k for k in values if k.startswith("distill_")]:
+            values.pop(key)
     return {
         "format": CHECKPOINT_FORMAT,
         "model_spec": {k: model_spec[k] for k in sorted(model_spec)},
@@ -98,6 +101,8 @@ def resume(run: FoldRun, opt: Optimization,
         opt.optimizer.load_state_dict(payload["optimizer"])
         opt.scheduler.load_state_dict(payload["scheduler"])
         opt.scaler.load_state_dict(payload["scaler"])
+        if opt.projection is not None:
+            opt.projection.load_state_dict(payload["projection"])
         _set_rng_states(payload["rng"])
         history = list(payload["history"])
         best = payload.get("best")
@@ -128,4 +133,5 @@ def save_last(run: FoldRun, opt: Optimization, signature: Mapping[str, Any], epo
         optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
         scaler=opt.scaler.state_dict(), rng=_rng_states(), history=history, best=best,
         classes=run.classes,
+        **({"projection": opt.projection.state_dict()} if opt.projection is not None else {}),
     )

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from birdclef.train.distill import TeacherTargets
 from birdclef.train.settings import TrainSettings
 
 
@@ -80,7 +81,9 @@ class TrainWindows(Dataset):
     source 0: a random crop of recording `index` (row of the training index);
     source 1: pseudo-labelled window `index`; source 2: labelled soundscape window
     `index` (train_soundscapes_labels.csv). `seed` drives the crop and the masks.
-    Returns (mel (1, n_mels, window_frames) float32, target (K,) float32, weight).
+    Returns (mel (1, n_mels, window_frames) float32, target (K,) float32, weight); with
+    `teacher` (distillation) also the teacher's embedding (D,), mapped logits (K,) and a
+    0/1 flag saying whether the example has a teacher window.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class TrainWindows(Dataset):
         pseudo_labels: np.ndarray | None = None,
         labelled_mels: np.ndarray | None = None,
         labelled_targets: np.ndarray | None = None,
+        teacher: TeacherTargets | None = None,
     ) -> None:
         self.source = _MelSource(mels)
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -114,6 +118,7 @@ class TrainWindows(Dataset):
         self.labelled_mels = labelled_mels
         self.labelled_targets = None if labelled_targets is None else np.array(
             labelled_targets, dtype=np.float32)
+        self.teacher = teacher
 
     def __len__(self) -> int:
         return (len(self.offsets) + (0 if self.pseudo_mels is None else len(self.pseudo_mels))
@@ -121,12 +126,16 @@ class TrainWindows(Dataset):
 
     def crop(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """A random (n_mels, window_frames) crop from the recording's first crop_frames_max."""
+        return self.crop_at(index, rng)[0]
+
+    def crop_at(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """`crop` and the frame it starts at."""
         usable = int(min(self.lengths[index], self.crop_frames_max))
         offset = int(self.offsets[index])
         frames = self.source.mels[offset : offset + usable]
         start = int(rng.integers(0, usable - self.window_frames + 1)) if (
             usable > self.window_frames) else 0
-        return np.asarray(tiled_window(frames, start, self.window_frames), dtype=np.float32).T
+        return np.asarray(tiled_window(frames, start, self.window_frames), dtype=np.float32).T, start
 
     def augment(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Spec-augment: two time masks and two frequency masks, filled with the mean."""
@@ -143,11 +152,12 @@ class TrainWindows(Dataset):
             mel[start : start + width, :] = fill
         return mel
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple:
         source, index, seed = key
         rng = np.random.default_rng(seed)
+        start = 0
         if source == 0:
-            mel = self.crop(index, rng)
+            mel, start = self.crop_at(index, rng)
             target = self.targets[index]
             weight = 1.0
         elif source == 1:
@@ -160,7 +170,11 @@ class TrainWindows(Dataset):
             weight = self.labelled_weight
         if self.spec_augment:
             mel = self.augment(mel, rng)
-        return torch.from_numpy(np.ascontiguousarray(mel))[None], torch.from_numpy(target), weight
+        item = (torch.from_numpy(np.ascontiguousarray(mel))[None], torch.from_numpy(target), weight)
+        if self.teacher is None:
+            return item
+        embedding, logits, has = self.teacher.get(self.teacher.row(source, index, start, self.window_frames))
+        return (*item, torch.from_numpy(embedding), torch.from_numpy(logits), has)
 
 
 class EpochBatchSampler(Sampler):
@@ -245,10 +259,14 @@ class EpochBatchSampler(Sampler):
             yield keys
 
 
-def collate(batch: list[tuple[torch.Tensor, torch.Tensor, float]]):
-    """Stack `TrainWindows` items into (mels, targets, weights) tensors."""
-    mels, targets, weights = zip(*batch, strict=True)
-    return torch.stack(mels), torch.stack(targets), torch.tensor(weights, dtype=torch.float32)
+def collate(batch: list[tuple]):
+    """Stack `TrainWindows` items into (mels, targets, weights) tensors, followed by (teacher
+    embeddings, teacher logits, teacher flags) when the items carry them."""
+    columns = list(zip(*batch, strict=True))
+    stacked = [torch.stack(columns[0]), torch.stack(columns[1]), torch.tensor(columns[2], dtype=torch.float32)]
+    if len(columns) == 6:
+        stacked += [torch.stack(columns[3]), torch.stack(columns[4]), torch.tensor(columns[5], dtype=torch.float32)]
+    return tuple(stacked)
 
 
 def loader_workers(threads: int, device: torch.device) -> int:

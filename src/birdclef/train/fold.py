@@ -29,6 +29,7 @@ import pandas as pd
 
 from birdclef.common.io import write_json
 from birdclef.train.checkpoint import resume, resume_signature, save_best, save_last
+from birdclef.train.distill import TeacherCache
 from birdclef.train.fold_data import Batches, FoldData, build_batches, check_inputs, fold_data
 from birdclef.train.loop import Optimization, build_optimization, epoch_score, log_epoch, run_epoch
 from birdclef.train.outputs import (
@@ -96,6 +97,7 @@ def train_fold(
     seen_soundscapes: Iterable[str] | None = None,
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
     labelled_windows: pd.DataFrame | None = None,
+    teacher: TeacherCache | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -112,6 +114,8 @@ def train_fold(
     `soundscape_index` row_id): ``train`` rows are drawn into batches
     (``settings.labelled_ratio``, weight ``settings.labelled_weight``),
     ``validation`` rows score the best model (``soundscape_auc``).
+    `teacher` (the teacher stage's artifact) is used when `settings` distil
+    (`birdclef.train.distill`).
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     out_dir = Path(out_dir)
@@ -127,10 +131,14 @@ def train_fold(
                   base_seed, dev, amp_dtype, threads, progress)
 
     # Split, sampling, model, optimizer, schedule.
+    if settings.distills and teacher is None:
+        raise ValueError("train.distill weights are above 0 but no teacher artifact was given: "
+                         "expected teacher.enabled: true (the workflow passes its outputs)")
     data = fold_data(run, mels, mel_index, folds, soundscape_mels, soundscape_index, pseudo_mels,
-                     pseudo_labels, labelled_windows)
+                     pseudo_labels, labelled_windows, teacher)
     batches = build_batches(run, data)
-    opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch)
+    opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch,
+                             *((data.teacher.embedding_dim, data.teacher.class_mask) if data.teacher else ()))
 
     # Resume, train.
     signature = resume_signature(model_spec, settings, fold, classes, window_frames,

@@ -25,6 +25,7 @@ from birdclef.train.data import (
     usable_frames,
     worker_init,
 )
+from birdclef.train.distill import TeacherCache, TeacherTargets
 from birdclef.train.run import FoldRun
 from birdclef.train.validation import ValidationSet, validation_set
 
@@ -73,6 +74,7 @@ class FoldData:
     pseudo_labels: np.ndarray | None
     labelled_mels: RowView | None
     labelled_targets: np.ndarray | None
+    teacher: TeacherTargets | None = None
 
     @property
     def val_table(self) -> pd.DataFrame:
@@ -108,8 +110,9 @@ def _labelled_train_windows(run: FoldRun, labelled_windows: pd.DataFrame | None,
 def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd.DataFrame,
               soundscape_mels: np.ndarray | None, soundscape_index: pd.DataFrame | None,
               pseudo_mels: np.ndarray | None, pseudo_labels: np.ndarray | None,
-              labelled_windows: pd.DataFrame | None) -> FoldData:
-    """Split the recordings of `run.fold`, build their targets, gather the soundscape windows."""
+              labelled_windows: pd.DataFrame | None, teacher: TeacherCache | None = None) -> FoldData:
+    """Split the recordings of `run.fold`, build their targets, gather the soundscape windows and,
+    when the run distils (`teacher`), each example's teacher window."""
     fold, settings = run.fold, run.settings
     train_table, val_table = split_fold(mel_index, folds, fold)
     if fold != -1 and val_table.empty:
@@ -125,8 +128,21 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
                                 run.frames_per_second)
     labelled_mels, labelled_targets = _labelled_train_windows(run, labelled_windows,
                                                               soundscape_mels, soundscape_index)
+    targets = None
+    if teacher is not None and settings.distills:
+        targets = teacher.targets(train_table["filename"].astype(str).tolist(),
+                                  _window_ids(pseudo_mels, soundscape_index),
+                                  _window_ids(labelled_mels, soundscape_index), run.frames_per_second)
+        log.info("distillation: teacher windows for %s", {k: round(v, 3) for k, v in targets.coverage.items()})
     return FoldData(mels, train_table, train_soft, train_usable, validation, pseudo_mels,
-                    pseudo_labels, labelled_mels, labelled_targets)
+                    pseudo_labels, labelled_mels, labelled_targets, targets)
+
+
+def _window_ids(windows, soundscape_index: pd.DataFrame | None) -> list[str]:
+    """The row_ids of soundscape windows given as a `RowView` of the soundscape cache ([] otherwise)."""
+    if not isinstance(windows, RowView) or soundscape_index is None:
+        return []
+    return soundscape_index["row_id"].astype(str).to_numpy()[windows.rows].tolist()
 
 
 @dataclass
@@ -157,7 +173,7 @@ def build_batches(run: FoldRun, data: FoldData) -> Batches:
     dataset = TrainWindows(data.mels, train_table["offset"].to_numpy(np.int64), data.train_usable,
                            data.train_soft, run.window_frames, int(data.train_usable.max(initial=0)),
                            settings, data.pseudo_mels, data.pseudo_labels, data.labelled_mels,
-                           data.labelled_targets)
+                           data.labelled_targets, data.teacher)
     workers = loader_workers(run.threads, run.dev)
     loader = DataLoader(
         dataset,

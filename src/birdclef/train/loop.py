@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from birdclef.common.progress import progress_bar
 from birdclef.train.data import EpochBatchSampler
+from birdclef.train.distill import Projection, embedding_loss, logit_loss, mix_teacher
 from birdclef.train.loss import example_loss, lr_factor, mix_batch, mixup_permutation
 from birdclef.train.model import build_model
 from birdclef.train.run import FoldRun, autocast, to_input
@@ -26,25 +27,37 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Optimization:
-    """The model and what trains it: optimizer, learning-rate schedule, gradient scaler."""
+    """The model and what trains it: optimizer, learning-rate schedule, gradient scaler, and with
+    distillation the projection onto the teacher's embedding and the classes the teacher knows."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
+    projection: torch.nn.Module | None = None
+    class_mask: torch.Tensor | None = None
 
 
 def build_optimization(model_spec: Mapping[str, Any], settings: TrainSettings, dev: torch.device,
-                       amp_dtype: torch.dtype | None, steps_per_epoch: int) -> Optimization:
-    """A fresh model on `dev`, its optimizer, the warmup + cosine schedule and the grad scaler."""
+                       amp_dtype: torch.dtype | None, steps_per_epoch: int,
+                       teacher_dim: int | None = None, class_mask: np.ndarray | None = None) -> Optimization:
+    """A fresh model on `dev`, its optimizer, the warmup + cosine schedule and the grad scaler.
+
+    With a teacher (`teacher_dim`, `class_mask`: distillation on) and an embedding weight, a
+    projection of the pooled features onto the teacher's embedding trains alongside the model.
+    """
     model = build_model(model_spec).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    projection = None
+    if teacher_dim and settings.distill_embedding_weight > 0:
+        projection = Projection(model.num_features, int(teacher_dim)).to(dev)
+    parameters = list(model.parameters()) + ([] if projection is None else list(projection.parameters()))
     if settings.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
+        optimizer = torch.optim.AdamW(parameters, lr=settings.lr,
                                       weight_decay=settings.weight_decay)
     else:
-        optimizer = torch.optim.RAdam(model.parameters(), lr=settings.lr,
+        optimizer = torch.optim.RAdam(parameters, lr=settings.lr,
                                       weight_decay=settings.weight_decay,
                                       decoupled_weight_decay=True)
     total_steps = steps_per_epoch * settings.epochs
@@ -53,7 +66,22 @@ def build_optimization(model_spec: Mapping[str, Any], settings: TrainSettings, d
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    return Optimization(model, optimizer, scheduler, scaler)
+    mask = None if class_mask is None else torch.as_tensor(np.asarray(class_mask, dtype=bool), device=dev)
+    return Optimization(model, optimizer, scheduler, scaler, projection, mask)
+
+
+def distill_loss(opt: Optimization, settings: TrainSettings, logits: torch.Tensor, pooled: torch.Tensor,
+                 teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Per-example distillation loss: weighted embedding (cosine) and logit (soft BCE) terms."""
+    embeddings, teacher_logits, has = teacher
+    loss = torch.zeros(len(logits), device=logits.device)
+    if opt.projection is not None:
+        projected = opt.projection(pooled.float())
+        loss = loss + settings.distill_embedding_weight * embedding_loss(projected, embeddings, has)
+    if settings.distill_logit_weight > 0 and opt.class_mask is not None:
+        loss = loss + settings.distill_logit_weight * logit_loss(
+            logits, teacher_logits, opt.class_mask, has, settings.distill_temperature)
+    return loss
 
 
 def _optimizer_step(opt: Optimization, loss: torch.Tensor) -> float:
@@ -75,18 +103,27 @@ def train_steps(run: FoldRun, opt: Optimization, sampler: EpochBatchSampler, loa
     step_lr = float(opt.optimizer.param_groups[0]["lr"])
     bar = progress_bar(loader, desc=f"{run.backbone} fold {run.fold} epoch {epoch}",
                        disable=not run.progress, leave=False)
-    for x, y, w in bar:
+    for x, y, w, *teacher in bar:
         if settings.mixup_alpha > 0 and mix_rng.random() < settings.mixup_prob:
             lam = float(mix_rng.beta(settings.mixup_alpha, settings.mixup_alpha))
             perm = torch.from_numpy(mixup_permutation(
                 mix_rng, len(x), len(x) - sampler.windows_per_batch, settings.mix_pseudo))
             x, y, w = mix_batch(x, y, w, lam, perm)
+            if teacher:
+                teacher = list(mix_teacher(*teacher, lam, perm))
         x = to_input(x, dev)
         y = y.to(dev, non_blocking=True)
         w = w.to(dev, non_blocking=True)
         with autocast(dev, run.amp_dtype):
-            logits, _ = opt.model(x)
-        loss = (example_loss(logits, y, settings) * w).mean()
+            if teacher:
+                logits, _, pooled = opt.model.forward_with_features(x)
+            else:
+                logits, _ = opt.model(x)
+        per_example = example_loss(logits, y, settings) * w
+        if teacher:
+            teacher = tuple(t.to(dev, non_blocking=True) for t in teacher)
+            per_example = per_example + distill_loss(opt, settings, logits, pooled, teacher)
+        loss = per_example.mean()
         step_lr = _optimizer_step(opt, loss)
         loss_sum += float(loss.detach()) * len(x)
         seen += len(x)

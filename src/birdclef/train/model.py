@@ -114,14 +114,28 @@ class SEDModel(nn.Module):
         n_features = self.backbone.num_features
         self.head = AttentionHead(n_features, n_classes, dropout=drop_rate)
 
-    def forward_logits(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel dB (B, 1, F, T) -> (clip logits (B, K), frame logits (B, K, T'))."""
+    @property
+    def num_features(self) -> int:
+        """Channels of the pooled features (`forward_with_features`)."""
+        return int(self.backbone.num_features)
+
+    def _features(self, mel_db: torch.Tensor) -> torch.Tensor:
+        """Log-mel dB (B, 1, F, T) -> backbone features averaged over frequency (B, C, T')."""
         x = normalize_input(mel_db, self.normalization)
         if self.in_chans != 1:
             x = x.expand(-1, self.in_chans, -1, -1)
         features = self.backbone.forward_features(x)  # (B, C, F', T')
-        features = features.mean(dim=2)
-        return self.head(features)
+        return features.mean(dim=2)
+
+    def forward_logits(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel dB (B, 1, F, T) -> (clip logits (B, K), frame logits (B, K, T'))."""
+        return self.head(self._features(mel_db))
+
+    def forward_with_features(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(clip logits, frame logits, pooled features (B, C): the time average) for distillation."""
+        features = self._features(mel_db)
+        clip_logits, frame_logits = self.head(features)
+        return clip_logits, frame_logits, features.mean(dim=-1)
 
     def forward(self, mel_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel dB -> (clip logits, frame logits)."""

@@ -103,6 +103,8 @@ def fold_metrics(run: FoldRun, data: FoldData, batches: Batches, history: list[d
         "n_val": len(data.val_table),
         "n_pseudo": data.n_pseudo,
         "n_labelled": data.n_labelled,
+        # share of examples (and of classes) with a teacher target; None without distillation
+        "teacher_coverage": data.teacher.coverage if data.teacher is not None else None,
         "steps_per_epoch": batches.steps_per_epoch,
         "resumed_from_epoch": resumed_from,
         "model_spec": run.model_spec,

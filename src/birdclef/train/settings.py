@@ -43,6 +43,9 @@ class TrainSettings:
     mix_pseudo: bool = True  # mixup may pair a recording with a pseudo-labelled window
     labelled_ratio: float = 0.25  # share of a batch from labelled soundscape windows
     labelled_weight: float = 1.0  # loss weight of a labelled soundscape window
+    distill_embedding_weight: float = 0.0  # cosine loss to the teacher's embedding (0: off)
+    distill_logit_weight: float = 0.0  # soft-target BCE to the teacher's mapped logits (0: off)
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -59,8 +62,15 @@ class TrainSettings:
         if self.pseudo_ratio + self.labelled_ratio > 1.0:
             raise ValueError(f"pseudo_ratio {self.pseudo_ratio} + soundscape_labels.train_ratio "
                              f"{self.labelled_ratio} exceed 1: expected shares of one batch")
+        if self.distill_embedding_weight < 0 or self.distill_logit_weight < 0 or self.distill_temperature <= 0:
+            raise ValueError("train.distill: embedding_weight and logit_weight must be >= 0 and temperature > 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {self.label_smoothing} must lie in [0, 1)")
+
+    @property
+    def distills(self) -> bool:
+        """Whether the run learns from the teacher (either distillation weight above 0)."""
+        return self.distill_embedding_weight > 0 or self.distill_logit_weight > 0
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> TrainSettings:

@@ -16,6 +16,7 @@ from birdclef.runtime.features import frames_per_second
 from birdclef.runtime.features import window_frames as mel_window_frames
 from birdclef.soundscapes import window_positions
 from birdclef.train.data import RowView
+from birdclef.train.distill import TeacherCache
 from birdclef.train.fold import train_fold
 from birdclef.train.model import MODEL_DEFAULTS
 from birdclef.train.settings import settings_from_config
@@ -75,7 +76,8 @@ def _headline(manifest: StageManifest, metrics: Mapping[str, Any]) -> None:
     manifest.headline.update({
         key: metrics[key] for key in ("oof_auc", "soundscape_auc", "soundscape_windows_scored",
                                       "best_epoch", "device", "amp", "n_train", "n_val",
-                                      "n_pseudo", "n_labelled", "resumed_from_epoch")
+                                      "n_pseudo", "n_labelled", "resumed_from_epoch",
+                                      "teacher_coverage")
     })
     manifest.headline["epochs_run"] = len(metrics["epochs"])
     manifest.headline["samples_per_s"] = (
@@ -100,7 +102,8 @@ def train_stage(
     """The train stage: read the caches, run `train_fold`, write the manifest.
 
     `inputs`: mels, index, folds, soundscape_mels, soundscape_index, taxonomy and,
-    from round 1, pseudo_labels (row_id, soundscape, end_s, one column per class).
+    from round 1, pseudo_labels (row_id, soundscape, end_s, one column per class);
+    with distillation teacher_embeddings, teacher_logits and teacher_index.
     `outputs`: checkpoint (``<dir>/best.pt``), oof, soundscape_preds, metrics,
     curve, manifest; every output but the manifest must lie in one folder with
     the names `train_fold` writes. ``last.pt`` (for resuming) is written there too
@@ -135,6 +138,7 @@ def train_stage(
         soundscape_mels=soundscape_mels, soundscape_index=soundscape_index,
         pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
         seen_soundscapes=seen_soundscapes, labelled_windows=labelled,
+        teacher=TeacherCache.load(inputs) if train_settings.distills else None,
     )
     _headline(manifest, metrics)
     manifest.write(outputs["manifest"])

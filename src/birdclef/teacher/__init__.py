@@ -1,0 +1,1 @@
+"""Teacher models for distillation (filled in by the teacher stage)."""
