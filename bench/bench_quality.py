@@ -58,14 +58,13 @@ TEACHER_BLEND_WEIGHTS = (0.2, 0.5)
 
 def variants(base: dict) -> dict[str, dict]:
     """Name -> config overrides (merged into bench/quality.yaml); the full pipeline first."""
-    rounds = base["pseudo"]["rounds"]
+    power = {"method": "power", "power": 2.0}
     postprocess = {"tta_shift_seconds": 2.5, "smoothing": 0.25}
     return {
         FULL: {},
-        "round 0 only": {"pseudo": {"rounds": []}},
-        "round 0, no labelled soundscape windows in training": {
-            "pseudo": {"rounds": []}, "soundscape_labels": {"train_ratio": 0.0}},
-        "round 1 (one pseudo round)": {"pseudo": {"rounds": rounds[:1]}},
+        "no labelled soundscape windows in training": {"soundscape_labels": {"train_ratio": 0.0}},
+        "+ one pseudo round (power 2)": {"pseudo": {"rounds": [power]}},
+        "+ two pseudo rounds (power 2)": {"pseudo": {"rounds": [power, power]}},
         "one model (fold 0) instead of the fold ensemble": {"train": {"folds": [0]}},
         "+ TTA shift 2.5 s and smoothing 0.25": {"ensemble": {"postprocess": postprocess}},
         "f32 IR instead of int8": {"export": {"precision": "f32"}},
