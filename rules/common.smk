@@ -159,7 +159,8 @@ def train_inputs(wildcards):
 
 
 def pseudo_inputs(wildcards):
-    """Every fold's soundscape predictions of the previous round's models."""
+    """Every fold's soundscape predictions of the previous round's models (and the teacher's
+    artifact when the round labels from the teacher or a blend)."""
     run = PSEUDO_RUNS[wildcards.tag]
     return {
         "predictions": [
@@ -168,6 +169,14 @@ def pseudo_inputs(wildcards):
         ],
         "taxonomy": root_path("taxonomy.csv"),
         **soundscape_labels_input(wildcards),
+        **(
+            {
+                "teacher_logits": f"{stage_dir('teacher', run['teacher_tag'])}/logits.npy",
+                "teacher_index": f"{stage_dir('teacher', run['teacher_tag'])}/index.parquet",
+            }
+            if run["teacher_tag"]
+            else {}
+        ),
     }
 
 

@@ -25,6 +25,11 @@ rule pseudo:
         upstream=lambda wildcards: {
             "train": PSEUDO_RUNS[wildcards.tag]["train_tags"],
             "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+            **(
+                {"teacher": PSEUDO_RUNS[wildcards.tag]["teacher_tag"]}
+                if PSEUDO_RUNS[wildcards.tag]["teacher_tag"]
+                else {}
+            ),
         },
     script:
         "../workflow_scripts/pseudo.py"

@@ -302,3 +302,37 @@ def test_plan_imports_only_the_standard_library_and_its_own_modules():
         "birdclef.common.plan_rounds",
         "birdclef.common.versioning",
     ]
+
+
+def test_the_teacher_changes_only_what_learns_from_it():
+    base = plan_of()
+    teacher = plan_of({"teacher": {"enabled": True}})
+    assert base.teacher_tag is None and teacher.teacher_tag and teacher.teacher_shards == 4
+    assert tags(teacher) == tags(base)  # a teacher nobody learns from retrains nothing
+    assert plan_of({"teacher": {"enabled": True, "shards": 8, "batch_windows": 4}}).teacher_tag == teacher.teacher_tag
+    assert plan_of({"teacher": {"enabled": True, "genus_fallback": True}}).teacher_tag != teacher.teacher_tag
+    distilled = plan_of({"teacher": {"enabled": True}, "train": {"distill": {"embedding_weight": 1.0}}})
+    run = distilled.train_runs[distilled.final_train_tags[0]]
+    assert run["upstream"]["teacher"] == teacher.teacher_tag
+    assert run["settings"]["distill_embedding_weight"] == 1.0 and run["settings"]["distill_temperature"] == 2.0
+    assert distilled.final_train_tags != base.final_train_tags and distilled.folds_tag == base.folds_tag
+    one_backbone = plan_of({"teacher": {"enabled": True}, "train": {"backbones": [
+        {"name": "test_efficientnet", "distill": {"logit_weight": 0.5}}, {"name": "lcnet_050"}]}})
+    runs = [one_backbone.train_runs[tag] for tag in one_backbone.final_train_tags]
+    assert [r["settings"].get("distill_logit_weight") for r in runs] == [0.5, None]
+    blend = plan_of({"teacher": {"enabled": True},
+                     "pseudo": {"rounds": [{"source": "blend", "teacher_weight": 0.2}]}})
+    (pseudo,) = blend.pseudo_runs.values()
+    assert pseudo["teacher_tag"] == teacher.teacher_tag
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train": {"distill": {"embedding_weight": 1.0}}}, "distils from the teacher"),
+        ({"pseudo": {"rounds": [{"source": "teacher"}]}}, r"pseudo.rounds\[0\].source is 'teacher'"),
+    ],
+)
+def test_learning_from_a_disabled_teacher_names_the_setting(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        plan_of(overrides)

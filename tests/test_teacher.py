@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from teacher_standin import build_perch_standin, write_perch_labels
 
+from birdclef.pseudo import label_source, teacher_probabilities
 from birdclef.runtime.audio import write_ogg
 from birdclef.teacher.mapping import binomial, map_taxonomy, mapped_logits, mapping_counts
 from birdclef.teacher.models import load_teacher
@@ -168,3 +169,28 @@ def test_a_failed_shard_leaves_nothing_behind(perch, tmp_path):
     with pytest.raises(ValueError, match="teacher shard 2 is not in 0..1"):
         teacher_shard_stage(str(tmp_path / "catalog.parquet"), str(tmp_path / "soundscapes"),
                             str(tmp_path / "taxonomy.csv"), str(out_dir), perch, WINDOWS, 2, 2)
+
+
+def test_pseudo_rounds_label_from_the_teacher_or_a_blend():
+    students = np.array([[0.2, 0.9], [0.6, 0.1], [0.4, 0.5]], dtype=np.float32)
+    teacher = np.array([[0.8, np.nan], [0.0, np.nan], [1.0, np.nan]], dtype=np.float32)
+    assert label_source(students, teacher, {"source": "students"}) is students
+    np.testing.assert_allclose(label_source(students, teacher, {"source": "teacher"}),
+                               [[0.8, 0.9], [0.0, 0.1], [1.0, 0.5]])  # unknown class: the students'
+    np.testing.assert_allclose(label_source(students, teacher, {"source": "blend", "teacher_weight": 0.25}),
+                               [[0.35, 0.9], [0.45, 0.1], [0.55, 0.5]])
+    ranked = label_source(students, teacher, {"source": "blend", "teacher_weight": 0.5, "blend": "rank"})
+    # class 0: student ranks 1/3, 1, 2/3 and teacher ranks 2/3, 1/3, 1, averaged; class 1 keeps the students'
+    np.testing.assert_allclose(ranked[:, 0], [0.5, 2 / 3, 5 / 6], rtol=1e-6)
+    np.testing.assert_allclose(ranked[:, 1], [1.0, 1 / 3, 2 / 3], rtol=1e-6)
+    with pytest.raises(ValueError, match="no teacher predictions were given"):
+        label_source(students, None, {"source": "teacher"})
+    with pytest.raises(ValueError, match="source must be one of"):
+        label_source(students, teacher, {"source": "oracle"})
+    index = pd.DataFrame({"source": ["recording", "soundscape", "soundscape"], "row_id": ["r_5", "S_5", "S_10"]})
+    logits = np.array([[9.0, 9.0], [0.0, np.nan], [2.0, np.nan]], dtype=np.float32)
+    probs = teacher_probabilities(logits, index, ["S_10", "S_5"])
+    np.testing.assert_allclose(probs[:, 0], [1 / (1 + np.exp(-2.0)), 0.5], rtol=1e-6)
+    assert np.isnan(probs[:, 1]).all()
+    with pytest.raises(ValueError, match="has no window"):
+        teacher_probabilities(logits, index, ["S_15"])

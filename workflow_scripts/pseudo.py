@@ -13,4 +13,9 @@ pseudo_stage(
     tag=snakemake.wildcards.tag,
     upstream=snakemake.params.upstream,
     labelled_path=snakemake.input.get("soundscape_labels"),
+    teacher_paths=(
+        {"logits": snakemake.input.teacher_logits, "index": snakemake.input.teacher_index}
+        if snakemake.input.get("teacher_logits")
+        else None
+    ),
 )

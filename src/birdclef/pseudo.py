@@ -29,9 +29,12 @@ import pyarrow.parquet as pq
 from birdclef.catalog import read_taxonomy
 from birdclef.common.io import atomic_path
 from birdclef.common.manifest import StageManifest
+from birdclef.runtime.postprocess import rank_normalize
 from birdclef.soundscapes import soundscape_score
 
 METHODS = ("power", "threshold", "both")
+SOURCES = ("students", "teacher", "blend")
+BLENDS = ("probability", "rank")
 NORMALIZE = ("sum", "max", "none")
 
 
@@ -86,11 +89,55 @@ def soundscape_folds(soundscapes: Sequence[str], folds: Sequence[int], seed: int
     return {names[position]: folds[k % len(folds)] for k, position in enumerate(order)}
 
 
+def teacher_probabilities(logits: np.ndarray, index: pd.DataFrame, row_ids: Sequence[str]) -> np.ndarray:
+    """The teacher's probabilities (sigmoid of its mapped logits; NaN for a class it does not know) of
+    the soundscape windows `row_ids`, from the teacher artifact's `logits` and `index`."""
+    rows = index[index["source"] == "soundscape"]
+    position = pd.Series(rows.index.to_numpy(), index=rows["row_id"].astype(str).to_numpy())
+    wanted = position.reindex([str(r) for r in row_ids])
+    if wanted.isna().any():
+        missing = wanted.index[wanted.isna()][:3].tolist()
+        raise ValueError(f"the teacher artifact has no window {missing} of the soundscape predictions: "
+                         "expected the teacher stage to cover every train soundscape (rerun it)")
+    values = np.asarray(logits[wanted.to_numpy(np.int64)], dtype=np.float64)
+    return (1.0 / (1.0 + np.exp(-np.clip(values, -60.0, 60.0)))).astype(np.float32)
+
+
+def label_source(students: np.ndarray, teacher: np.ndarray | None, round_settings: Mapping[str, Any]) -> np.ndarray:
+    """The probabilities a round labels from (`round_settings` source, teacher_weight, blend).
+
+    ``students``: the students' mean; ``teacher``: the teacher's probabilities where it knows the
+    class, the students' elsewhere; ``blend``: teacher_weight x teacher + (1 - teacher_weight) x
+    students (of probabilities, or of per-class ranks over all windows), the students alone
+    for classes the teacher does not know.
+    """
+    source = round_settings.get("source", "students")
+    if source not in SOURCES:
+        raise ValueError(f"pseudo.rounds[].source must be one of {SOURCES}, got {source!r}")
+    if source == "students":
+        return students
+    if teacher is None:
+        raise ValueError(f"pseudo.rounds[].source is {source!r} but no teacher predictions were given: "
+                         "expected teacher.enabled: true")
+    known = ~np.isnan(teacher)
+    if source == "teacher":
+        return np.where(known, teacher, students).astype(np.float32)
+    blend = round_settings.get("blend", "probability")
+    if blend not in BLENDS:
+        raise ValueError(f"pseudo.rounds[].blend must be one of {BLENDS}, got {blend!r}")
+    weight = float(round_settings.get("teacher_weight", 0.5))
+    a, b = students, np.where(known, teacher, 0.0)
+    if blend == "rank":
+        a, b = rank_normalize(a), rank_normalize(b)
+    return np.where(known, weight * b + (1.0 - weight) * a, a).astype(np.float32)
+
+
 def make_pseudo_labels(
     predictions: Sequence[pd.DataFrame],
     classes: Sequence[str],
     round_settings: Mapping[str, Any],
     labelled: pd.DataFrame | None = None,
+    teacher: tuple[np.ndarray, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Average the models' soundscape predictions and transform them into soft labels.
 
@@ -102,8 +149,10 @@ def make_pseudo_labels(
     otherwise over all models. Windows of `labelled` (the soundscape_labels
     table) are never pseudo-labelled: their true labels train (``train``
     split) or they are held out (``validation``), and the averaged predictions
-    are scored on the held-out ones (``soundscape_auc``). Returns the kept
-    windows (row_id, soundscape, end_s, classes..., round, n_models) and stats.
+    are scored on the held-out ones (``soundscape_auc``). `teacher` (the teacher
+    artifact's logits and index) feeds rounds whose ``source`` is ``teacher`` or
+    ``blend`` (`label_source`). Returns the kept windows (row_id, soundscape,
+    end_s, classes..., round, n_models) and stats.
     """
     method = round_settings.get("method", "power")
     if method not in METHODS:
@@ -145,7 +194,8 @@ def make_pseudo_labels(
     labelled_rows = np.zeros(len(base), dtype=bool)
     if labelled is not None:
         labelled_rows = base["row_id"].astype(str).isin(set(labelled["row_id"].astype(str))).to_numpy()
-    labels = mean
+    teacher_probs = None if teacher is None else teacher_probabilities(*teacher, base["row_id"])
+    labels = label_source(mean, teacher_probs, round_settings)
     if method in ("threshold", "both"):
         keep, labels = threshold_labels(
             labels, round_settings.get("keep_threshold", 0.5), round_settings.get("zero_threshold", 0.1)
@@ -167,6 +217,7 @@ def make_pseudo_labels(
         "soundscape_auc": soundscape_auc,
         "soundscape_windows_scored": scored,
         "models": len(predictions),
+        "source": round_settings.get("source", "students"),
         "oof_by_soundscape": oof,
         "models_per_window_min": int(used.min()) if len(used) else 0,
         "models_per_window_max": int(used.max()) if len(used) else 0,
@@ -190,8 +241,12 @@ def pseudo_stage(
     tag: str,
     upstream: Mapping[str, Any],
     labelled_path: str | None = None,
+    teacher_paths: Mapping[str, str] | None = None,
 ) -> dict:
     """The pseudo stage: soft labels for round `settings['round']`, with provenance.
+
+    `teacher_paths` (``logits``, ``index``: the teacher artifact) when the round's
+    source is the teacher or a blend.
 
     `labelled_path` (the soundscape_labels stage's table) names windows that
     are never pseudo-labelled and scores the previous round on the held-out ones.
@@ -210,7 +265,10 @@ def pseudo_stage(
                 raise ValueError(f"{path}: soundscape predictions lack column {column!r}")
         predictions.append(frame)
     labelled = pd.read_parquet(labelled_path) if labelled_path else None
-    labels, stats = make_pseudo_labels(predictions, classes, settings, labelled)
+    teacher = None
+    if teacher_paths:
+        teacher = (np.load(teacher_paths["logits"], mmap_mode="r"), pd.read_parquet(teacher_paths["index"]))
+    labels, stats = make_pseudo_labels(predictions, classes, settings, labelled, teacher)
     provenance = {"round": settings.get("round"), "settings": dict(settings), "models": list(prediction_paths),
                   "upstream": dict(upstream)}
     table = pa.Table.from_pandas(labels, preserve_index=False)

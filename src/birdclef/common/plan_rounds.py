@@ -114,16 +114,23 @@ def _pseudo_run(
 ) -> tuple[str, dict[str, Any]]:
     """The pseudo-label run of round `round_` (>= 1), from the previous round's train tags."""
     pseudo_settings = {**round_settings, "round": round_, "oof_by_soundscape": pseudo_oof}
-    pseudo_tag = stage_tag(
-        "pseudo",
-        {**pseudo_settings, "folds": fields["folds"]},
-        {
-            "train": previous,
-            "soundscape_mels": fields["soundscape_mels_tag"],
-            "soundscape_labels": fields["soundscape_labels_tag"],
-        },
-    )
-    return pseudo_tag, {"round": round_, "settings": pseudo_settings, "train_tags": previous}
+    from_teacher = round_settings.get("source", "students") != "students"
+    if from_teacher and not fields["teacher_tag"]:
+        raise ValueError(
+            f"pseudo.rounds[{round_ - 1}].source is {round_settings['source']!r} but teacher.enabled is "
+            "false: expected teacher.enabled: true, or source: students"
+        )
+    teacher = fields["teacher_tag"] if from_teacher else None
+    upstream = {
+        "train": previous,
+        "soundscape_mels": fields["soundscape_mels_tag"],
+        "soundscape_labels": fields["soundscape_labels_tag"],
+        # only then: a students-only round keeps the tag it had before the teacher existed
+        **({"teacher": teacher} if teacher else {}),
+    }
+    pseudo_tag = stage_tag("pseudo", {**pseudo_settings, "folds": fields["folds"]}, upstream)
+    return pseudo_tag, {"round": round_, "settings": pseudo_settings, "train_tags": previous,
+                        "teacher_tag": teacher}
 
 
 def _train_run(

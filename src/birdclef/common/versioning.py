@@ -25,6 +25,7 @@ FORMAT_VERSIONS: dict[str, int] = {
     "mels": 1,
     "soundscape_mels": 2,
     "soundscape_labels": 1,
+    "teacher": 1,
     "folds": 1,
     "train": 2,
     "pseudo": 2,
