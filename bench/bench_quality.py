@@ -70,8 +70,12 @@ def variants(base: dict) -> dict[str, dict]:
         "f32 IR instead of int8": {"export": {"precision": "f32"}},
         "+ BirdNET embedding distillation (weight 1)": {
             "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0}}},
-        "+ BirdNET logit distillation (weight 1, T 2)": {
+        "+ BirdNET embedding distillation (weight 0.1)": {
+            "teacher": TEACHER, "train": {"distill": {"embedding_weight": 0.1}}},
+        "+ BirdNET logit distillation (weight 1 at T 2)": {
             "teacher": TEACHER, "train": {"distill": {"logit_weight": 1.0}}},
+        "+ one pseudo round labelled by BirdNET (power 2)": {
+            "teacher": TEACHER, "pseudo": {"rounds": [{**power, "source": "teacher"}]}},
         "+ BirdNET embedding and logit distillation": {
             "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0, "logit_weight": 1.0}}},
     }
@@ -134,7 +138,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--cores", default="2")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--only", default=None, help="variant names separated by ';' (default: all)")
     parser.add_argument("--teacher", choices=["birdnet", "none"], default="birdnet",
                         help="add the teacher's rows: alone (zero-shot) and rank-blended with the full run")
     args = parser.parse_args()
@@ -152,7 +156,7 @@ def main() -> None:
     draws = bootstrap_indices(len(truth), args.bootstrap)
     chosen = variants(base)
     if args.only:
-        chosen = {name: chosen[name] for name in [FULL, *args.only.split(",")] if name in chosen}
+        chosen = {name: chosen[name] for name in [FULL, *args.only.split(";")] if name in chosen}
 
     rows, raw, reference = [], {}, None
     for name, overrides in chosen.items():

@@ -1,0 +1,86 @@
+"""Snakemake on the demo with a teacher: a Perch-shaped stand-in (built here) scattered over shards,
+distilled into the students; a lost shard is the only job a rerun plans for the teacher."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from teacher_standin import build_perch_standin, standin_names, write_perch_labels
+from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """The demo with a Perch stand-in teacher (knowing half of the demo's species), 2 shards,
+    embedding and logit distillation, a short schedule."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("teacher_workflow"))
+    snakemake(workdir, "--cores", "2", "demo_data")
+    taxonomy = pd.read_csv(workdir / "resources/demo/taxonomy.csv", dtype=str)
+    known = taxonomy["scientific_name"].tolist()[::2]
+    names = standin_names()
+    names[: len(known)] = known
+    build_perch_standin(workdir / "perch.onnx")
+    write_perch_labels(workdir / "perch_labels.csv", names)
+    config = load_config(workdir)
+    config["teacher"] = {"enabled": True, "model": "perch", "model_path": str(workdir / "perch.onnx"),
+                         "labels_path": str(workdir / "perch_labels.csv"), "shards": 2}
+    config["train"].update({"epochs": 3, "distill": {"embedding_weight": 0.5, "logit_weight": 0.5}})
+    path = write_config(workdir, "teacher.yaml", config)
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(path))
+    return workdir, path, taxonomy, len(known)
+
+
+def test_the_teacher_artifact_covers_every_window_and_maps_by_name(teacher_run):
+    workdir, _, taxonomy, n_known = teacher_run
+    (folder,) = (workdir / "results/teacher").iterdir()
+    assert sorted(p.name for p in (folder / "shards").iterdir()) == ["shard0-of-2", "shard1-of-2"]
+    index = pd.read_parquet(folder / "index.parquet")
+    logits = np.load(folder / "logits.npy")
+    embeddings = np.load(folder / "embeddings.npy")
+    assert len(index) == len(logits) == len(embeddings) and embeddings.shape[1] == 1536
+    assert logits.shape[1] == len(taxonomy)
+    soundscapes = sorted((workdir / "resources/demo/train_soundscapes").glob("*.ogg"))
+    assert (index["source"] == "soundscape").sum() == 12 * len(soundscapes)  # 60 s each
+    vad = pd.read_parquet(next((workdir / "results/vad").glob("*/catalog.parquet")))
+    kept = vad[~vad["vad_dropped"].astype(bool)] if "vad_dropped" in vad else vad
+    assert set(index.loc[index["source"] == "recording", "filename"]) == set(kept["filename"])
+    mapping = pd.read_parquet(folder / "mapping.parquet")
+    assert mapping["status"].tolist() == ["matched" if k % 2 == 0 else "unmatched" for k in range(len(taxonomy))]
+    assert np.isfinite(logits[:, ::2]).all() and np.isnan(logits[:, 1::2]).all()
+    headline = json.loads((folder / "manifest.json").read_text())["headline"]
+    assert headline["classes"] == {"matched": n_known, "genus": 0, "unmatched": len(taxonomy) - n_known}
+    assert headline["shards"] == 2 and headline["runtime"] == "openvino"
+
+
+def test_students_learned_from_the_teacher(teacher_run):
+    workdir, _, _, _ = teacher_run
+    (teacher,) = (p.name for p in (workdir / "results/teacher").iterdir())
+    manifests = list((workdir / "results/train").glob("*/fold*/manifest.json"))
+    assert manifests
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        assert manifest["upstream"]["teacher"] == teacher
+        coverage = manifest["headline"]["teacher_coverage"]
+        assert coverage["recordings"] == 1.0 and coverage["classes"] == pytest.approx(0.5, abs=0.05)
+    submission = pd.read_csv(workdir / "results/submission.csv")
+    assert np.isfinite(submission.drop(columns="row_id").to_numpy()).all()
+
+
+def test_a_killed_shard_is_the_only_shard_a_rerun_computes(teacher_run):
+    workdir, path, _, _ = teacher_run
+    assert planned_jobs(workdir, "submission", "--configfile", str(path)) == {}
+    (folder,) = (workdir / "results/teacher").iterdir()
+    # as left by a run killed in shard 1 (shard 0 done, no gather yet): shards write atomically,
+    # so a killed shard leaves no folder
+    shutil.rmtree(folder / "shards" / "shard1-of-2")
+    for name in ("embeddings.npy", "logits.npy", "index.parquet", "mapping.parquet", "manifest.json"):
+        (folder / name).unlink()
+    assert not list((folder / "shards").glob(".shard1*"))
+    jobs = planned_jobs(workdir, "teacher", "--configfile", str(path))
+    assert {k: v for k, v in jobs.items() if k != "total"} == {"teacher_shard": 1, "teacher": 1}
