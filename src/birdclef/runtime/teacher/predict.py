@@ -23,18 +23,12 @@ from birdclef.common.progress import progress_bar
 from birdclef.runtime.audio import BadAudioError, audio_seconds
 from birdclef.runtime.inference.windows import window_count
 from birdclef.runtime.teacher.base import Teacher
-from birdclef.runtime.teacher.mapping import mapped_logits
+from birdclef.runtime.teacher.mapping import mapped_logits, probabilities
 from birdclef.runtime.teacher.windows import file_windows, window_outputs
 
 log = logging.getLogger(__name__)
 
 UNDECODABLE_WINDOWS = 12
-
-
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Sigmoid of mapped logits; an unmapped (NaN) class gets 0."""
-    out = 1.0 / (1.0 + np.exp(-np.clip(np.nan_to_num(logits, nan=-np.inf), -60.0, 60.0)))
-    return np.where(np.isnan(logits), 0.0, out).astype(np.float32)
 
 
 def _undecodable_windows(path: str | os.PathLike, window_seconds: float) -> int:
