@@ -71,12 +71,13 @@ def export_stage(
     """
     if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
         raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
-    manifest = StageManifest(
-        "export", tag, settings, upstream, [ensemble_path, *index_paths, folds_path]
-    )
-    ensemble = _read_ensemble(ensemble_path, mels_paths, index_paths)
     if teacher is not None and taxonomy_csv is None:
         raise ValueError("export: a teacher in the blend needs taxonomy_csv (its classes are mapped by name)")
+    manifest = StageManifest(
+        "export", tag, {**settings, **({"teacher": dict(teacher)} if teacher else {})}, upstream,
+        [ensemble_path, *index_paths, folds_path, *([taxonomy_csv] if teacher else [])],
+    )
+    ensemble = _read_ensemble(ensemble_path, mels_paths, index_paths)
     branch = teacher_entry(teacher, taxonomy_csv, ensemble["classes"], threads) if teacher else None
     groups = ensemble["mel_groups"]
     frames = window_frames(ensemble)
