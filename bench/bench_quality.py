@@ -44,9 +44,9 @@ from workflow_utils import copy_workflow, snakemake, write_config  # noqa: E402
 from birdclef.common.metrics import macro_roc_auc  # noqa: E402
 from birdclef.runtime.audio import AUDIO_SUFFIXES  # noqa: E402
 from birdclef.runtime.postprocess import combine_members  # noqa: E402
-from birdclef.teacher.mapping import map_taxonomy, mapping_counts, read_taxonomy_names  # noqa: E402
-from birdclef.teacher.models import load_teacher  # noqa: E402
-from birdclef.teacher.predict import teacher_submission  # noqa: E402
+from birdclef.runtime.teacher.load import load_teacher  # noqa: E402
+from birdclef.runtime.teacher.mapping import map_taxonomy, mapping_counts, read_taxonomy_names  # noqa: E402
+from birdclef.runtime.teacher.predict import teacher_submission  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
 FULL = "full pipeline (bench/quality.yaml)"
@@ -203,7 +203,7 @@ def main() -> None:
 
 def teacher_rows(kind: str, data: Path, truth_frame: pd.DataFrame, classes: list[str], full_scores: np.ndarray,
                  draws: np.ndarray, reference: np.ndarray) -> list[dict]:
-    """The teacher alone (zero-shot, `birdclef.teacher.predict.teacher_submission`) and the full
+    """The teacher alone (zero-shot, `birdclef.runtime.teacher.predict.teacher_submission`) and the full
     run's submission rank-blended with it (`combine_members`, method rank), scored like the runs."""
     teacher = load_teacher({"model": kind, "model_path": None, "labels_path": None, "runtime": "auto",
                             "batch_windows": 16}, threads=2)

@@ -63,6 +63,8 @@ MEL_GROUPS = PLAN.mel_groups
 SOUNDSCAPE_MEL_GROUPS = PLAN.soundscape_mel_groups
 
 EXPORT_SETTINGS = PLAN.export_settings
+# The teacher's settings and its weight in the final blend (None: students only).
+EXPORT_TEACHER = PLAN.export_teacher
 EXPORT_TAG = PLAN.export_tag
 SUBMISSION_SETTINGS = PLAN.submission_settings
 SUBMISSION_TAG = PLAN.submission_tag

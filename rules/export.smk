@@ -4,6 +4,8 @@
 rule export:
     input:
         **soundscape_labels_input(None),
+        # the teacher in the final blend: its classes are mapped by taxonomy.csv's names
+        **({"taxonomy": root_path("taxonomy.csv")} if EXPORT_TEACHER else {}),
         ensemble=rules.ensemble.output.ensemble,
         checkpoints=rules.ensemble.input.checkpoints,
         soups=rules.ensemble.output.soups,
@@ -36,6 +38,7 @@ rule export:
         runtime=60,
     params:
         settings=EXPORT_SETTINGS,
+        teacher=EXPORT_TEACHER,
         tag=EXPORT_TAG,
         upstream={
             "ensemble": ENSEMBLE_TAG,

@@ -604,6 +604,27 @@ def test_export_stage_two_mel_groups(two_groups, tmp_path):
     assert [g["filterbank"] for g in bundle["mel_groups"]] == ["mel_filterbank_0.npy", "mel_filterbank_1.npy"]
     assert all((tmp_path / "export" / g["filterbank"]).exists() for g in bundle["mel_groups"])
 
+    # the teacher in the blend: its entry is added after the students' export and gate
+    taxonomy = tmp_path / "taxonomy.csv"
+    pd.DataFrame({"primary_label": CLASSES, "scientific_name": [
+        "Turdus merula", "Parus major", "Insecta sp.", "Erithacus rubecula"]}).to_csv(taxonomy, index=False)
+    teacher = {"model": "birdnet", "model_path": None, "labels_path": None, "runtime": "auto",
+               "precision_hint": "f32", "genus_fallback": False, "weight": 0.25}
+    blend = {**kwargs, "out_bundle": str(tmp_path / "blend/bundle.json"),
+             "out_manifest": str(tmp_path / "blend/manifest.json")}
+    report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher,
+                          taxonomy_csv=str(taxonomy), **blend)
+    assert report["teacher"] == {"kind": "birdnet", "runtime": "litert", "precision": "f32", "weight": 0.25,
+                                 "classes_mapped": 3}
+    entry = json.loads((tmp_path / "blend/bundle.json").read_text())["teacher"]
+    assert (entry["model"], entry["labels"], entry["weight"]) == (None, None, 0.25)  # BirdNET: never copied
+    assert len(entry["mapping"]) == 4 and entry["mapping"][2] == [] and not (tmp_path / "blend/teacher").exists()
+    manifest = json.loads((tmp_path / "blend/manifest.json").read_text())
+    assert manifest["headline"]["teacher"] == report["teacher"] and manifest["settings"]["teacher"] == teacher
+    assert report["gate"] == json.loads((tmp_path / "export/manifest.json").read_text())["headline"]["gate"]
+    with pytest.raises(ValueError, match="needs taxonomy_csv"):
+        export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher, **blend)
+
     with pytest.raises(ValueError, match=r"ensemble.json has 2 mel groups \(\['mels-a', 'mels-b'\]\).*1 mel caches"):
         export_stage(mels_paths=paths["mels"][:1], index_paths=paths["index"][:1], **kwargs)
     with pytest.raises(ValueError, match=r"mels1.npy: mel cache of shape .*mel_groups\[0\]"):

@@ -326,9 +326,30 @@ def test_the_teacher_changes_only_what_learns_from_it():
     assert pseudo["teacher_tag"] == teacher.teacher_tag
 
 
+def test_the_teacher_in_the_blend_changes_ensemble_export_and_submission_only():
+    base = plan_of({"teacher": {"enabled": True}})
+    assert plan_of({"teacher": {"enabled": True}, "ensemble": {"teacher_weight": 0.0}}) == base
+    assert base.export_teacher is None and "teacher_weight" not in base.ensemble_settings
+    blend = plan_of({"teacher": {"enabled": True}, "ensemble": {"teacher_weight": 0.3}})
+    before, after = tags(base), tags(blend)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {"ensemble", "export", "submission"}
+    assert blend.ensemble_settings["teacher_weight"] == 0.3
+    assert blend.export_teacher == {**base.teacher_settings, "weight": 0.3}
+    assert blend.export_teacher["model"] == "birdnet" and "batch_windows" not in blend.export_teacher
+    other = plan_of({"teacher": {"enabled": True}, "ensemble": {"teacher_weight": 0.5}})
+    assert other.ensemble_tag not in (blend.ensemble_tag, base.ensemble_tag)
+    # another teacher (its own tag) is another blend
+    perch = plan_of({"teacher": {"enabled": True, "genus_fallback": True}, "ensemble": {"teacher_weight": 0.3}})
+    assert perch.ensemble_tag != blend.ensemble_tag and perch.export_teacher["genus_fallback"] is True
+    with pytest.raises(Exception, match="0.95"):  # the schema: at most 0.95, the students always count
+        load_config({"teacher": {"enabled": True}, "ensemble": {"teacher_weight": 1.0}})
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"ensemble": {"teacher_weight": 0.2}}, r"ensemble.teacher_weight is 0.2 but teacher.enabled is false"),
         ({"train": {"distill": {"embedding_weight": 1.0}}}, "distils from the teacher"),
         ({"pseudo": {"rounds": [{"source": "teacher"}]}}, r"pseudo.rounds\[0\].source is 'teacher'"),
     ],

@@ -12,10 +12,15 @@ from teacher_standin import build_perch_standin, write_perch_labels
 
 from birdclef.pseudo import label_source, teacher_probabilities
 from birdclef.runtime.audio import write_ogg
-from birdclef.teacher.mapping import binomial, map_taxonomy, mapped_logits, mapping_counts
-from birdclef.teacher.models import load_teacher
+from birdclef.runtime.teacher.load import load_teacher
+from birdclef.runtime.teacher.mapping import binomial, map_taxonomy, mapped_logits, mapping_counts
+from birdclef.runtime.teacher.windows import (
+    crop_offsets,
+    file_windows,
+    teacher_crops,
+    window_outputs,
+)
 from birdclef.teacher.stage import teacher_shard_stage, teacher_stage
-from birdclef.teacher.windows import crop_offsets, file_windows, teacher_crops, window_outputs
 
 TAXONOMY = pd.DataFrame(
     {

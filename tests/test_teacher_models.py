@@ -20,14 +20,11 @@ from teacher_standin import (
 )
 
 from birdclef.common.errors import DataError
-from birdclef.teacher import models
-from birdclef.teacher.models import (
-    BirdNetTeacher,
-    PerchTeacher,
-    Teacher,
-    load_teacher,
-    reference_runtime,
-)
+from birdclef.runtime.teacher import birdnet as models
+from birdclef.runtime.teacher.base import Teacher
+from birdclef.runtime.teacher.birdnet import BirdNetTeacher
+from birdclef.runtime.teacher.load import load_teacher, reference_runtime
+from birdclef.runtime.teacher.perch import PerchTeacher
 
 
 def noise(n: int, samples: int, seed: int = 0) -> np.ndarray:

@@ -18,4 +18,6 @@ export_stage(
     soundscape_mels_paths=list(snakemake.input.soundscape_mels),
     soundscape_index_paths=list(snakemake.input.soundscape_index),
     labelled_path=snakemake.input.get("soundscape_labels"),
+    teacher=snakemake.params.teacher,
+    taxonomy_csv=snakemake.input.get("taxonomy"),
 )

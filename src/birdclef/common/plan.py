@@ -105,6 +105,7 @@ class Plan:
     soundscape_mel_groups: list[str]  # each mel group's soundscape_mels tag
     mel_group_settings: list[dict[str, Any]]  # each mel group's tag and cache settings
     export_settings: dict[str, Any]
+    export_teacher: dict[str, Any] | None  # the teacher settings and blend weight; None: students only
     export_tag: str
     submission_settings: dict[str, Any]
     submission_tag: str
@@ -258,7 +259,18 @@ def _plan_ensemble(config: Mapping[str, Any], fields: Mapping[str, Any], mels: M
     """The ensemble: its tag, soup ingredients, members and mel groups (the final round's mels)."""
     train_runs, round_train_tags = fields["train_runs"], fields["round_train_tags"]
     final_train_tags = fields["final_train_tags"]
-    ensemble_settings = {**config["ensemble"], "folds": fields["folds"]}
+    teacher_weight = config["ensemble"]["teacher_weight"]
+    if teacher_weight > 0 and not fields["teacher_tag"]:
+        raise ValueError(
+            f"ensemble.teacher_weight is {teacher_weight} but teacher.enabled is false: expected "
+            "teacher.enabled: true (BirdNET 2.4 or a local Perch v2 model), or teacher_weight: 0"
+        )
+    # Only a blend with the teacher names it: a students-only ensemble keeps the tag it had before.
+    blend = {"teacher": fields["teacher_tag"]} if teacher_weight > 0 else {}
+    ensemble_settings = {
+        **{k: v for k, v in config["ensemble"].items() if k != "teacher_weight" or blend},
+        "folds": fields["folds"],
+    }
     soup = bool(ensemble_settings.get("soup"))
     # With soup, the fold's best checkpoint of every round is an ingredient.
     ensemble_train_tags = (
@@ -271,6 +283,7 @@ def _plan_ensemble(config: Mapping[str, Any], fields: Mapping[str, Any], mels: M
             "train": final_train_tags,
             "soup_ingredients": ensemble_train_tags,
             "soundscape_labels": fields["soundscape_labels_tag"],
+            **blend,
         },
     )
     # The final round's mel configurations, in order of first use: the
@@ -313,8 +326,10 @@ def _plan_export_and_submission(config: Mapping[str, Any], fields: Mapping[str, 
         **fields["data_identity"],
         "ground_truth": config["data"]["ground_truth"],
     }
+    weight = fields["ensemble_settings"].get("teacher_weight")  # absent: students only
     return {
         "export_settings": export_settings,
+        "export_teacher": {**fields["teacher_settings"], "weight": weight} if weight else None,
         "export_tag": export_tag,
         "submission_settings": submission_settings,
         "submission_tag": stage_tag("submission", submission_settings, {"export": export_tag}),

@@ -39,6 +39,7 @@ Modules:
 - `ensemble`: `export_ensemble`, the whole export into one atomically written folder.
 - `windows`: calibration, gate and labelled soundscape windows.
 - `stage`: `export_stage`, the Snakemake stage with its manifest.
+- `teacher`: the bundle's teacher entry (``ensemble.teacher_weight`` > 0): mapping, files.
 - `kaggle`: packing a bundle for Kaggle (``python -m birdclef.export.kaggle``).
 """
 

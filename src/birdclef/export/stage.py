@@ -17,6 +17,7 @@ from birdclef.export.bundle import window_frames
 from birdclef.export.checks import _check_ensemble
 from birdclef.export.ensemble import export_ensemble
 from birdclef.export.scoring import score_bundle_windows
+from birdclef.export.teacher import teacher_entry, write_teacher
 from birdclef.export.windows import (
     cache_windows,
     calibration_windows,
@@ -43,6 +44,8 @@ def export_stage(
     soundscape_mels_paths: Sequence[str] | None = None,
     soundscape_index_paths: Sequence[str] | None = None,
     labelled_path: str | None = None,
+    teacher: Mapping[str, Any] | None = None,
+    taxonomy_csv: str | None = None,
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
@@ -58,13 +61,24 @@ def export_stage(
     ensembles are also scored on the held-out labelled soundscape windows
     (``soundscape_auc`` in the report; the gate itself is decided on the
     recordings' windows).
+
+    With `teacher` (the teacher settings plus its blend ``weight``: the plan's
+    ``export_teacher``) and `taxonomy_csv`, the teacher is loaded and mapped
+    onto the classes first (a bad teacher stops the export before it starts),
+    and after the students' export and gate its entry is added to bundle.json
+    (`birdclef.export.teacher`; Perch files copied, BirdNET's never). The
+    teacher is not quantized and takes no part in the gate.
     """
     if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
         raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
+    if teacher is not None and taxonomy_csv is None:
+        raise ValueError("export: a teacher in the blend needs taxonomy_csv (its classes are mapped by name)")
     manifest = StageManifest(
-        "export", tag, settings, upstream, [ensemble_path, *index_paths, folds_path]
+        "export", tag, {**settings, **({"teacher": dict(teacher)} if teacher else {})}, upstream,
+        [ensemble_path, *index_paths, folds_path, *([taxonomy_csv] if teacher else [])],
     )
     ensemble = _read_ensemble(ensemble_path, mels_paths, index_paths)
+    branch = teacher_entry(teacher, taxonomy_csv, ensemble["classes"], threads) if teacher else None
     groups = ensemble["mel_groups"]
     frames = window_frames(ensemble)
     mels, indexes = _read_caches(ensemble_path, groups, mels_paths, index_paths)
@@ -97,6 +111,8 @@ def export_stage(
     if labelled_path and soundscape_mels_paths and soundscape_index_paths:
         _score_soundscapes(report, out_bundle, soundscape_mels_paths, soundscape_index_paths,
                            labelled_path, ensemble["classes"], threads)
+    if branch is not None:
+        report["teacher"] = write_teacher(Path(out_bundle).parent, *branch)
     manifest.headline.update(report)
     manifest.write(out_manifest)
     logger.info(

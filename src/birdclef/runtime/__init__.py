@@ -1,4 +1,6 @@
-"""Layer 1 (runtime): torch-free audio, log-mel, post-processing, inference, submission, predict.
+"""Layer 1 (runtime): torch-free audio, log-mel, post-processing, inference, the teacher models,
+submission, predict.
 
-Imports only `birdclef.common` and numpy/pandas/soundfile/openvino; the Kaggle bundle copies it whole.
+Imports only `birdclef.common` and numpy/pandas/soundfile/openvino (and, for a teacher,
+the optional ai_edge_litert and onnxruntime); the Kaggle bundle copies it whole.
 """

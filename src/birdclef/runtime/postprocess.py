@@ -140,6 +140,28 @@ def combine_members(
     return total.astype(np.float32)
 
 
+def blend_teacher(
+    students: np.ndarray, teacher: np.ndarray, weight: float, known: np.ndarray
+) -> np.ndarray:
+    """The final rank blend of the students' combined probabilities with the teacher's.
+
+    Both are (n_windows, n_classes) over every window of the run; each is
+    rank-normalised per class (`rank_normalize`) and a class the teacher knows
+    (`known`) gets (1 - `weight`) x the students' ranks + `weight` x the
+    teacher's; any other class gets the students' ranks alone, so every class's
+    values are ranks over the same windows and stay comparable within the run.
+    """
+    students, teacher = np.asarray(students), np.asarray(teacher)
+    if students.shape != teacher.shape or len(known) != students.shape[1]:
+        raise ValueError(f"students {students.shape} and teacher {teacher.shape} predictions and "
+                         f"{len(known)} known flags: expected the same windows and classes")
+    known = np.asarray(known, dtype=bool)
+    out = rank_normalize(students).astype(np.float64)
+    if known.any() and len(out):
+        out[:, known] = (1.0 - weight) * out[:, known] + weight * rank_normalize(teacher[:, known])
+    return out.astype(np.float32)
+
+
 def smooth_windows(probabilities: np.ndarray, amount: float) -> np.ndarray:
     """Neighbour smoothing of one soundscape's (n_windows, n_classes) probabilities."""
     if amount <= 0 or len(probabilities) < 2:

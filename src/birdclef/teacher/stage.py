@@ -11,7 +11,7 @@ not depend on the number of shards:
 
 - ``embeddings.npy`` (n, D) float16: the teacher's embedding;
 - ``logits.npy`` (n, K) float32: its logits mapped onto taxonomy.csv (NaN for
-  an unmatched class, `birdclef.teacher.mapping`);
+  an unmatched class, `birdclef.runtime.teacher.mapping`);
 - ``index.parquet``: source (``recording`` | ``soundscape``), filename
   (train.csv's relative name, or the soundscape's file name), row_id
   (``<stem>_<end second>`` for soundscapes; ``<filename>_<end second>`` for
@@ -36,14 +36,14 @@ from birdclef.common.manifest import StageManifest
 from birdclef.common.progress import progress_bar
 from birdclef.mels import recording_seconds
 from birdclef.runtime.audio import AUDIO_SUFFIXES, BadAudioError
-from birdclef.teacher.mapping import (
+from birdclef.runtime.teacher.load import load_teacher
+from birdclef.runtime.teacher.mapping import (
     log_mapping,
     map_taxonomy,
     mapped_logits,
     read_taxonomy_names,
 )
-from birdclef.teacher.models import load_teacher
-from birdclef.teacher.windows import file_windows, window_outputs
+from birdclef.runtime.teacher.windows import file_windows, window_outputs
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def teacher_shard_stage(
 ) -> dict[str, Any]:
     """One shard of the teacher stage: files j with j mod `shards` == `shard`, written to `out_dir`.
 
-    `settings` are the teacher settings (`birdclef.teacher.models.load_teacher`,
+    `settings` are the teacher settings (`birdclef.runtime.teacher.load.load_teacher`,
     plus ``genus_fallback``); `mel_settings` the base mels (window_seconds and
     the seconds cached per recording). Writes ``embeddings.npy``, ``logits.npy``,
     ``index.parquet`` and ``shard.json`` (counts, seconds) into `out_dir` atomically.

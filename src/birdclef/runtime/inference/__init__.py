@@ -1,7 +1,7 @@
 """Soundscape inference with an exported OpenVINO bundle: the Kaggle-side code path.
 
-Imports only numpy, pandas, soundfile, openvino and the package's torch-free
-`audio`, `features` and `postprocess` modules, so it runs in a Kaggle notebook
+Imports only numpy, pandas, soundfile, openvino (LiteRT for a LiteRT teacher) and
+the package's torch-free `audio`, `features`, `postprocess` and `teacher` modules, so it runs in a Kaggle notebook
 without torch, timm, librosa or Snakemake: the mel filterbanks come from the
 bundle's ``mel_filterbank_<g>.npy`` files. (`threadpoolctl` and `soxr` are
 used when present.)
@@ -13,7 +13,9 @@ Modules:
 - `load`: `load_bundle`, reading ``bundle.json``, filterbanks and IRs and compiling the ensemble.
 - `runner`: the asynchronous infer-request runner (`BATCH_WINDOWS` windows per call).
 - `windows`: a soundscape's log-mel windows and row ids (`soundscape_windows`, `iter_soundscape_windows`).
-- `soundscapes`: `predict_soundscapes`, the ensemble's probabilities for every window of every file.
+- `teacher`: `TeacherBranch`, the bundle's optional teacher (``bundle.json`` ``"teacher"``), loaded and checked.
+- `soundscapes`: `predict_soundscapes`, the ensemble's probabilities for every window of every file
+  (with a teacher: rank-blended with the teacher's).
 """
 
 from birdclef.runtime.inference.load import load_bundle

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from birdclef.runtime.inference.runner import BATCH_WINDOWS, _Runner
+from birdclef.runtime.inference.teacher import TeacherBranch
 from birdclef.runtime.postprocess import combine_members
 
 
@@ -74,6 +75,8 @@ class Bundle:
     `members` order. `requests` holds its infer requests (an
     ``ov.AsyncInferQueue``). `mel_groups` lists the groups that members with a
     positive weight use (a group only zero-weight members use is not computed).
+    `teacher` is the bundle's teacher branch (None: students only); it takes
+    part in `predict_soundscapes` only (the final blend ranks over a whole run).
     """
 
     root: Path
@@ -90,6 +93,7 @@ class Bundle:
     streams: int = 1
     combine: str = "mean"
     postprocess: dict[str, Any] = field(default_factory=dict)
+    teacher: TeacherBranch | None = None
 
     @property
     def tta_shift_samples(self) -> list[int]:

@@ -20,6 +20,7 @@ import openvino as ov
 from birdclef.runtime.features import MEL_KEYS, member_mel_group, window_frames
 from birdclef.runtime.inference.bundle import Bundle, MelGroup, Member
 from birdclef.runtime.inference.ensemble import ensemble_model
+from birdclef.runtime.inference.teacher import load_teacher_branch
 from birdclef.runtime.postprocess import combine_method, postprocess_settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ def load_bundle(
     `bundle_dir`, so the bundle works from any working directory.
     ``combine`` and ``postprocess`` of the definition are checked here
     (`birdclef.runtime.postprocess.combine_method`, `postprocess_settings`).
+    A ``teacher`` entry loads the teacher branch with `threads` threads
+    (`birdclef.runtime.inference.teacher.load_teacher_branch`; DataError naming
+    bundle.json for a bad entry).
     """
     if precision_hint not in PRECISION_HINTS:
         raise ValueError(
@@ -76,6 +80,9 @@ def load_bundle(
     compiled, requests = _compile(
         core, models, groups, members, threads, streams, precision_hint, requests_per_stream
     )
+    teacher = definition.get("teacher")
+    if teacher is not None:
+        teacher = load_teacher_branch(root, teacher, classes, threads)
     bundle = Bundle(
         root=root,
         classes=classes,
@@ -91,6 +98,7 @@ def load_bundle(
         streams=streams,
         combine=combine,
         postprocess=postprocess,
+        teacher=teacher,
     )
     _log_loaded(bundle)
     return bundle
@@ -228,7 +236,7 @@ def _compile(
 def _log_loaded(bundle: Bundle) -> None:
     logger.info(
         "loaded bundle %s: %d members in %d mel groups, %s IR, OpenVINO CPU "
-        "INFERENCE_PRECISION_HINT=%s, %d threads in %d streams, combine %s, postprocess %s",
+        "INFERENCE_PRECISION_HINT=%s, %d threads in %d streams, combine %s, postprocess %s, %s",
         bundle.root,
         len(bundle.members),
         len(bundle.mel_groups),
@@ -238,6 +246,7 @@ def _log_loaded(bundle: Bundle) -> None:
         bundle.streams,
         bundle.combine,
         bundle.postprocess,
+        bundle.teacher.describe() if bundle.teacher else "no teacher",
     )
 
 

@@ -8,7 +8,10 @@ every member then runs on its group's windows. Members are combined as the
 bundle definition's ``combine`` says (weighted mean of probabilities, or of
 per-class ranks over the run), followed by its per-soundscape post-processing
 (``postprocess``: TTA shifts, smoothing, power adjustment; see
-`birdclef.runtime.postprocess`). Row ids are ``<file stem>_<end second>``; a file
+`birdclef.runtime.postprocess`). With a teacher in the bundle
+(`birdclef.runtime.inference.teacher`) the students' combined probabilities
+are first rank-blended with the teacher's over the run
+(`birdclef.runtime.postprocess.blend_teacher`). Row ids are ``<file stem>_<end second>``; a file
 gets ceil(duration / 5 s) rows (12 for one minute, 4 for 20 s, 13 for 62 s),
 and a file that cannot be decoded gets its rows with every probability 0
 (listed in the frame's ``attrs["undecodable"]``).
@@ -51,6 +54,7 @@ from birdclef.runtime.inference.runner import BATCH_WINDOWS, _Job, _Runner
 from birdclef.runtime.inference.windows import iter_soundscape_windows
 from birdclef.runtime.postprocess import (
     POSTPROCESS_DEFAULTS,
+    blend_teacher,
     combine_members,
     postprocess_soundscape,
 )
@@ -82,6 +86,15 @@ def predict_soundscapes(
     (`birdclef.runtime.postprocess.postprocess_soundscape`: smoothing, then the power
     adjustment; skipped when both are off).
 
+    With a teacher in the bundle (`Bundle.teacher`, from ``bundle.json``'s
+    ``"teacher"``), each decoded file is also read at the teacher's rate, cut
+    into the same windows (no TTA views) and run through the teacher in this
+    thread (`TeacherBranch.probabilities`); before the post-processing the
+    students' combined probabilities and the teacher's are rank-normalised per
+    class over every decoded window of the run and blended with the teacher's
+    weight; a class the teacher does not know keeps the students' ranks
+    (`birdclef.runtime.postprocess.blend_teacher`).
+
     A file that cannot be decoded gets its rows (`soundscape_windows` says
     how many) with every probability exactly 0; it takes no part in the model
     run, the rank combine or the post-processing. The file names of such
@@ -103,6 +116,8 @@ def predict_soundscapes(
     runner = _Runner(bundle, keep_members=keep_members)
     files = _run_files(paths, bundle, runner, workers, batch_windows, progress)
     per_file = _file_probabilities(files, bundle, keep_members)
+    if bundle.teacher is not None:
+        per_file = _blend_teacher(files, per_file, bundle)
     return _frame(paths, files, per_file, bundle)
 
 
@@ -114,6 +129,7 @@ class _File:
     job: _Job | None = None  # None: undecodable (rows written as 0) or not yet submitted
     part: int = 0
     undecodable: bool = False
+    teacher: np.ndarray | None = None  # the teacher's (n_windows, n_classes) probabilities
 
 
 class _Batch:
@@ -165,6 +181,8 @@ def _run_files(
                 batch.add(file, item.mels)
                 if batch.rows >= batch_windows:
                     batch.flush()
+                if bundle.teacher is not None:  # while the students' requests run
+                    file.teacher = bundle.teacher.probabilities(item.teacher)
             if progress and ((index + 1) % step == 0 or index + 1 == len(paths)):
                 _log_progress(index + 1, len(paths), windows, start)
         batch.flush()
@@ -199,6 +217,18 @@ def _file_probabilities(files: list[_File], bundle: Bundle, keep_members: bool) 
     else:
         per_file = [file.job.parts[file.part] for file in decoded]
     return per_file
+
+
+def _blend_teacher(files: list[_File], per_file: list[np.ndarray], bundle: Bundle) -> list[np.ndarray]:
+    """Each decoded file's students' probabilities rank-blended with the teacher's over the run."""
+    decoded = [file for file in files if not file.undecodable]
+    if not decoded:
+        return per_file
+    branch = bundle.teacher
+    blended = blend_teacher(np.concatenate(per_file), np.concatenate([file.teacher for file in decoded]),
+                            branch.weight, branch.known)
+    bounds = np.cumsum([0] + [len(file.row_ids) for file in decoded])
+    return [blended[begin:end] for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _frame(

@@ -53,12 +53,15 @@ class SoundscapeWindows:
     mel group (view-major), `row_ids` its n_windows row ids. `error` says why
     the file could not be decoded (None when it was): then `mels` hold no
     windows and the file's rows are predicted as 0 (`predict_soundscapes`).
+    `teacher` holds the (n_windows, window samples) audio windows at the
+    teacher's rate when the bundle has a teacher (no TTA views), else None.
     """
 
     path: str
     mels: list[np.ndarray]
     row_ids: list[str]
     error: str | None = None
+    teacher: np.ndarray | None = None
 
 
 def window_count(duration: float, window_seconds: float) -> int:
@@ -121,10 +124,15 @@ def soundscape_windows(path: str | os.PathLike, bundle: Bundle) -> SoundscapeWin
     `DEFAULT_WINDOWS` (12). Every such case (and stereo, resampling to the
     first group's rate, silence, a length other than 60 s) is logged as a
     warning; resampling to the other groups' rates is by design and not logged.
+    With a teacher (`Bundle.teacher`) the file is also decoded at the
+    teacher's rate and cut into the same `window_count` windows
+    (`SoundscapeWindows.teacher`).
     """
     stem = Path(path).stem
     seconds = bundle.window_seconds
     rates = list(dict.fromkeys(group.sample_rate for group in bundle.mel_groups))
+    if bundle.teacher is not None and bundle.teacher.sample_rate not in rates:
+        rates.append(bundle.teacher.sample_rate)
     try:
         rate = rates[0]
         waves, notes = _decode(path, rates)
@@ -136,7 +144,12 @@ def soundscape_windows(path: str | os.PathLike, bundle: Bundle) -> SoundscapeWin
     notes.extend(_wave_notes(wave, rate, duration, n_windows, seconds))
     if notes:
         logger.warning("%s: %s", path, "; ".join(notes))
-    return SoundscapeWindows(str(path), _log_mels(waves, n_windows, bundle), _row_ids(stem, n_windows, seconds))
+    teacher = None
+    if bundle.teacher is not None:
+        teacher_rate = bundle.teacher.sample_rate
+        teacher = window_waves(waves[teacher_rate], teacher_rate, seconds, n_windows)
+    mels = _log_mels(waves, n_windows, bundle)
+    return SoundscapeWindows(str(path), mels, _row_ids(stem, n_windows, seconds), teacher=teacher)
 
 
 def _decode(path: str | os.PathLike, rates: list[int]) -> tuple[dict[int, np.ndarray], list[str]]:

@@ -3,7 +3,7 @@
 One row per `window_seconds` window of every soundscape (files in name order,
 ``<stem>_<end second>``, as `birdclef.runtime.submission` writes them), one
 column per taxonomy class: the sigmoid of the class's mapped logit, 0 for a class
-the teacher does not know (`birdclef.teacher.mapping`). A file that cannot be
+the teacher does not know (`birdclef.runtime.teacher.mapping`). A file that cannot be
 decoded keeps its rows, all 0 (its length from the header, else 12 windows), as
 the submission does. This is the reference the students are measured against
 and the teacher's branch of a blend.
@@ -22,19 +22,13 @@ import pandas as pd
 from birdclef.common.progress import progress_bar
 from birdclef.runtime.audio import BadAudioError, audio_seconds
 from birdclef.runtime.inference.windows import window_count
-from birdclef.teacher.mapping import mapped_logits
-from birdclef.teacher.models import Teacher
-from birdclef.teacher.windows import file_windows, window_outputs
+from birdclef.runtime.teacher.base import Teacher
+from birdclef.runtime.teacher.mapping import mapped_logits, probabilities
+from birdclef.runtime.teacher.windows import file_windows, window_outputs
 
 log = logging.getLogger(__name__)
 
 UNDECODABLE_WINDOWS = 12
-
-
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Sigmoid of mapped logits; an unmapped (NaN) class gets 0."""
-    out = 1.0 / (1.0 + np.exp(-np.clip(np.nan_to_num(logits, nan=-np.inf), -60.0, 60.0)))
-    return np.where(np.isnan(logits), 0.0, out).astype(np.float32)
 
 
 def _undecodable_windows(path: str | os.PathLike, window_seconds: float) -> int:

@@ -96,6 +96,12 @@ def mapped_logits(logits: np.ndarray, mapping: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Sigmoid of mapped logits; an unmapped (NaN) class gets 0."""
+    out = 1.0 / (1.0 + np.exp(-np.clip(np.nan_to_num(logits, nan=-np.inf), -60.0, 60.0)))
+    return np.where(np.isnan(logits), 0.0, out).astype(np.float32)
+
+
 def log_mapping(mapping: pd.DataFrame, where: str) -> dict[str, int]:
     """Log the mapping's counts (a warning when no class maps: logit distillation is then skipped)."""
     counts = mapping_counts(mapping)

@@ -18,7 +18,7 @@ import numpy as np
 
 from birdclef.runtime.audio import read_audio
 from birdclef.runtime.features import window_waves
-from birdclef.teacher.models import Teacher
+from birdclef.runtime.teacher.base import Teacher
 
 
 def crop_offsets(window_samples: int, teacher_samples: int) -> list[int]:
