@@ -1,5 +1,6 @@
-"""Snakemake on the demo with a teacher: a Perch-shaped stand-in (built here) scattered over shards,
-distilled into the students; a lost shard is the only job a rerun plans for the teacher."""
+"""Snakemake on the demo with a teacher, up to training: a Perch-shaped stand-in (built here)
+scattered over shards and distilled into the students; a killed shard is the only one a rerun computes.
+(The teacher in the final blend is tested end to end in tests/test_teacher_inference.py.)"""
 
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ def teacher_run(tmp_path_factory):
     config = load_config(workdir)
     config["teacher"] = {"enabled": True, "model": "perch", "model_path": str(workdir / "perch.onnx"),
                          "labels_path": str(workdir / "perch_labels.csv"), "shards": 2}
-    config["train"].update({"epochs": 3, "distill": {"embedding_weight": 0.5, "logit_weight": 0.5}})
+    config["train"].update({"epochs": 2, "samples_per_epoch": 256,
+                            "distill": {"embedding_weight": 0.5, "logit_weight": 0.5}})
     path = write_config(workdir, "teacher.yaml", config)
-    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(path))
+    # up to training: what follows it does not change with the teacher (tests/test_workflow.py)
+    snakemake(workdir, "--cores", "2", "submission", "--until", "train", "--configfile", str(path))
     return workdir, path, taxonomy, len(known)
 
 
@@ -68,13 +71,14 @@ def test_students_learned_from_the_teacher(teacher_run):
         assert manifest["upstream"]["teacher"] == teacher
         coverage = manifest["headline"]["teacher_coverage"]
         assert coverage["recordings"] == 1.0 and coverage["classes"] == pytest.approx(0.5, abs=0.05)
-    submission = pd.read_csv(workdir / "results/submission.csv")
-    assert np.isfinite(submission.drop(columns="row_id").to_numpy()).all()
+        metrics = json.loads((path.parent / "metrics.json").read_text())
+        assert metrics["settings"]["distill_embedding_weight"] == 0.5
+        assert all(np.isfinite(epoch["train_loss"]) for epoch in metrics["epochs"])
 
 
 def test_a_killed_shard_is_the_only_shard_a_rerun_computes(teacher_run):
     workdir, path, _, _ = teacher_run
-    assert planned_jobs(workdir, "submission", "--configfile", str(path)) == {}
+    assert planned_jobs(workdir, "submission", "--until", "train", "--configfile", str(path)) == {}
     (folder,) = (workdir / "results/teacher").iterdir()
     # as left by a run killed in shard 1 (shard 0 done, no gather yet): shards write atomically,
     # so a killed shard leaves no folder
