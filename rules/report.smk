@@ -147,6 +147,36 @@ rule report_mels:
         "../workflow_scripts/report_mels.py"
 
 
+if TEACHER_TAG:
+
+    localrules:
+        report_teacher,
+
+    rule report_teacher:
+        input:
+            mapping=rules.teacher.output.mapping,
+            manifest=rules.teacher.output.manifest,
+            taxonomy=root_path("taxonomy.csv"),
+        output:
+            mapping=report(
+                f"{stage_dir('report/teacher', TEACHER_TAG)}/class_mapping.png",
+                caption="../report/teacher_mapping.rst",
+                category="3b. Teacher",
+                subcategory="Class mapping",
+                labels={"figure": "teacher classes mapped per class group"},
+            ),
+        log:
+            log_path("report/teacher", TEACHER_TAG),
+        conda:
+            "../envs/pipeline.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        script:
+            "../workflow_scripts/report_teacher.py"
+
+
 rule report_training:
     input:
         metrics=lambda wildcards: [
@@ -360,6 +390,7 @@ rule report_figures:
         rules.report_data.output,
         rules.report_vad.output,
         rules.report_mels.output,
+        rules.report_teacher.output if TEACHER_TAG else [],
         expand(rules.report_training.output.curves, tag=TRAIN_RUNS),
         expand(rules.report_oof.output.per_class, tag=TRAIN_RUNS),
         rules.report_pseudo.output if PSEUDO_TAGS else [],

@@ -452,3 +452,45 @@ def test_submission_figures_score_and_histograms(tmp_path, taxonomy):
     with pytest.raises(DataError, match="ground truth lacks rows"):
         report.plot_prediction_histograms(submission, partial, CLASSES, names, tmp_path / "h3")
     assert not (tmp_path / "h3").exists()
+
+
+def test_teacher_mapping_counts_classes_per_class_group(tmp_path):
+    labels = ["aaa1", "bbb1", "ccc1", "frog1", "frog2", "son1", "son2", "son3"]
+    pd.DataFrame({
+        "primary_label": labels,
+        "scientific_name": ["A a", "B b", "C c", "Rana x", "Rana y", "Son 1", "Son 2", "Son 3"],
+        "common_name": labels,
+        "class_name": ["Aves"] * 3 + ["Amphibia"] * 2 + ["Insecta"] * 3,
+    }).to_csv(tmp_path / "taxonomy.csv", index=False)
+    status = ["matched", "matched", "genus", "matched", "unmatched", "unmatched", "unmatched", "unmatched"]
+    pd.DataFrame({
+        "primary_label": labels,
+        "scientific_name": ["A a", "B b", "C c", "Rana x", "Rana y", "Son 1", "Son 2", "Son 3"],
+        "status": status,
+        "teacher_indices": [[0], [1], [2, 3], [4], [], [], [], []],
+        "teacher_names": [["A a"], ["B b"], ["C d", "C e"], ["Rana x"], [], [], [], []],
+    }).to_parquet(tmp_path / "mapping.parquet", index=False)
+    headline = {"model": "birdnet", "runtime": "litert", "windows": 1234,
+                "audio_seconds_per_core_second": 56.7, "classes": {"matched": 3, "genus": 1, "unmatched": 4}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"headline": headline}))
+    out = tmp_path / "teacher" / "class_mapping.png"
+    out.parent.mkdir()
+    counts = report.teacher_report(str(tmp_path / "mapping.parquet"), str(tmp_path / "manifest.json"),
+                                   str(tmp_path / "taxonomy.csv"), str(out))
+    assert_png(out)
+    assert counts.to_dict("index") == {
+        "Aves": {"matched": 2, "genus": 1, "unmatched": 0},
+        "Insecta": {"matched": 0, "genus": 0, "unmatched": 3},
+        "Amphibia": {"matched": 1, "genus": 0, "unmatched": 1},
+    }
+    assert list(counts.index) == ["Aves", "Insecta", "Amphibia"]  # largest group first, ties by name
+    figure = report.plot_teacher_mapping(counts, headline, tmp_path / "t.png")
+    text = texts(figure)
+    assert "Teacher birdnet on litert: 4 of 8 classes mapped (50%)" in text
+    assert "1,234 windows" in text and "57 s of audio per core-second" in text
+    assert "matched" in text and "by genus" in text and "unmatched" in text
+    assert "Aves (3)" in text and "Insecta (3)" in text and "Amphibia (2)" in text
+    # Without class_name every class is one group.
+    flat = report.mapping_counts_by_group(pd.read_parquet(tmp_path / "mapping.parquet"),
+                                          pd.DataFrame({"primary_label": labels}))
+    assert flat.to_dict("index") == {"all classes": {"matched": 3, "genus": 1, "unmatched": 4}}

@@ -20,6 +20,7 @@ Modules:
 - `training`: training curves, per-class OOF ROC-AUC, and the pseudo-label rounds.
 - `ensemble`: the ensemble members, and the export's score, speed and size per precision.
 - `submission`: per-class prediction histograms and per-class ROC-AUC of a submission.
+- `teacher`: the teacher's class mapping (matched, by genus, unmatched) per taxonomy class group.
 """
 
 from birdclef.report.data import (
@@ -43,6 +44,7 @@ from birdclef.report.submission import (
     submission_report,
     submission_score_report,
 )
+from birdclef.report.teacher import mapping_counts_by_group, plot_teacher_mapping, teacher_report
 from birdclef.report.training import (
     label_distribution,
     oof_per_class,
@@ -63,6 +65,7 @@ __all__ = [
     "export_report",
     "label_distribution",
     "loudest_window",
+    "mapping_counts_by_group",
     "mels_report",
     "oof_per_class",
     "oof_report",
@@ -77,6 +80,7 @@ __all__ = [
     "plot_prediction_histograms",
     "plot_recordings_per_class",
     "plot_round_scores",
+    "plot_teacher_mapping",
     "plot_training_curves",
     "plot_vad_example",
     "plot_vad_removed",
@@ -85,6 +89,7 @@ __all__ = [
     "submission_per_class",
     "submission_report",
     "submission_score_report",
+    "teacher_report",
     "total_variation",
     "training_report",
     "vad_report",
