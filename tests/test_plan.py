@@ -88,9 +88,9 @@ PINNED = {
         "folds": "65a8ec6523",
         "train": [["tf_efficientnet_b0-r0-48aa06f22c", "eca_nfnet_l0-r0-267b5556b5"]],
         "pseudo": [],
-        "ensemble": "30aca571ff",
-        "export": "2be45d3d31",
-        "submission": "77192a91a6",
+        "ensemble": "67e0bcc942",
+        "export": "9470d57058",
+        "submission": "e7b4abf3b9",
     },
     # + config/birdclef2026.yaml (data.root /data/birdclef-2026): two backbones, two mel
     # configurations, no pseudo round, labelled soundscapes.
@@ -105,9 +105,9 @@ PINNED = {
         "folds": "5bad4aa583",
         "train": [["tf_efficientnet_b0-r0-171947fd1c", "eca_nfnet_l0-r0-82eb3e8cca"]],
         "pseudo": [],
-        "ensemble": "854b2dc927",
-        "export": "809cd0dffa",
-        "submission": "08598e9be3",
+        "ensemble": "c1c0966ee8",
+        "export": "0c723ea070",
+        "submission": "70bfc305df",
     },
 }
 
