@@ -311,7 +311,8 @@ def test_train_settings_defaults_are_the_schemas():
 
     for field in dataclasses.fields(TrainSettings):
         expected = schema_default(SCHEMA_PATHS.get(field.name, ("train", field.name)))
-        assert field.default == expected, (field.name, field.default, expected)
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        assert default == expected, (field.name, default, expected)
 
 
 def test_targets_schedule_and_focal_loss():

@@ -24,6 +24,24 @@ SOUNDSCAPE_EXCLUDED_KEYS = (
 )
 
 
+def unused_recipe_keys(values: Mapping[str, Any]) -> list[str]:
+    """Recipe keys of `values` (train settings) that its loss and filter_augment do not use.
+
+    They are left out of the train runs' settings (so of their tags): a config that does not
+    use soft-AUC, ASL or FilterAugment keeps the tags it had before those keys existed, and
+    `birdclef.train.TrainSettings` fills their defaults.
+    """
+    loss = values.get("loss", "bce")
+    unused = []
+    if loss != "bce+soft_auc":
+        unused.append("soft_auc_weight")
+    if loss != "asl":
+        unused += ["asl_gamma_neg", "asl_gamma_pos", "asl_clip"]
+    if not values.get("filter_augment"):
+        unused += ["filter_augment", "filter_augment_db", "filter_augment_bands"]
+    return [key for key in unused if key in values]
+
+
 class MelRegistry:
     """The mel configurations of a plan: `mels` is the base one (folds and the report's mel
     figure read its cache); a backbone's `mels` overrides some keys and trains on its own
@@ -68,7 +86,9 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
     round_train_tags and final_train_tags."""
     train = config["train"]
     # device only chooses where training runs; the folds list only which jobs exist.
-    train_common = {k: v for k, v in train.items() if k not in ("backbones", "device", "folds", "distill")}
+    # Recipe keys the chosen options do not use are left out (see `unused_recipe_keys`).
+    excluded = ("backbones", "device", "folds", "distill", *unused_recipe_keys(train))
+    train_common = {k: v for k, v in train.items() if k not in excluded}
     rounds = config["pseudo"]["rounds"]
     pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
     train_runs: dict[str, dict[str, Any]] = {}

@@ -6,7 +6,7 @@
 
 - `settings`: `TrainSettings`, the hyper-parameters, and `settings_from_config`;
 - `data`: the fold split, random crops of the mel cache, the batch sampler and collation;
-- `loss`: power-domain mixup, BCE / focal losses, the learning-rate schedule;
+- `loss`: power-domain mixup, the losses (BCE, focal, soft-AUC, ASL), the learning-rate schedule;
 - `run`: a fold's set-up (seeds, threads, device, mixed precision) and `FoldRun`;
 - `validation`: window prediction and the OOF score on a fold's validation recordings;
 - `loop`: model, optimizer and schedule, one epoch of steps and its history entry;

@@ -55,6 +55,8 @@ def resume_signature(model_spec, settings, fold, classes, window_frames, frames_
     if not settings.distills:  # a run without a teacher resumes a last.pt from before distillation
         for key in [k for k in values if k.startswith("distill_")]:
             values.pop(key)
+    for key in settings.unused_keys():  # nor one from before the recipe options
+        values.pop(key)
     return {
         "format": CHECKPOINT_FORMAT,
         "model_spec": {k: model_spec[k] for k in sorted(model_spec)},

@@ -9,6 +9,8 @@
   batches as an uninterrupted one, whatever the number of loader workers.
 - Label smoothing (``y * (1 - eps) + eps / 2``) applies to recording targets only;
   pseudo labels are already soft.
+- FilterAugment (setting ``filter_augment``, function `filter_augment`) draws from its own stream of
+  the example's seed, so crops and masks are those of the same run without it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,30 @@ def tiled_window(frames: np.ndarray, start: int, size: int) -> np.ndarray:
         return frames[start : start + size]
     rows = (start + np.arange(size)) % n
     return frames[rows]
+
+
+# The FilterAugment stream of an example: np.random.default_rng([seed, FILTER_STREAM]).
+FILTER_STREAM = 1
+
+
+def filter_augment(mel: np.ndarray, rng: np.random.Generator, max_db: float,
+                   bands: tuple[int, int] | list[int]) -> np.ndarray:
+    """Random band gains on a (n_mels, frames) log-mel in dB: FilterAugment's "linear" mode
+    (Nam et al., "FilterAugment: An Acoustic Environmental Data Augmentation Method",
+    ICASSP 2022).
+
+    n ~ U{min, max} bands (at most n_mels - 1): n - 1 distinct boundaries drawn among the
+    mel bins 1 .. n_mels - 2, plus bins 0 and n_mels - 1; each of the n + 1 boundaries gets
+    a gain ~ U[-max_db, +max_db] dB, and the gain of every bin is the linear interpolation
+    between its two boundaries, added to every frame.
+    """
+    n_mels = mel.shape[0]
+    n_bands = min(int(rng.integers(bands[0], bands[1] + 1)), max(1, n_mels - 1))
+    inner = np.sort(rng.choice(np.arange(1, n_mels - 1), size=n_bands - 1, replace=False))
+    boundaries = np.concatenate([[0], inner, [n_mels - 1]])
+    gains = rng.uniform(-max_db, max_db, size=n_bands + 1)
+    curve = np.interp(np.arange(n_mels), boundaries, gains).astype(mel.dtype)
+    return mel + curve[:, None]
 
 
 class _MelSource:
@@ -109,6 +135,9 @@ class TrainWindows(Dataset):
         self.window_frames = int(window_frames)
         self.crop_frames_max = max(int(crop_frames_max), self.window_frames)
         self.spec_augment = settings.spec_augment
+        self.filter_prob = float(settings.filter_augment)
+        self.filter_db = float(settings.filter_augment_db)
+        self.filter_bands = tuple(settings.filter_augment_bands)
         self.pseudo_weight = float(settings.pseudo_weight)
         self.pseudo_mels = pseudo_mels
         # A copy: pandas (copy-on-write) hands out read-only arrays, which torch warns about.
@@ -168,6 +197,10 @@ class TrainWindows(Dataset):
             mel = np.asarray(self.labelled_mels[index], dtype=np.float32)
             target = self.labelled_targets[index]
             weight = self.labelled_weight
+        if self.filter_prob > 0:
+            filter_rng = np.random.default_rng([seed, FILTER_STREAM])
+            if filter_rng.random() < self.filter_prob:
+                mel = filter_augment(mel, filter_rng, self.filter_db, self.filter_bands)
         if self.spec_augment:
             mel = self.augment(mel, rng)
         item = (torch.from_numpy(np.ascontiguousarray(mel))[None], torch.from_numpy(target), weight)

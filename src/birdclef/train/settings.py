@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-LOSSES = ("bce", "focal", "bce+focal")
+from birdclef.common.plan_rounds import unused_recipe_keys
+
+LOSSES = ("bce", "focal", "bce+focal", "soft_auc", "bce+soft_auc", "asl")
 OPTIMIZERS = ("adamw", "radam")
 
 
@@ -26,14 +28,21 @@ class TrainSettings:
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0  # linear warmup then cosine decay (per step)
     optimizer: str = "adamw"  # "adamw" | "radam"
-    loss: str = "bce"  # "bce" | "focal" | "bce+focal"
+    loss: str = "bce"  # one of LOSSES (birdclef.train.loss)
     focal_gamma: float = 2.0
     focal_weight: float = 0.5  # bce+focal = (1 - w) * bce + w * focal
+    soft_auc_weight: float = 0.25  # bce+soft_auc = (1 - w) * bce + w * soft_auc
+    asl_gamma_neg: float = 4.0  # asymmetric loss (Ridnik et al. 2021)
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
     secondary_weight: float = 0.5
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.5
     mixup_prob: float = 0.5
     spec_augment: bool = True  # time and frequency masks
+    filter_augment: float = 0.0  # probability of random band gains per example (0: off)
+    filter_augment_db: float = 6.0  # largest gain, +- dB
+    filter_augment_bands: list[int] = field(default_factory=lambda: [3, 6])  # [min, max] bands
     crop_seconds_max: float = 30.0  # random crops come from the first N seconds
     samples_per_epoch: int | None = None  # default: number of training recordings
     class_balance_power: float = -0.5  # sampling weight ~ class frequency ** power
@@ -66,6 +75,26 @@ class TrainSettings:
             raise ValueError("train.distill: embedding_weight and logit_weight must be >= 0 and temperature > 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {self.label_smoothing} must lie in [0, 1)")
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """The recipe options' ranges (soft-AUC, ASL, FilterAugment)."""
+        if not 0.0 <= self.soft_auc_weight <= 1.0:
+            raise ValueError(f"soft_auc_weight {self.soft_auc_weight} must lie in [0, 1]")
+        if min(self.asl_gamma_neg, self.asl_gamma_pos) < 0 or not 0.0 <= self.asl_clip < 1.0:
+            raise ValueError("train asl_gamma_neg and asl_gamma_pos must be >= 0, asl_clip in [0, 1)")
+        if not 0.0 <= self.filter_augment <= 1.0 or self.filter_augment_db < 0:
+            raise ValueError("train filter_augment must lie in [0, 1] and filter_augment_db be >= 0")
+        bands = list(self.filter_augment_bands)
+        if len(bands) != 2 or not 1 <= bands[0] <= bands[1]:
+            raise ValueError(f"train filter_augment_bands {bands} must be [min, max] with 1 <= min <= max")
+        self.filter_augment_bands = [int(bands[0]), int(bands[1])]
+
+    def unused_keys(self) -> list[str]:
+        """The recipe keys the chosen options do not use: left out of tags and resume checks,
+        so runs that do not use them keep the tags and checkpoints they had before the keys
+        existed (the plan leaves them out by the same rule, `unused_recipe_keys`)."""
+        return unused_recipe_keys(dataclasses.asdict(self))
 
     @property
     def distills(self) -> bool:

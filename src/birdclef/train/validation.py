@@ -20,7 +20,7 @@ from birdclef.common.labels import build_targets
 from birdclef.common.metrics import macro_roc_auc
 from birdclef.common.progress import progress_bar
 from birdclef.train.data import crop_frames, tiled_window, usable_frames
-from birdclef.train.loss import example_loss
+from birdclef.train.loss import example_loss_in_batches
 from birdclef.train.run import autocast, to_input
 from birdclef.train.settings import TrainSettings
 
@@ -115,7 +115,8 @@ def validate(model, windows: ValidationWindows, n_recordings: int, soft: np.ndar
     logits = predict_windows(model, windows, len(windows), settings.batch_size * 2, device,
                              amp_dtype, progress, desc="validate")
     window_targets = torch.from_numpy(soft[windows.recording])
-    loss = float(example_loss(torch.from_numpy(logits), window_targets, settings).mean())
+    loss = float(example_loss_in_batches(torch.from_numpy(logits), window_targets, settings,
+                                         settings.batch_size).mean())
     probs = sigmoid(logits)
     sums = np.zeros((n_recordings, probs.shape[1]), dtype=np.float64)
     np.add.at(sums, windows.recording, probs)
