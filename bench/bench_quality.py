@@ -76,6 +76,9 @@ def variants(base: dict) -> dict[str, dict]:
             "teacher": TEACHER, "train": {"distill": {"logit_weight": 1.0}}},
         "+ one pseudo round labelled by BirdNET (power 2)": {
             "teacher": TEACHER, "pseudo": {"rounds": [{**power, "source": "teacher"}]}},
+        "loss bce+soft_auc (soft_auc_weight 0.25)": {"train": {"loss": "bce+soft_auc"}},
+        "loss asl (asymmetric, gamma_neg 4, clip 0.05)": {"train": {"loss": "asl"}},
+        "+ FilterAugment band gains (p 0.5, 6 dB, 3-6 bands)": {"train": {"filter_augment": 0.5}},
         **{f"+ BirdNET in the final rank blend (ensemble.teacher_weight {w})": {
             "teacher": TEACHER, "ensemble": {"teacher_weight": w}} for w in TEACHER_BLEND_WEIGHTS},
         "+ BirdNET embedding and logit distillation": {
