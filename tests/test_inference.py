@@ -634,6 +634,28 @@ def blocked_python(code: str) -> str:
     return f"import sys\nfor _n in {BLOCKED!r}:\n    sys.modules[_n] = None\n" + code
 
 
+def run_packed_predict(out: Path, workdir: Path, module: str, module_file: Path) -> subprocess.CompletedProcess:
+    """Run the bundle's predict.py in `workdir` as a Kaggle notebook would, torch & co. unimportable;
+    checks that it exits 0, imported none of `BLOCKED` and took `module` from the bundle's copy
+    (`module_file`). Returns the finished process (its stderr is the log)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = blocked_python(
+        "import runpy\n"
+        "sys.argv = ['predict.py', '--threads', '2']\n"
+        "try:\n"
+        f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        f"assert not any(sys.modules.get(n) for n in {BLOCKED!r}), 'a blocked module was imported'\n"
+        f"assert sys.modules[{module!r}].__file__ == {str(module_file)!r}, sys.modules[{module!r}].__file__\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path):
     out = tmp_path / "kaggle_bundle"
     data = tmp_path / "competition"
@@ -678,23 +700,8 @@ def test_kaggle_bundle_predicts_without_torch(two_groups, soundscapes, tmp_path)
     sample.to_csv(data / "sample_submission.csv", index=False)
     workdir = tmp_path / "working"
     workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = blocked_python(
-        "import runpy\n"
-        "sys.argv = ['predict.py', '--threads', '2']\n"
-        "try:\n"
-        f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
-        "except SystemExit as exit:\n"
-        "    assert exit.code == 0, exit.code\n"
-        "assert not any(sys.modules.get(n) for n in "
-        f"{BLOCKED!r}), 'a blocked module was imported'\n"
-        "postprocess = sys.modules['birdclef.runtime.postprocess']\n"
-        f"assert postprocess.__file__ == {str(out / 'birdclef' / 'runtime' / 'postprocess.py')!r}, postprocess.__file__\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_packed_predict(out, workdir, "birdclef.runtime.postprocess",
+                                out / "birdclef" / "runtime" / "postprocess.py")
     assert f"inference code from {out / 'birdclef'}" in result.stderr
     assert "int8 IR, OpenVINO CPU INFERENCE_PRECISION_HINT=f32" in result.stderr
     assert "combine rank" in result.stderr and "'power_adjust_top_k': 2" in result.stderr

@@ -14,10 +14,7 @@ a bad teacher entry must stop load_bundle naming bundle.json.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +22,12 @@ import pandas as pd
 import pytest
 from teacher_standin import build_perch_standin, standin_names, write_perch_labels
 from test_export import CLASSES, MEL
-from test_inference import BLOCKED, blocked_python, calibration_windows, calls, tiny_ensemble
+from test_inference import calibration_windows, calls, run_packed_predict, tiny_ensemble
 
 from birdclef.common.errors import DataError
 from birdclef.export import export_ensemble, kaggle
 from birdclef.export.kaggle import pack_bundle
-from birdclef.export.teacher import teacher_entry, write_teacher
+from birdclef.export.teacher import copy_teacher_files, teacher_entry, teacher_headline
 from birdclef.runtime.audio import write_ogg
 from birdclef.runtime.inference import load_bundle, predict_soundscapes
 from birdclef.runtime.submission import predict_submission
@@ -53,7 +50,9 @@ def write_taxonomy(path: Path, names: list[str]) -> Path:
 def with_teacher(students: Path, target: Path, entry: dict, files: dict) -> Path:
     """A copy of the students' bundle with the teacher entry (and its files) added."""
     shutil.copytree(students, target)
-    write_teacher(target, entry, files)
+    copy_teacher_files(target, files)
+    definition = json.loads((target / "bundle.json").read_text())
+    (target / "bundle.json").write_text(json.dumps({**definition, "teacher": entry}))
     return target
 
 
@@ -84,7 +83,8 @@ def setup(tmp_path_factory) -> dict:
     """The students' f32 bundle, a Perch stand-in, its blend bundle and four soundscapes."""
     root = tmp_path_factory.mktemp("teacher_inference")
     calibration = calibration_windows(MEL)
-    export_ensemble(tiny_ensemble(root, (0.6, 0.4), calibration), root / "students", calibration, precision="f32")
+    ensemble = tiny_ensemble(root, (0.6, 0.4), calibration)
+    export_ensemble(ensemble, root / "students", calibration, precision="f32")
     build_perch_standin(root / "perch.onnx", seed=3)
     names = standin_names()  # 'Genus<k> species<k>': digits do not count, so none of these match
     names[0], names[9], names[15] = "Alpha beta", "Gamma delta subsp", "Epsilon zeta"
@@ -93,7 +93,11 @@ def setup(tmp_path_factory) -> dict:
              "runtime": "auto", "precision_hint": "f32", "genus_fallback": False, "weight": WEIGHT}
     taxonomy = write_taxonomy(root / "taxonomy.csv", PERCH_NAMES)
     entry, files = teacher_entry(perch, taxonomy, CLASSES)
-    blend = with_teacher(root / "students", root / "blend", entry, files)
+    # the export writes the teacher into the same atomic folder as the students
+    report = export_ensemble(ensemble, root / "blend", calibration, precision="f32", teacher=(entry, files))
+    assert report["teacher"] == {"kind": "perch", "runtime": "openvino", "precision": "f32", "weight": WEIGHT,
+                                 "classes_mapped": 3}
+    blend = root / "blend"
     audio = root / "audio"
     audio.mkdir()
     paths = [audio / name for name in ("a_normal.ogg", "b_short.ogg", "c_corrupt.ogg", "d_stereo48k.ogg")]
@@ -120,7 +124,7 @@ def test_export_writes_the_perch_entry_and_copies_its_files(setup):
         (setup["students"] / "bundle.json").read_text())["members"]
     for name, source in (("perch.onnx", "perch.onnx"), ("labels.csv", "labels.csv")):
         assert (blend / "teacher" / name).read_bytes() == (setup["root"] / source).read_bytes()
-    headline = write_teacher(shutil.copytree(setup["students"], setup["root"] / "headline"), entry, {})
+    headline = teacher_headline(entry, {})
     assert headline == {"kind": "perch", "runtime": "openvino", "precision": "f32", "weight": WEIGHT,
                         "classes_mapped": 3}
 
@@ -225,21 +229,8 @@ def test_kaggle_bundle_with_teacher_predicts_without_torch(setup, tmp_path):
     sample.to_csv(data / "sample_submission.csv", index=False)
     workdir = tmp_path / "working"
     workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = blocked_python(
-        "import runpy\n"
-        "sys.argv = ['predict.py', '--threads', '2']\n"
-        "try:\n"
-        f"    runpy.run_path({str(out / 'predict.py')!r}, run_name='__main__')\n"
-        "except SystemExit as exit:\n"
-        "    assert exit.code == 0, exit.code\n"
-        f"assert not any(sys.modules.get(n) for n in {BLOCKED!r}), 'a blocked module was imported'\n"
-        "teacher = sys.modules['birdclef.runtime.teacher.perch']\n"
-        f"assert teacher.__file__ == {str(out / 'birdclef' / 'runtime' / 'teacher' / 'perch.py')!r}\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_packed_predict(out, workdir, "birdclef.runtime.teacher.perch",
+                                out / "birdclef" / "runtime" / "teacher" / "perch.py")
     assert "blended with the teacher perch on openvino (f32), weight 0.3, 3/4 classes mapped" in result.stderr
     written = pd.read_csv(workdir / "submission.csv")
     expected, _ = predict_submission(data / "test_soundscapes", data / "sample_submission.csv",

@@ -12,6 +12,7 @@ import numpy as np
 from birdclef.common.io import write_json
 from birdclef.export.convert import INPUT_NAME, OUTPUT_NAME
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT
+from birdclef.export.teacher import copy_teacher_files
 from birdclef.runtime.features import mel_filterbank
 from birdclef.runtime.features import window_frames as group_frames
 
@@ -57,9 +58,15 @@ def _bundle_definition(ensemble: Mapping[str, Any], report: Mapping[str, Any], u
     return bundle
 
 
-def _write_bundle(folder: Path, ensemble: Mapping[str, Any], report: Mapping[str, Any], used: str) -> None:
-    """Each mel group's filterbank and ``bundle.json`` (IRs of precision `used`) into `folder`."""
+def _write_bundle(folder: Path, ensemble: Mapping[str, Any], report: Mapping[str, Any], used: str,
+                  teacher: tuple[Mapping[str, Any], Mapping[str, Path]] | None = None) -> None:
+    """Each mel group's filterbank and ``bundle.json`` (IRs of precision `used`) into `folder`; with
+    `teacher` (its bundle.json entry and files, `birdclef.export.teacher.teacher_entry`) its files too."""
     for g, group in enumerate(ensemble["mel_groups"]):
         np.save(folder / filterbank_file(g), mel_filterbank(group))
     bundle = _bundle_definition(ensemble, report, used)
+    if teacher is not None:
+        entry, files = teacher
+        copy_teacher_files(folder, files)
+        bundle["teacher"] = dict(entry)
     write_json(folder / "bundle.json", bundle)

@@ -24,6 +24,7 @@ from birdclef.export.checks import (
 from birdclef.export.gate import _apply_gate
 from birdclef.export.member import _export_member, _score_member
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT
+from birdclef.export.teacher import teacher_headline
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def export_ensemble(
     max_auc_drop: float = 0.003,
     on_gate_fail: str = "fail",
     threads: int = 2,
+    teacher: tuple[Mapping[str, Any], Mapping[str, Path]] | None = None,
 ) -> dict:
     """Export every ensemble member to OpenVINO IR and write a self-contained bundle.
 
@@ -70,6 +72,9 @@ def export_ensemble(
     decides: "fail" raises `ExportGateError` (nothing is written), "fp16"
     exports fp16 IRs instead and records it, "warn" keeps the IRs and records
     a warning. The gate does not apply to precision "f32".
+
+    With `teacher` (its ``bundle.json`` entry and files: `birdclef.export.teacher.teacher_entry`)
+    the teacher's files and entry are written into the same folder; it takes no part in the gate.
 
     Returns the report: AUCs with the precision of each, per member (with its
     ``mel_group``), the gate result, window frames and calibration windows per
@@ -107,9 +112,11 @@ def export_ensemble(
                 )
             else:
                 report["gate"] = {"status": "not run", "reason": "no eval_mels/eval_targets given"}
-            _finish_bundle(tmp, ensemble, report, used)
+            _finish_bundle(tmp, ensemble, report, used, teacher)
     finally:
         torch.set_num_threads(previous_threads)
+    if teacher is not None:
+        report["teacher"] = teacher_headline(*teacher)
     report["seconds"] = round(time.perf_counter() - start, 2)
     logger.info(
         "export finished in %.1f s: precision %s, gate %s",
@@ -186,12 +193,13 @@ def _export_members(
     return member_probs, ov_models
 
 
-def _finish_bundle(tmp: Path, ensemble: Mapping[str, Any], report: dict[str, Any], used: str) -> None:
+def _finish_bundle(tmp: Path, ensemble: Mapping[str, Any], report: dict[str, Any], used: str,
+                   teacher: tuple[Mapping[str, Any], Mapping[str, Path]] | None = None) -> None:
     """Point the report at the IRs of precision `used`, write the bundle and total the IR sizes."""
     report["precision"] = used
     for index, entry in enumerate(report["members"]):
         entry["ir"] = f"members/{index}/model_{used}.xml"
-    _write_bundle(tmp, ensemble, report, used)
+    _write_bundle(tmp, ensemble, report, used, teacher)
     report["ir_bytes_total"] = {
         key: sum(entry["ir_bytes"].get(key, 0) for entry in report["members"])
         for key in ("f32", "fp16", "int8")

@@ -17,7 +17,7 @@ from birdclef.export.bundle import window_frames
 from birdclef.export.checks import _check_ensemble
 from birdclef.export.ensemble import export_ensemble
 from birdclef.export.scoring import score_bundle_windows
-from birdclef.export.teacher import teacher_entry, write_teacher
+from birdclef.export.teacher import teacher_entry
 from birdclef.export.windows import (
     cache_windows,
     calibration_windows,
@@ -107,12 +107,11 @@ def export_stage(
         max_auc_drop=settings["max_auc_drop"],
         on_gate_fail=settings["on_gate_fail"],
         threads=threads,
+        teacher=branch,
     )
     if labelled_path and soundscape_mels_paths and soundscape_index_paths:
         _score_soundscapes(report, out_bundle, soundscape_mels_paths, soundscape_index_paths,
                            labelled_path, ensemble["classes"], threads)
-    if branch is not None:
-        report["teacher"] = write_teacher(Path(out_bundle).parent, *branch)
     manifest.headline.update(report)
     manifest.write(out_manifest)
     logger.info(

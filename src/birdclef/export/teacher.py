@@ -25,7 +25,6 @@ from typing import Any
 import pandas as pd
 
 from birdclef.common.errors import DataError
-from birdclef.common.io import read_json, write_json
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT
 from birdclef.runtime.teacher.load import inference_runtime, load_teacher
 from birdclef.runtime.teacher.mapping import log_mapping, map_taxonomy, read_taxonomy_names
@@ -75,19 +74,17 @@ def teacher_entry(
     return entry, files
 
 
-def write_teacher(folder: str | os.PathLike, entry: Mapping[str, Any], files: Mapping[str, Path]) -> dict[str, Any]:
-    """Copy the teacher's `files` into the bundle `folder` and add `entry` to its bundle.json.
-
-    Returns the manifest headline's ``teacher``: kind, runtime, precision (f32:
-    not quantized), weight, classes_mapped.
-    """
+def copy_teacher_files(folder: str | os.PathLike, files: Mapping[str, Path]) -> None:
+    """Copy the teacher's `files` (bundle-relative name -> source) into the bundle `folder`."""
     folder = Path(folder)
     for name, source in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, folder / name)
-    bundle = read_json(folder / "bundle.json")
-    bundle["teacher"] = dict(entry)
-    write_json(folder / "bundle.json", bundle)
+
+
+def teacher_headline(entry: Mapping[str, Any], files: Mapping[str, Path]) -> dict[str, Any]:
+    """Log the teacher branch of a written bundle; the manifest headline's ``teacher``: kind,
+    runtime, precision (f32: not quantized), weight, classes_mapped."""
     mapped = sum(1 for indices in entry["mapping"] if indices)
     log.info("export: teacher %s on %s (f32, not quantized), weight %g, %d of %d classes mapped%s",
              entry["kind"], entry["runtime"], entry["weight"], mapped, len(entry["mapping"]),
