@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from birdclef.catalog import read_taxonomy
 from birdclef.common.io import atomic_path
 from birdclef.common.manifest import StageManifest
-from birdclef.runtime.postprocess import rank_normalize
+from birdclef.runtime.postprocess import blend_teacher
+from birdclef.runtime.teacher.mapping import probabilities
 from birdclef.soundscapes import soundscape_score
 
 METHODS = ("power", "threshold", "both")
@@ -99,8 +100,8 @@ def teacher_probabilities(logits: np.ndarray, index: pd.DataFrame, row_ids: Sequ
         missing = wanted.index[wanted.isna()][:3].tolist()
         raise ValueError(f"the teacher artifact has no window {missing} of the soundscape predictions: "
                          "expected the teacher stage to cover every train soundscape (rerun it)")
-    values = np.asarray(logits[wanted.to_numpy(np.int64)], dtype=np.float64)
-    return (1.0 / (1.0 + np.exp(-np.clip(values, -60.0, 60.0)))).astype(np.float32)
+    values = np.asarray(logits[wanted.to_numpy(np.int64)], dtype=np.float32)
+    return np.where(np.isnan(values), np.nan, probabilities(values)).astype(np.float32)
 
 
 def label_source(students: np.ndarray, teacher: np.ndarray | None, round_settings: Mapping[str, Any]) -> np.ndarray:
@@ -126,10 +127,9 @@ def label_source(students: np.ndarray, teacher: np.ndarray | None, round_setting
     if blend not in BLENDS:
         raise ValueError(f"pseudo.rounds[].blend must be one of {BLENDS}, got {blend!r}")
     weight = float(round_settings.get("teacher_weight", 0.5))
-    a, b = students, np.where(known, teacher, 0.0)
-    if blend == "rank":
-        a, b = rank_normalize(a), rank_normalize(b)
-    return np.where(known, weight * b + (1.0 - weight) * a, a).astype(np.float32)
+    if blend == "rank":  # the inference's final blend: per-class ranks, unknown classes the students'
+        return blend_teacher(students, np.where(known, teacher, 0.0), weight, known.any(axis=0))
+    return np.where(known, weight * teacher + (1.0 - weight) * students, students).astype(np.float32)
 
 
 def make_pseudo_labels(
