@@ -24,11 +24,13 @@ SOUNDSCAPE_EXCLUDED_KEYS = (
 )
 
 
-def unused_recipe_keys(values: Mapping[str, Any]) -> list[str]:
-    """Recipe keys of `values` (train settings) that its loss and filter_augment do not use.
+def unused_option_keys(values: Mapping[str, Any]) -> list[str]:
+    """Option keys of `values` (train settings) that its loss, filter_augment and distillation do
+    not use.
 
-    They are left out of the train runs' settings (so of their tags): a config that does not
-    use soft-AUC, ASL or FilterAugment keeps the tags it had before those keys existed, and
+    They are left out of the train runs' settings (so of their tags) and of the resume
+    signature: a config that does not use soft-AUC, ASL, FilterAugment or distillation keeps
+    the tags (and the ``last.pt``) it had before those keys existed, and
     `birdclef.train.TrainSettings` fills their defaults.
     """
     loss = values.get("loss", "bce")
@@ -39,6 +41,8 @@ def unused_recipe_keys(values: Mapping[str, Any]) -> list[str]:
         unused += ["asl_gamma_neg", "asl_gamma_pos", "asl_clip"]
     if not values.get("filter_augment"):
         unused += ["filter_augment", "filter_augment_db", "filter_augment_bands"]
+    if not (values.get("distill_embedding_weight", 0) > 0 or values.get("distill_logit_weight", 0) > 0):
+        unused += ["distill_embedding_weight", "distill_logit_weight", "distill_temperature"]
     return [key for key in unused if key in values]
 
 
@@ -86,8 +90,8 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
     round_train_tags and final_train_tags."""
     train = config["train"]
     # device only chooses where training runs; the folds list only which jobs exist.
-    # Recipe keys the chosen options do not use are left out (see `unused_recipe_keys`).
-    excluded = ("backbones", "device", "folds", "distill", *unused_recipe_keys(train))
+    # Option keys the chosen options do not use are left out (see `unused_option_keys`).
+    excluded = ("backbones", "device", "folds", "distill", *unused_option_keys(train))
     train_common = {k: v for k, v in train.items() if k not in excluded}
     rounds = config["pseudo"]["rounds"]
     pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
@@ -178,8 +182,9 @@ def _train_run(
     }
     distill = {**config["train"]["distill"], **backbone.get("distill", {})}
     distills = distill["embedding_weight"] > 0 or distill["logit_weight"] > 0
-    if distills:  # only then: a run without distillation keeps the tag it had before the teacher
-        settings.update({f"distill_{key}": value for key, value in distill.items()})
+    settings.update({f"distill_{key}": value for key, value in distill.items()})
+    for key in unused_option_keys(settings):  # a run without distillation keeps its earlier tag
+        settings.pop(key)
     if distills and not fields["teacher_tag"]:
         raise ValueError(
             f"train.backbones {backbone_label(backbone)!r} distils from the teacher (train.distill "

@@ -52,10 +52,7 @@ def resume_signature(model_spec, settings, fold, classes, window_frames, frames_
     """What must match for `last.pt` to be continued (everything but the epoch count)."""
     values = dataclasses.asdict(settings)
     values.pop("epochs")
-    if not settings.distills:  # a run without a teacher resumes a last.pt from before distillation
-        for key in [k for k in values if k.startswith("distill_")]:
-            values.pop(key)
-    for key in settings.unused_keys():  # nor one from before the recipe options
+    for key in settings.unused_keys():  # a last.pt from before these options still resumes
         values.pop(key)
     return {
         "format": CHECKPOINT_FORMAT,

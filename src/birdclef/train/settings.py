@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from birdclef.common.plan_rounds import unused_recipe_keys
+from birdclef.common.plan_rounds import unused_option_keys
 
 LOSSES = ("bce", "focal", "bce+focal", "soft_auc", "bce+soft_auc", "asl")
 OPTIMIZERS = ("adamw", "radam")
@@ -91,10 +91,10 @@ class TrainSettings:
         self.filter_augment_bands = [int(bands[0]), int(bands[1])]
 
     def unused_keys(self) -> list[str]:
-        """The recipe keys the chosen options do not use: left out of tags and resume checks,
+        """The option keys (recipe, distillation) the chosen options do not use: left out of tags and resume checks,
         so runs that do not use them keep the tags and checkpoints they had before the keys
-        existed (the plan leaves them out by the same rule, `unused_recipe_keys`)."""
-        return unused_recipe_keys(dataclasses.asdict(self))
+        existed (the plan leaves them out by the same rule, `unused_option_keys`)."""
+        return unused_option_keys(dataclasses.asdict(self))
 
     @property
     def distills(self) -> bool:
