@@ -92,8 +92,8 @@ def _birdnet_interpreter(path: Path, threads: int):
     """BirdNET on LiteRT with its embedding tensor added as a second graph output, in memory.
 
     The embedding is an intermediate tensor; LiteRT's `experimental_preserve_all_tensors`
-    would keep it readable, but it keeps every intermediate tensor of the batch (3.9 GB
-    resident and a 20 s first call at batch 16, against 0.5 GB and 0.7 s). The file is
+    would keep it readable, but it keeps every intermediate tensor of the batch alive (memory
+    and a slow first call grow with the batch). The file is
     read in place and the edited model lives only in memory (never written anywhere).
     """
     require(flatbuffer_utils, "litert", path)
