@@ -24,8 +24,15 @@ model (the f32 IR of 5 copies of 2 models compiled to the ops of 2), so
 copies of one IR would not cost what distinct members cost. Torch ensembles run on fewer soundscapes
 (--torch-soundscapes) to keep the run short; the count is in every row.
 
+With --teacher (issue 16), also a Perch-sized teacher alone (the stand-in of
+tests/perch_sized_standin.py: Perch v2's interface, a no-DFT log-mel front end
+and an EfficientNet-B3 body, random weights, BN statistics from real windows)
+on real 5 s windows of the first half of the soundscapes: ONNX Runtime fp32,
+OpenVINO f32 IR and NNCF int8 IR (calibrated on the other half), side by side,
+with the int8 logits' agreement with fp32's. --only-teacher runs those alone.
+
 Usage: python bench/bench_inference.py [--threads 2] [--soundscapes 60] [--members 1,5,10] [--repeats 1]
-       [--workdir DIR] [--batch-windows N]
+       [--workdir DIR] [--batch-windows N] [--teacher | --only-teacher] [--teacher-windows 48] [--teacher-batch 16]
 Prints markdown tables (machine, date, versions, precision of every number).
 """
 
@@ -82,7 +89,7 @@ def load_average() -> str:
 
 
 def versions() -> str:
-    found = package_versions(("numpy", "scipy", "soundfile", "openvino", "nncf", "torch", "timm"))
+    found = package_versions(("numpy", "scipy", "soundfile", "openvino", "nncf", "torch", "timm", "onnxruntime", "onnx"))
     out = [f"{name} {version or '-'}" for name, version in found.items()]
     return ", ".join([*out, f"libsndfile {sf.__libsndfile_version__}"])
 
@@ -244,6 +251,220 @@ def torch_end_to_end(paths, models, bundle, threads: int) -> int:
     return rows
 
 
+# ---------------------------------------------------------------- a Perch-sized teacher (issue 16)
+
+TEACHER_TARGETS = {"int8_vs_ort": 3.0, "auc_drop": 0.003}
+PSEUDO_TOP = 5  # pseudo-targets: the ONNX Runtime fp32 model's top 5 classes per window
+FRONT_END_IGNORED = r".*/frontend/.*"  # the stand-in's front end ops (ONNX node names /frontend/...)
+
+
+def teacher_windows(paths: list[Path]) -> np.ndarray:
+    """12 consecutive 5 s windows (32 kHz, [n, 160000] float32) of each soundscape in `paths`."""
+    from birdclef.runtime.audio import decode_audio
+    from birdclef.runtime.features import window_waves
+
+    rate = MEL["sample_rate"]
+    return np.concatenate([window_waves(decode_audio(p, rate, repair=True)[0], rate, 5.0, 12) for p in paths])
+
+
+def ort_runner(path: Path, threads: int):
+    """ONNX Runtime fp32, CPU provider, `threads` intra-op threads (the settings of PerchTeacher's runner)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(["embedding", "label"], {"inputs": batch})
+
+
+def openvino_runner(xml: Path, threads: int):
+    """An IR compiled for the CPU with PerchTeacher's settings: 1 stream x `threads`, hint f32, no pinning."""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32",
+              "ENABLE_CPU_PINNING": False}
+    compiled = ov.Core().compile_model(str(xml), "CPU", config)
+    request = compiled.create_infer_request()
+    embedding, label = compiled.output("embedding"), compiled.output("label")
+
+    def run(batch: np.ndarray):
+        result = request.infer({0: batch}, share_inputs=True)
+        return np.array(result[embedding]), np.array(result[label])
+
+    return run
+
+
+def predict_windows(run, windows: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, logits) of every window, `batch` windows per call."""
+    out = [run(np.ascontiguousarray(windows[b : b + batch])) for b in range(0, len(windows), batch)]
+    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+
+STFT_NAMES = {"conv": "Conv1d STFT", "matmul": "framing + MatMul STFT"}
+# (IR name, front end, precision, what NNCF leaves in f32)
+TEACHER_IRS = [("conv_f32", "conv", "f32", None), ("conv_int8", "conv", "int8", "front end"),
+               ("matmul_f32", "matmul", "f32", None), ("matmul_int8", "matmul", "int8", "front end"),
+               ("matmul_int8_all", "matmul", "int8", "nothing")]
+
+
+def build_teacher(folder: Path, calibration: np.ndarray, threads: int, log) -> dict:
+    """The Perch-sized stand-in: ONNX with a Conv1d / framing + MatMul STFT, f32 and NNCF int8 IRs.
+
+    IRs are `ov.convert_model` of the ONNX files (as the export converts
+    members: Swish and BatchNorm fused); int8 is `nncf.quantize` of those,
+    preset performance, the front end left in f32 (ignored scope) or not.
+    Kept in `folder` for reruns (--workdir); `info.json` is written last.
+    """
+    info_path = folder / "info.json"
+    if info_path.exists():
+        return json.loads(info_path.read_text())
+    import contextlib
+
+    import nncf
+    import openvino as ov
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from perch_sized_standin import build_perch_sized_standin, parameter_count
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with Timer() as timer:
+        model = build_perch_sized_standin(folder / "conv.onnx", calibration, seed=0,
+                                          matmul_path=folder / "matmul.onnx")
+    info = {"parameters": parameter_count(model), "onnx_mb": (folder / "conv.onnx").stat().st_size / 1e6,
+            "build_s": timer.wall, "calibration_windows": len(calibration)}
+    log(f"teacher: {info['parameters']:,} parameters, ONNX {info['onnx_mb']:.1f} MB, built in {timer.wall:.0f} s")
+    del model
+    items = [calibration[i : i + 1] for i in range(len(calibration))]
+    for name, stft, precision, kept in TEACHER_IRS:
+        ov_model = ov.convert_model(str(folder / f"{stft}.onnx"))
+        if precision == "int8":
+            ignored = nncf.IgnoredScope(patterns=[FRONT_END_IGNORED], validate=False) if kept == "front end" else None
+            with Timer() as timer, contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars
+                ov_model = nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                                         target_device=nncf.TargetDevice.CPU, subset_size=len(items),
+                                         **({"ignored_scope": ignored} if ignored else {}))
+            info[f"{name}_quantize_s"] = timer.wall
+            log(f"teacher: NNCF {name} on {len(items)} windows in {timer.wall:.0f} s")
+        ov.save_model(ov_model, str(folder / f"{name}.xml"), compress_to_fp16=False)
+        info[f"{name}_mb"] = sum((folder / f"{name}{s}").stat().st_size for s in (".xml", ".bin")) / 1e6
+    info_path.write_text(json.dumps(info))
+    return info
+
+
+def agreement(reference: np.ndarray, logits: np.ndarray) -> dict:
+    """How closely `logits` follow the fp32 `reference` logits (same windows, same classes).
+
+    AUC: macro ROC-AUC (the competition metric) against pseudo-targets, each
+    window's top PSEUDO_TOP classes of the reference set to 1; the drop is the
+    reference's own AUC on them minus this one's.
+    """
+    from birdclef.common.metrics import macro_roc_auc
+
+    targets = np.zeros(reference.shape, np.int8)
+    np.put_along_axis(targets, np.argsort(-reference, axis=1)[:, :PSEUDO_TOP], 1, axis=1)
+    scored = targets.any(axis=0) & ~targets.all(axis=0)
+    auc_reference = macro_roc_auc(targets[:, scored], reference[:, scored])
+    auc = macro_roc_auc(targets[:, scored], logits[:, scored])
+    spread = reference.std(axis=0).mean()  # how far logits move between windows
+    return {
+        "classes": int(scored.sum()), "auc_reference": auc_reference, "auc": auc, "drop": auc_reference - auc,
+        "max_abs": float(np.abs(logits - reference).max()),
+        "rmse_over_spread": float(np.sqrt(np.mean((logits - reference) ** 2)) / spread),
+        "correlation": float(np.corrcoef(logits.ravel(), reference.ravel())[0, 1]),
+        "top1_same": float(np.mean(logits.argmax(axis=1) == reference.argmax(axis=1))),
+    }
+
+
+def run_teacher(paths: list[Path], workdir: Path, threads: int, batch: int, count: int, log) -> dict:
+    """Model-alone rows of the Perch-sized teacher: ORT fp32 and OpenVINO f32 / int8 IR, both front ends."""
+    half = max(1, len(paths) // 2)
+    calibration = teacher_windows(paths[half:] or paths[:1])  # the other soundscapes than the timed ones
+    windows = teacher_windows(paths[:half])[:count]
+    folder = workdir / "teacher"
+    info = build_teacher(folder, calibration, threads, log)
+    runtimes = []
+    for stft in ("conv", "matmul"):
+        runtimes.append((f"ONNX Runtime fp32 (CPU provider), {STFT_NAMES[stft]}", "fp32 ONNX", stft,
+                         lambda s=stft: ort_runner(folder / f"{s}.onnx", threads)))
+        for name, ir_stft, precision, kept in TEACHER_IRS:
+            if ir_stft == stft:
+                label = f"OpenVINO {precision} IR, {STFT_NAMES[stft]}"
+                if kept:
+                    label += f" (NNCF; {'front end f32' if kept == 'front end' else 'front end quantized too'})"
+                runtimes.append((label, f"{precision} IR, hint f32", stft,
+                                 lambda n=name: openvino_runner(folder / f"{n}.xml", threads)))
+    rows, logits = [], {}
+    audio = 5.0 * len(windows)
+    for name, precision, stft, make in runtimes:
+        run = make()
+        predict_windows(run, windows[:batch], batch)  # warm-up
+        timer, (_, out) = best_of(2, lambda r=run: predict_windows(r, windows, batch))
+        logits[name] = out
+        rows.append({"name": name, "precision": precision, "stft": stft, "rate": rate_row(audio, timer, threads)})
+        log(f"teacher {name}: {rows[-1]['rate']['per_core']:.1f} x realtime per core")
+        del run
+    reference = logits[runtimes[0][0]]
+    for row in rows[1:]:
+        row["agreement"] = agreement(reference, logits[row["name"]])
+    return {"info": info, "rows": rows, "windows": len(windows), "calibration": len(calibration),
+            "batch": batch, "threads": threads, "timed_soundscapes": half}
+
+
+def print_teacher(result: dict) -> None:
+    """The teacher's speed, agreement and targets tables."""
+    info, rows = result["info"], result["rows"]
+    ort_rate = rows[0]["rate"]["per_core"]
+    ort_same = {row["stft"]: row["rate"]["per_core"] for row in rows if row["precision"] == "fp32 ONNX"}
+    sizes = ", ".join(f"{name} {info[name + '_mb']:.1f} MB" for name, *_ in TEACHER_IRS)
+    print("\n### A Perch-sized teacher (issue 16): model alone\n")
+    print(f"Stand-in for Perch v2 (tests/perch_sized_standin.py): input `inputs` [batch, 160000] (5 s at 32 kHz),"
+          f" outputs `embedding` [batch, 1536] and `label` [batch, 14795]; front end without a DFT op (as the `no_dft`"
+          f" conversion): 640-sample Hann frames, hop 320 (500 frames), a 1024-point DFT's cos/sin rows as a Conv1d"
+          f" (`Conv1d STFT`) or as framing by reshape + one MatMul (`framing + MatMul STFT`, the same numbers)"
+          f" -> power -> 128-band mel matmul -> log; timm efficientnet_b3 (random init, BN statistics from the"
+          f" {info['calibration_windows']} calibration windows, 1 input channel) pooled to 1536 -> Linear(1536, 14795)."
+          f" {info['parameters']:,} parameters; ONNX {info['onnx_mb']:.1f} MB; IR {sizes}. IR = `ov.convert_model`"
+          f" of the ONNX; int8 = `nncf.quantize` of that, preset performance, target CPU, the same"
+          f" {info['calibration_windows']} real windows (other soundscapes than the timed ones); 'front end f32' leaves"
+          f" the STFT/mel/log ops out (ignored scope), as the students' export leaves their input standardisation."
+          f" Timed on {result['windows']} real 5 s windows ({result['timed_soundscapes']} soundscapes), batch"
+          f" {result['batch']}, {result['threads']} threads (ORT: intra-op threads, graph optimisations on;"
+          f" OpenVINO: 1 stream x {result['threads']} threads, INFERENCE_PRECISION_HINT f32, as PerchTeacher),"
+          f" the fastest of 2 passes after a warm-up batch.\n")
+    print(markdown([
+        {"runtime": row["name"], "precision": row["precision"], "threads": str(result["threads"]),
+         "input": f"{result['windows']} windows, batch {result['batch']}", "wall s": fmt(row["rate"]["wall_s"], 2),
+         "x realtime per core": fmt(row["rate"]["per_core"], 1), "x realtime per CPU-s": fmt(row["rate"]["per_cpu_s"], 1),
+         "CPU busy": f"{100 * row['rate']['busy']:.0f} %", "other processes' CPU (cores)": others_text(row["rate"]),
+         "vs ONNX Runtime fp32 (Conv1d STFT)": f"{row['rate']['per_core'] / ort_rate:.2f}x",
+         "vs ONNX Runtime fp32, same front end": f"{row['rate']['per_core'] / ort_same[row['stft']]:.2f}x"}
+        for row in rows
+    ]))
+    print(f"\nAgreement with ONNX Runtime fp32 (Conv1d STFT) on the same windows. The weights are random, so an AUC against true"
+          f" species would mean nothing; instead the pseudo-targets are the fp32 model's top {PSEUDO_TOP} classes per"
+          f" window (1, else 0), scored with the competition's macro ROC-AUC over the classes that are a target in some"
+          f" window but not all; the drop is fp32's own AUC on them minus the row's. `RMSE / spread`: the logits' RMS"
+          f" difference over their mean per-class standard deviation across windows (how far a logit moves between"
+          f" windows), the scale a ranking sees.\n")
+    print(markdown([
+        {"runtime": row["name"], "scored classes": a["classes"], "fp32 AUC": f"{a['auc_reference']:.4f}",
+         "AUC": f"{a['auc']:.4f}", "AUC drop": f"{a['drop']:+.4f}", "logits max abs diff": f"{a['max_abs']:.4f}",
+         "RMSE / spread": f"{a['rmse_over_spread']:.3f}", "correlation": f"{a['correlation']:.5f}",
+         "same top-1": f"{100 * a['top1_same']:.0f} %"}
+        for row in rows[1:] for a in [row["agreement"]]
+    ]))
+    checks = []
+    for row in (r for r in rows if r["precision"].startswith("int8")):
+        ratio, drop = row["rate"]["per_core"] / ort_rate, row["agreement"]["drop"]
+        checks.append([f"{row['name']} >= {TEACHER_TARGETS['int8_vs_ort']:g}x ONNX Runtime fp32 (model alone)",
+                       f"{ratio:.2f}x", "pass" if ratio >= TEACHER_TARGETS["int8_vs_ort"] else "FAIL"])
+        checks.append([f"{row['name']}: AUC drop on fp32's top-{PSEUDO_TOP} pseudo-targets <= {TEACHER_TARGETS['auc_drop']:g}",
+                       f"{drop:+.4f}", "pass" if drop <= TEACHER_TARGETS["auc_drop"] else "FAIL"])
+    print("\n### Targets (issue 16)\n")
+    print(markdown([{"target": target, "measured": value, "": verdict} for target, value, verdict in checks]))
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -274,6 +495,13 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not restrict the process to --threads CPUs"
     )
+    parser.add_argument(
+        "--teacher", action="store_true",
+        help="also time a Perch-sized teacher model alone: ONNX Runtime fp32 vs OpenVINO f32 / int8 IR (issue 16)",
+    )
+    parser.add_argument("--only-teacher", action="store_true", help="the teacher rows alone (implies --teacher)")
+    parser.add_argument("--teacher-windows", type=int, default=48, help="real 5 s windows the teacher is timed on")
+    parser.add_argument("--teacher-batch", type=int, default=16, help="windows per teacher call (default 16)")
     args = parser.parse_args()
     # The end-to-end runs use --threads decode/mel workers beside --threads OpenVINO
     # streams: on a bigger machine they would spread over more cores than the
@@ -316,6 +544,21 @@ def main() -> None:
     # --- soundscapes, calibration windows, models, export
     paths, origin = make_soundscapes(workdir / "soundscapes", args.soundscapes, args.real_audio)
     log(f"{len(paths)} soundscapes: {origin}")
+    if args.only_teacher:
+        teacher = run_teacher(paths, workdir, threads, args.teacher_batch, args.teacher_windows, log)
+        print("## Inference benchmark (bench/bench_inference.py --only-teacher)\n")
+        print(markdown([{"setting": name, "value": value} for name, value in [
+            ["machine", machine()],
+            ["date", f"{started:%Y-%m-%d %H:%M %Z} (run took {time.perf_counter() - bench_start:.0f} s)"],
+            ["load average (1, 5, 15 min) at start / end", f"{load_start} / {load_average()}"],
+            ["versions", versions()],
+            ["threads (= cores in every per-core number)", f"{threads} (process pinned to CPUs {cpus})"],
+            ["soundscapes", f"{len(paths)} x 60 s, 32 kHz mono Ogg Vorbis, {origin}"],
+        ]]))
+        print_teacher(teacher)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     filterbank = mel_filterbank(MEL)
     waves = [decode_audio(p, MEL["sample_rate"], repair=True)[0] for p in paths[:8]]
     with blas_threads(1, user_api="blas"):
@@ -451,6 +694,10 @@ def main() -> None:
         e2e.append(["torch", str(n), "PyTorch float32", f"torch {threads} thr + {threads} decode/mel workers", str(count), row])
         log(f"end to end torch x{n}: {row['per_core']:.0f} x per core")
 
+    teacher = None
+    if args.teacher:
+        teacher = run_teacher(paths, workdir, threads, args.teacher_batch, args.teacher_windows, log)
+
     # --- report
     finished = dt.datetime.now().astimezone()
     print("## Inference benchmark (bench/bench_inference.py)\n")
@@ -552,6 +799,8 @@ def main() -> None:
         checks.append([f"10 members sharing decode + mels >= {TARGETS['ten_members']:g}x realtime per core", fmt(results[("int8", 10)]["per_core"]), "pass" if results[("int8", 10)]["per_core"] >= TARGETS["ten_members"] else "FAIL"])
     print("### Targets (issue 7)\n")
     print(markdown([{"target": target, "measured": value, "": verdict} for target, value, verdict in checks]))
+    if teacher is not None:
+        print_teacher(teacher)
     print(f"\nFinished {finished:%Y-%m-%d %H:%M %Z}; work folder {workdir}")
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
