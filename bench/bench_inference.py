@@ -455,10 +455,13 @@ def print_teacher(result: dict) -> None:
         for row in rows[1:] for a in [row["agreement"]]
     ]))
     checks = []
+    ort_cpu = rows[0]["rate"]["per_cpu_s"]
     for row in (r for r in rows if r["precision"].startswith("int8")):
         ratio, drop = row["rate"]["per_core"] / ort_rate, row["agreement"]["drop"]
-        checks.append([f"{row['name']} >= {TEACHER_TARGETS['int8_vs_ort']:g}x ONNX Runtime fp32 (model alone)",
-                       f"{ratio:.2f}x", "pass" if ratio >= TEACHER_TARGETS["int8_vs_ort"] else "FAIL"])
+        per_cpu = row["rate"]["per_cpu_s"] / ort_cpu  # less sensitive to other load than per core
+        passed = min(ratio, per_cpu) >= TEACHER_TARGETS["int8_vs_ort"]
+        checks.append([f"{row['name']} >= {TEACHER_TARGETS['int8_vs_ort']:g}x ONNX Runtime fp32, Conv1d STFT (model"
+                       " alone; per core and per CPU-s)", f"{ratio:.2f}x / {per_cpu:.2f}x", "pass" if passed else "FAIL"])
         checks.append([f"{row['name']}: AUC drop on fp32's top-{PSEUDO_TOP} pseudo-targets <= {TEACHER_TARGETS['auc_drop']:g}",
                        f"{drop:+.4f}", "pass" if drop <= TEACHER_TARGETS["auc_drop"] else "FAIL"])
     print("\n### Targets (issue 16)\n")
