@@ -230,3 +230,42 @@ def test_catalog_stage_records_extra_roots_in_the_manifest(mini_dataset, tmp_pat
     table = pd.read_parquet(out / "catalog.parquet")
     assert stats["pretrain_only_rows"] == 1 and int(table["pretrain_only"].sum()) == 1
     assert np.isclose(table.loc[table["filename"] == "ddd1/XC902.ogg", "duration_s"].iloc[0], 1.5, atol=0.01)
+
+
+def test_scraped_species_outside_the_taxonomy_are_pretrain_only_and_take_a_roots_label(mini_dataset, tmp_path):
+    """xeno-canto query mode with pretraining: a row labelled by scientific name is pretrain-only,
+    and takes an extra root's label for that species when one has it."""
+    scraped = tmp_path / "xc"
+    rows = [("aaa1/XC500.ogg", "aaa1", "[]"), ("D d/XC501.ogg", "D d", "['aaa1']"), ("E e/XC502.ogg", "E e", "[]")]
+    for k, (name, _, _) in enumerate(rows):
+        path = scraped / "audio" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(1.2, 900 + 50 * k), 32000, format="OGG", subtype="VORBIS")
+    pd.DataFrame({"primary_label": [r[1] for r in rows], "secondary_labels": [r[2] for r in rows],
+                  "filename": [r[0] for r in rows]}).to_csv(scraped / "train_xc.csv", index=False)
+    kwargs = {"extra_csv": scraped / "train_xc.csv", "extra_audio_dir": scraped / "audio"}
+    with pytest.raises(catalog.DataError, match=r"primary_label 'D d' is not in taxonomy.csv"):
+        build(mini_dataset, [], **kwargs)  # species mode: every scraped label is a class
+    table, stats = build(mini_dataset, [], keep_pretrain_only=True, extra_outside_taxonomy=True, **kwargs)
+    xc = table[table["source"] == "xeno_canto"].set_index("filename")
+    assert xc["pretrain_only"].to_dict() == {"aaa1/XC500.ogg": False, "D d/XC501.ogg": True, "E e/XC502.ogg": True}
+    assert stats["pretrain_only_xeno_canto_rows"] == 2
+    extra = make_root(tmp_path / "bc2024")
+    table, _ = build(mini_dataset, [{"root": str(extra)}], keep_pretrain_only=True, extra_outside_taxonomy=True,
+                     **kwargs)
+    xc = table[table["source"] == "xeno_canto"].set_index("filename")
+    assert xc["primary_label"].to_dict() == {"aaa1/XC500.ogg": "aaa1", "D d/XC501.ogg": "ddd1", "E e/XC502.ogg": "E e"}
+    dropped, _ = build(mini_dataset, [], extra_outside_taxonomy=True, **kwargs)
+    assert set(dropped.loc[dropped["source"] == "xeno_canto", "filename"]) == {"aaa1/XC500.ogg"}
+
+
+def test_plan_query_mode_keeps_outside_species_only_when_pretraining():
+    species_mode = plan_of({"xeno_canto": {"enabled": True}})
+    assert "query" not in species_mode.xc_settings and "extra_roots" not in species_mode.catalog_settings
+    query = {"xeno_canto": {"enabled": True, "query": {"country": "Brazil", "group": "birds"}}}
+    plain = plan_of(query)
+    assert plain.xc_settings["keep_outside_taxonomy"] is False and plain.xc_tag != species_mode.xc_tag
+    assert "xc_outside_taxonomy" not in plain.catalog_settings
+    pretraining = plan_of(query, {"train": {"pretrain": {"enabled": True}}})
+    assert pretraining.xc_settings["keep_outside_taxonomy"] is True and pretraining.xc_tag != plain.xc_tag
+    assert pretraining.catalog_settings["xc_outside_taxonomy"] is True

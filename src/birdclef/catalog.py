@@ -25,7 +25,12 @@ from birdclef.common.errors import DataError
 from birdclef.common.io import write_parquet
 from birdclef.common.labels import parse_label_list
 from birdclef.common.manifest import StageManifest
-from birdclef.data_roots import LabelMapping, check_extra_roots, label_mapping
+from birdclef.data_roots import (
+    LabelMapping,
+    check_extra_roots,
+    label_mapping,
+    normalize_scientific_name,
+)
 from birdclef.runtime.audio import BadAudioError, audio_seconds
 
 log = logging.getLogger(__name__)
@@ -69,11 +74,14 @@ def load_train_table(
     classes: Sequence[str],
     source: str,
     label_map: dict[str, str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Read and check one train.csv-style table; returns rows with `path` and stats.
 
     `label_map` (an extra root's labels -> catalog labels) replaces `classes` as
     the known labels and renames them; `source_label` keeps the row's own label.
+    `allow_outside` (xeno-canto query mode with pretraining) accepts primary labels
+    outside `classes` (pretrain-only species, labelled by scientific name).
     Raises `DataError` naming the file, row and column for a missing column, a
     label not in the taxonomy, an unparsable list or a missing audio file.
     """
@@ -85,7 +93,7 @@ def load_train_table(
     known = set(classes) if label_map is None else set(label_map)
     stats = {"rows": int(len(frame)), "unknown_secondary_labels": 0}
     unknown_primary = frame.index[~frame["primary_label"].astype(str).isin(known)]
-    if len(unknown_primary):
+    if len(unknown_primary) and not allow_outside:
         row = unknown_primary[0]
         raise DataError(
             f"{train_csv} row {row + 2}: primary_label {frame.at[row, 'primary_label']!r} is not in "
@@ -166,6 +174,7 @@ def build_catalog(
     threads: int = 4,
     extra_roots: Sequence[dict] = (),
     keep_pretrain_only: bool = False,
+    extra_outside_taxonomy: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """The catalog of every labelled recording, and its stats.
 
@@ -175,25 +184,31 @@ def build_catalog(
     each, `data.extra_roots`) join next, their labels mapped onto the main
     taxonomy by scientific name (`birdclef.data_roots.label_mapping`); a
     recording whose file name (without its folder) is already in the catalog is
-    kept once, from the first root. Pretrain-only rows are kept when
+    kept once, from the first root. `extra_outside_taxonomy` (xeno-canto query
+    mode with pretraining) lets `extra_csv` hold species outside the taxonomy
+    (pretrain-only, mapped onto an extra root's label of the same scientific
+    name when there is one). Pretrain-only rows are kept when
     `keep_pretrain_only` (the pretrain stage is on) and dropped (and counted)
     otherwise.
     """
     classes = read_taxonomy(taxonomy_csv)
     frame, stats = load_train_table(train_csv, audio_dir, classes, source="train")
     if extra_csv is not None:
-        extra, extra_stats = load_train_table(extra_csv, extra_audio_dir, classes, source="xeno_canto")
+        extra, extra_stats = load_train_table(
+            extra_csv, extra_audio_dir, classes, source="xeno_canto", allow_outside=extra_outside_taxonomy
+        )
         extra = extra[~extra["filename"].isin(set(frame["filename"]))]
         stats["extra_rows"] = int(len(extra))
         stats["extra_unknown_secondary_labels"] = extra_stats["unknown_secondary_labels"]
         frame = pd.concat([frame, extra], ignore_index=True)
-    frame["pretrain_only"] = False
-    if extra_roots:
+    frame["pretrain_only"] = ~frame["primary_label"].isin(set(classes))
+    if extra_roots or frame["pretrain_only"].any():
         frame, stats["extra_roots"], stats["pretrain_classes"] = _join_extra_roots(
             frame, taxonomy_csv, extra_roots
         )
         pretrain_rows = int(frame["pretrain_only"].sum())
         stats["pretrain_only_rows"] = pretrain_rows
+        stats["pretrain_only_xeno_canto_rows"] = int((frame["pretrain_only"] & (frame["source"] == "xeno_canto")).sum())
         if not keep_pretrain_only:
             frame = frame[~frame["pretrain_only"]].reset_index(drop=True)
             stats["pretrain_only_dropped"] = pretrain_rows
@@ -233,6 +248,11 @@ def _join_extra_roots(
     check_extra_roots(extra_roots)
     roots = [Path(entry["root"]) for entry in extra_roots]
     mapping: LabelMapping = label_mapping(taxonomy_csv, [root / "taxonomy.csv" for root in roots])
+    # Scraped species outside the taxonomy (labelled by scientific name) take a root's label for that name.
+    outside = frame["pretrain_only"].to_numpy(bool)
+    frame.loc[outside, "primary_label"] = [
+        mapping.by_name.get(normalize_scientific_name(label), label) for label in frame.loc[outside, "primary_label"]
+    ]
     seen = {Path(name).name for name in frame["filename"]}
     root_stats = []
     parts = [frame]
@@ -296,8 +316,9 @@ def catalog_stage(
 ) -> dict:
     """The catalog stage: build the table, write it and its manifest.
 
-    `settings` may name `extra_roots` (data.extra_roots) and `keep_pretrain_only`
-    (train.pretrain.enabled); both are absent with a single root.
+    `settings` may name `extra_roots` (data.extra_roots), `keep_pretrain_only`
+    (train.pretrain.enabled) and `xc_outside_taxonomy` (xeno-canto query mode with
+    pretraining); all are absent with a single root and no query mode.
     """
     extra_roots = settings.get("extra_roots", [])
     inputs = (
@@ -316,6 +337,7 @@ def catalog_stage(
         threads=threads,
         extra_roots=extra_roots,
         keep_pretrain_only=bool(settings.get("keep_pretrain_only", False)),
+        extra_outside_taxonomy=bool(settings.get("xc_outside_taxonomy", False)),
     )
     write_parquet(out_catalog, catalog)
     manifest.headline.update(stats)

@@ -74,6 +74,7 @@ class LabelMapping:
     main_classes: list[str]
     maps: list[dict[str, str]]
     extra_classes: list[dict[str, str | None]] = field(default_factory=list)
+    by_name: dict[str, str] = field(default_factory=dict)  # normalised scientific name -> label
 
     def in_taxonomy(self, label: str) -> bool:
         """Whether a catalog label is a class of the main taxonomy."""
@@ -127,7 +128,7 @@ def label_mapping(main_taxonomy: str | os.PathLike, extra_taxonomies: Sequence[s
             if name is not None:
                 name_labels.setdefault(name, (target, str(taxonomy)))
         maps.append(mapping)
-    return LabelMapping(main_classes, maps, extra_classes)
+    return LabelMapping(main_classes, maps, extra_classes, {name: label for name, (label, _) in name_labels.items()})
 
 
 def check_extra_roots(extra_roots: Sequence[Mapping[str, str]]) -> None:

@@ -198,17 +198,24 @@ def _plan_sources(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[
     """The stages before the mel caches: xeno-canto scraping (optional), the catalog, VAD."""
     data_identity, on_bad_audio = fields["data_identity"], fields["on_bad_audio"]
     xc = config["xeno_canto"]
-    xc_settings = {k: v for k, v in xc.items() if k not in XC_EXECUTION_KEYS}
+    pretrain = bool(config["train"].get("pretrain", {}).get("enabled", False))
+    # query: null (species mode) is left out, so species-mode configs keep their tags.
+    xc_settings = {
+        k: v for k, v in xc.items() if k not in XC_EXECUTION_KEYS and not (k == "query" and v is None)
+    }
+    query_mode = xc["enabled"] and xc.get("query") is not None
+    if query_mode:
+        # Species outside the taxonomy are kept (as pretrain-only classes) only when pretraining.
+        xc_settings["keep_outside_taxonomy"] = pretrain
     xc_tag = (
         stage_tag("xc_scrape", xc_settings, {"data": data_identity}) if xc["enabled"] else None
     )
     catalog_settings = {**data_identity, "on_bad_audio": on_bad_audio}
-    if fields["extra_roots"]:
+    if fields["extra_roots"] or query_mode:
         # Only then: a single-root config keeps the catalog tag it had before extra roots existed.
-        catalog_settings.update(
-            extra_roots=fields["extra_roots"],
-            keep_pretrain_only=bool(config["train"].get("pretrain", {}).get("enabled", False)),
-        )
+        catalog_settings.update(extra_roots=fields["extra_roots"], keep_pretrain_only=pretrain)
+        if query_mode and pretrain:
+            catalog_settings["xc_outside_taxonomy"] = True
     catalog_tag = stage_tag("catalog", catalog_settings, {"xc_scrape": xc_tag})
     vad_settings = {**config["vad"], "on_bad_audio": on_bad_audio}
     vad_tag = stage_tag("vad", vad_settings, {"catalog": catalog_tag})
