@@ -1,9 +1,11 @@
-# Catalog: every labelled recording (train.csv, plus scraped rows when enabled).
+# Catalog: every labelled recording (train.csv, plus scraped rows when enabled, plus the
+# data.extra_roots folders, labels mapped onto the taxonomy by scientific name).
 
 
 rule catalog:
     input:
         unpack(xc_inputs),
+        unpack(extra_root_inputs),
         train_csv=root_path("train.csv"),
         taxonomy=root_path("taxonomy.csv"),
         audio_dir=root_path("train_audio"),

@@ -15,6 +15,7 @@ PLAN = make_plan(config)
 
 DATA = config["data"]
 ROOT = PLAN.root
+EXTRA_ROOTS = PLAN.extra_roots  # data.extra_roots: {root, use} each
 DEMO = PLAN.demo
 GROUND_TRUTH = PLAN.ground_truth
 
@@ -51,6 +52,8 @@ FOLDS = PLAN.folds
 # TRAIN_RUNS: train tag -> everything its jobs need; PSEUDO_RUNS likewise.
 TRAIN_COMMON = PLAN.train_common
 TRAIN_RUNS = PLAN.train_runs
+# pretrain tag -> backbone, settings, mel, upstream (train.pretrain)
+PRETRAIN_RUNS = PLAN.pretrain_runs
 PSEUDO_RUNS = PLAN.pseudo_runs
 ROUND_TRAIN_TAGS = PLAN.round_train_tags  # per round: the train tags of every backbone
 FINAL_TRAIN_TAGS = PLAN.final_train_tags
@@ -133,9 +136,29 @@ def xc_inputs(wildcards):
     return {"extra_csv": f"{base}/train_xc.csv", "extra_audio": f"{base}/audio"}
 
 
+def extra_root_inputs(wildcards):
+    """The train.csv, taxonomy.csv and train_audio/ of every data.extra_roots folder."""
+    return {
+        f"extra_root{i}_{name.split('.')[0]}": os.path.join(entry["root"], name)
+        for i, entry in enumerate(EXTRA_ROOTS)
+        for name in ("train.csv", "taxonomy.csv", "train_audio")
+    }
+
+
+def pretrain_inputs(wildcards):
+    """The pretrain run's mel cache (its backbone's configuration) and the taxonomy."""
+    cache = mel_cache(PRETRAIN_RUNS[wildcards.tag]["upstream"]["mels"])
+    return {
+        "mels": cache["mels"],
+        "index": cache["index"],
+        "taxonomy": root_path("taxonomy.csv"),
+    }
+
+
 def train_inputs(wildcards):
-    """Caches (of the backbone's mel configuration), folds, (rounds > 0) pseudo-labels and
-    (with distillation) the teacher's artifact."""
+    """Caches (of the backbone's mel configuration), folds, (rounds > 0) pseudo-labels,
+    (with distillation) the teacher's artifact and (train.pretrain on) the pretrain checkpoint.
+    """
     run = TRAIN_RUNS[wildcards.tag]
     cache = mel_cache(run["upstream"]["mels"])
     soundscapes = soundscape_mel_cache(run["upstream"]["soundscape_mels"])
@@ -152,6 +175,10 @@ def train_inputs(wildcards):
             f"{stage_dir('pseudo', run['pseudo_tag'])}/labels.parquet"
         )
     inputs.update(soundscape_labels_input(wildcards))
+    if run["upstream"].get("pretrain"):
+        inputs["pretrain"] = (
+            f"{stage_dir('pretrain', run['upstream']['pretrain'])}/best.pt"
+        )
     if run["upstream"].get("teacher"):
         base = stage_dir("teacher", run["upstream"]["teacher"])
         inputs["teacher_embeddings"] = f"{base}/embeddings.npy"

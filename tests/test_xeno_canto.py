@@ -704,3 +704,83 @@ def test_rate_limiter_spaces_requests():
     limiter.wait()
     assert clock[0] == pytest.approx(1.515 + 5.0)
     assert xc.RateLimiter(None).wait() == 0.0
+
+
+# --------------------------------------------------------------------------- query mode
+
+
+def test_query_mode_crawls_every_page_of_each_query_and_labels_outside_species_by_name(tmp_path, key_env):
+    """Query mode: one crawl per query (country and group instead of the taxonomy's species),
+    every page past the 500-per-page cap, taxonomy species under their labels, others (with
+    pretraining) under their scientific name; the per-species cap still applies."""
+    species = {"Turdus merula": 1300, "Erithacus rubecula": 20, "Pica pica": 900, "Rana arvalis": 30}
+    with running_standin(species, key=KEY, specials=False, groups={"Rana arvalis": "frogs"}) as server:
+        inputs = write_inputs(tmp_path / "data", [{"primary_label": "eurbla", "filename": "eurbla/a.ogg"}])
+        settings = {
+            **FAST,
+            "base_url": server.base_url,
+            "query": [{"group": "birds"}, 'cnt:"Brazil" grp:frogs'],
+            "max_records_per_species": 2,
+            "keep_outside_taxonomy": True,
+        }
+        headline = run_stage(tmp_path / "stage", inputs, settings)
+        api = server.log("api")
+        brazil_frogs = sum(1 for r in server.records["Rana arvalis"] if r["cnt"] == "Brazil")
+    pages = Counter(e.params["query"] for e in api)
+    # 2,220 birds: 5 pages of 500; the frogs of Brazil: one page
+    assert pages == {"grp:birds": 5, 'cnt:"Brazil" grp:frogs': 1}
+    assert sorted(int(e.params["page"]) for e in api if e.params["query"] == "grp:birds") == [1, 2, 3, 4, 5]
+    assert {e.params["per_page"] for e in api} == {"500"}
+    assert headline["records"]["declared"] == 2220 + brazil_frogs
+    assert headline["records"]["found"] == 2220 + brazil_frogs
+    rows = pd.read_csv(tmp_path / "stage" / "train_xc.csv")
+    assert sorted(rows["primary_label"]) == ["23456", "23456", "Pica pica", "Pica pica",
+                                             "eurbla", "eurbla", "eurrob1", "eurrob1"]
+    pica = rows[rows["primary_label"] == "Pica pica"]
+    assert pica["filename"].str.startswith("Pica pica/XC").all()
+    assert (pica["scientific_name"] == "Pica pica").all()
+    manifest = json.loads((tmp_path / "stage" / "manifest.json").read_text())
+    assert manifest["species"]["query0"]["query"] == "grp:birds"
+    assert manifest["species"]["query0"]["kept"] == 6 and manifest["species"]["query1"]["kept"] == 2
+
+
+def test_query_mode_without_pretraining_skips_outside_species(tmp_path, key_env):
+    with running_standin({"Turdus merula": 60, "Pica pica": 60}, key=KEY, specials=False) as server:
+        inputs = write_inputs(tmp_path / "data", [{"primary_label": "eurbla", "filename": "eurbla/a.ogg"}])
+        settings = {**FAST, "base_url": server.base_url, "per_page": 50, "query": {"country": "Brazil"},
+                    "max_records_per_species": 3}
+        headline = run_stage(tmp_path / "stage", inputs, settings)
+        queries = {e.params["query"] for e in server.log("api")}
+        pica_brazil = sum(1 for r in server.records["Pica pica"] if r["cnt"] == "Brazil")
+    assert queries == {"cnt:Brazil"}
+    rows = pd.read_csv(tmp_path / "stage" / "train_xc.csv")
+    assert set(rows["primary_label"]) == {"eurbla"} and len(rows) == 3
+    assert headline["records"]["skipped"]["unknown_species"] == pica_brazil
+
+
+def test_query_mode_keeps_the_rate_limit(tmp_path, key_env):
+    """At 4 requests/s, pages and downloads of a query-mode crawl share the one limit."""
+    with running_standin({"Turdus merula": 120, "Pica pica": 80}, key=KEY, specials=False) as server:
+        inputs = write_inputs(tmp_path / "data", [{"primary_label": "eurbla", "filename": "eurbla/a.ogg"}])
+        settings = {**FAST, "requests_per_second": 4.0, "base_url": server.base_url, "per_page": 50,
+                    "query": "grp:birds", "max_records_per_species": 2, "download_workers": 3,
+                    "keep_outside_taxonomy": True}
+        run_stage(tmp_path / "stage", inputs, settings)
+        times = [e.t for e in server.log()]
+    assert len(times) == 4 + 4  # pages of 200 records at 50 a page, 2 downloads of each species
+    assert max_requests_in_window(times, 1.0 - 0.05) <= 4
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ([], "empty list"),
+        ({"country": "Brazil", "planet": "Mars"}, r"unknown key\(s\) \['planet'\]"),
+        ("Brazil birds", "tag:value tokens"),
+    ],
+)
+def test_bad_queries_name_the_setting(query, message):
+    with pytest.raises(ValueError, match=message):
+        xc.resolve_settings({"query": query})
+    with pytest.raises(ValueError, match="cannot be combined with xeno_canto.species"):
+        xc.resolve_settings({"query": "grp:birds", "species": ["eurbla"]})

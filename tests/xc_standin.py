@@ -11,7 +11,9 @@ thread). It behaves like the real API where the scraper cares:
   en, rec, cnt, loc, lat, lon, alt, type, sex, stage, method, url, file,
   file-name, sono, osci, lic, q, length, time, date, uploaded, also, rmk,
   animal-seen, playback-used, temp, regnr, auto, dvc, mic, smp). Tags:
-  sp ("genus species" or an epithet with gen), gen, ssp, grp, q, cnt, len.
+  sp ("genus species" or an epithet with gen), gen, ssp, grp, q, cnt, len. A query
+  without sp (the scraper's query mode, e.g. `cnt:"Brazil" grp:birds`) answers
+  every species' matching records, paged like any other.
 * `GET /<id>/download`: the audio (MP3, FLAC or WAV bytes made with
   soundfile, 0.2-0.6 s, 22.05-48 kHz, mono or stereo); the "redirect" special answers 302
   to `/sounds/uploaded/<token>/<file-name>`; the "corrupt" special serves bytes

@@ -1,8 +1,13 @@
 """Catalog: one table of every labelled recording, in train.csv's schema.
 
 Reads the competition's `train.csv` (and, when the xeno-canto stage is on, its
-extra rows), checks them against `taxonomy.csv` and the audio folder, and writes
-`catalog.parquet` with a resolved `path` and the duration of each recording.
+extra rows; and the train.csv of every `data.extra_roots` folder, its labels
+mapped onto the main taxonomy by scientific name: `birdclef.data_roots`), checks
+them against `taxonomy.csv` and the audio folder, and writes `catalog.parquet`
+with a resolved `path` and the duration of each recording. `pretrain_only` marks
+the recordings that only the `pretrain` stage trains on (species outside the
+main taxonomy, and every recording of a `use: pretrain` root); `source_label`
+is the primary_label as the recording's own root wrote it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from birdclef.common.errors import DataError
 from birdclef.common.io import write_parquet
 from birdclef.common.labels import parse_label_list
 from birdclef.common.manifest import StageManifest
+from birdclef.data_roots import (
+    LabelMapping,
+    check_extra_roots,
+    label_mapping,
+    normalize_scientific_name,
+)
 from birdclef.runtime.audio import BadAudioError, audio_seconds
 
 log = logging.getLogger(__name__)
@@ -58,10 +69,19 @@ def read_taxonomy(taxonomy_csv: str | os.PathLike) -> list[str]:
 
 
 def load_train_table(
-    train_csv: str | os.PathLike, audio_dir: str | os.PathLike, classes: Sequence[str], source: str
+    train_csv: str | os.PathLike,
+    audio_dir: str | os.PathLike,
+    classes: Sequence[str],
+    source: str,
+    label_map: dict[str, str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Read and check one train.csv-style table; returns rows with `path` and stats.
 
+    `label_map` (an extra root's labels -> catalog labels) replaces `classes` as
+    the known labels and renames them; `source_label` keeps the row's own label.
+    `allow_outside` (xeno-canto query mode with pretraining) accepts primary labels
+    outside `classes` (pretrain-only species, labelled by scientific name).
     Raises `DataError` naming the file, row and column for a missing column, a
     label not in the taxonomy, an unparsable list or a missing audio file.
     """
@@ -70,10 +90,10 @@ def load_train_table(
     for column in TRAIN_COLUMNS:
         if column not in frame.columns:
             frame[column] = None
-    known = set(classes)
+    known = set(classes) if label_map is None else set(label_map)
     stats = {"rows": int(len(frame)), "unknown_secondary_labels": 0}
     unknown_primary = frame.index[~frame["primary_label"].astype(str).isin(known)]
-    if len(unknown_primary):
+    if len(unknown_primary) and not allow_outside:
         row = unknown_primary[0]
         raise DataError(
             f"{train_csv} row {row + 2}: primary_label {frame.at[row, 'primary_label']!r} is not in "
@@ -85,8 +105,15 @@ def load_train_table(
         kept = [x for x in labels if x in known and x != frame.at[row, "primary_label"]]
         stats["unknown_secondary_labels"] += len(labels) - len(kept)
         secondary.append(kept)
-    frame["secondary_labels"] = secondary
     frame["primary_label"] = frame["primary_label"].astype(str)
+    frame["source_label"] = frame["primary_label"]
+    if label_map is not None:
+        frame["primary_label"] = frame["primary_label"].map(label_map)
+        secondary = [
+            list(dict.fromkeys(label_map[x] for x in labels if label_map[x] != primary))
+            for labels, primary in zip(secondary, frame["primary_label"], strict=True)
+        ]
+    frame["secondary_labels"] = secondary
     frame["filename"] = frame["filename"].astype(str)
     frame["path"] = [str(Path(audio_dir) / name) for name in frame["filename"]]
     exists = np.array([os.path.isfile(p) for p in frame["path"]])
@@ -145,33 +172,59 @@ def build_catalog(
     extra_csv: str | os.PathLike | None = None,
     extra_audio_dir: str | os.PathLike | None = None,
     threads: int = 4,
+    extra_roots: Sequence[dict] = (),
+    keep_pretrain_only: bool = False,
+    extra_outside_taxonomy: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """The catalog of every labelled recording, and its stats.
 
     `extra_csv` (scraped xeno-canto rows in train.csv's schema, with audio under
     `extra_audio_dir`) joins the competition's rows; a recording present in both
-    (same filename) is kept once, from train.csv.
+    (same filename) is kept once, from train.csv. `extra_roots` (`{root, use}`
+    each, `data.extra_roots`) join next, their labels mapped onto the main
+    taxonomy by scientific name (`birdclef.data_roots.label_mapping`); a
+    recording whose file name (without its folder) is already in the catalog is
+    kept once, from the first root. `extra_outside_taxonomy` (xeno-canto query
+    mode with pretraining) lets `extra_csv` hold species outside the taxonomy
+    (pretrain-only, mapped onto an extra root's label of the same scientific
+    name when there is one). Pretrain-only rows are kept when
+    `keep_pretrain_only` (the pretrain stage is on) and dropped (and counted)
+    otherwise.
     """
     classes = read_taxonomy(taxonomy_csv)
     frame, stats = load_train_table(train_csv, audio_dir, classes, source="train")
     if extra_csv is not None:
-        extra, extra_stats = load_train_table(extra_csv, extra_audio_dir, classes, source="xeno_canto")
+        extra, extra_stats = load_train_table(
+            extra_csv, extra_audio_dir, classes, source="xeno_canto", allow_outside=extra_outside_taxonomy
+        )
         extra = extra[~extra["filename"].isin(set(frame["filename"]))]
         stats["extra_rows"] = int(len(extra))
         stats["extra_unknown_secondary_labels"] = extra_stats["unknown_secondary_labels"]
         frame = pd.concat([frame, extra], ignore_index=True)
+    frame["pretrain_only"] = ~frame["primary_label"].isin(set(classes))
+    if extra_roots or frame["pretrain_only"].any():
+        frame, stats["extra_roots"], stats["pretrain_classes"] = _join_extra_roots(
+            frame, taxonomy_csv, extra_roots
+        )
+        pretrain_rows = int(frame["pretrain_only"].sum())
+        stats["pretrain_only_rows"] = pretrain_rows
+        stats["pretrain_only_xeno_canto_rows"] = int((frame["pretrain_only"] & (frame["source"] == "xeno_canto")).sum())
+        if not keep_pretrain_only:
+            frame = frame[~frame["pretrain_only"]].reset_index(drop=True)
+            stats["pretrain_only_dropped"] = pretrain_rows
     catalog, bad_files = probe_durations(frame, on_bad_audio, threads=threads)
-    columns = [*TRAIN_COLUMNS, "path", "duration_s", "source"]
+    columns = [*TRAIN_COLUMNS, "path", "duration_s", "source", "source_label", "pretrain_only"]
     catalog = catalog[columns]
     for column in ("type", "collection", "url", "scientific_name", "common_name", "author", "license"):
         catalog[column] = catalog[column].astype("string")
     for column in ("rating", "latitude", "longitude"):
         catalog[column] = pd.to_numeric(catalog[column], errors="coerce")
+    catalog["pretrain_only"] = catalog["pretrain_only"].astype(bool)
     stats.update(
         {
             "recordings": int(len(catalog)),
             "classes": len(classes),
-            "classes_with_recordings": int(catalog["primary_label"].nunique()),
+            "classes_with_recordings": int(catalog.loc[~catalog["pretrain_only"], "primary_label"].nunique()),
             "bad_audio": len(bad_files),
             "bad_audio_files": bad_files,
             "audio_seconds": float(catalog["duration_s"].sum()),
@@ -181,6 +234,53 @@ def build_catalog(
         }
     )
     return catalog, stats
+
+
+def extra_root_source(position: int, root: str | os.PathLike) -> str:
+    """The catalog's `source` of extra root `position` (0-based): ``extra<i>:<folder name>``."""
+    return f"extra{position}:{Path(root).name}"
+
+
+def _join_extra_roots(
+    frame: pd.DataFrame, taxonomy_csv: str | os.PathLike, extra_roots: Sequence[dict]
+) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    """The catalog rows with every extra root's rows joined; per-root stats; the pretrain classes."""
+    check_extra_roots(extra_roots)
+    roots = [Path(entry["root"]) for entry in extra_roots]
+    mapping: LabelMapping = label_mapping(taxonomy_csv, [root / "taxonomy.csv" for root in roots])
+    # Scraped species outside the taxonomy (labelled by scientific name) take a root's label for that name.
+    outside = frame["pretrain_only"].to_numpy(bool)
+    frame.loc[outside, "primary_label"] = [
+        mapping.by_name.get(normalize_scientific_name(label), label) for label in frame.loc[outside, "primary_label"]
+    ]
+    seen = {Path(name).name for name in frame["filename"]}
+    root_stats = []
+    parts = [frame]
+    for position, (entry, root) in enumerate(zip(extra_roots, roots, strict=True)):
+        rows, stats = load_train_table(
+            root / "train.csv", root / "train_audio", (), extra_root_source(position, root),
+            label_map=mapping.maps[position + 1],
+        )
+        duplicate = rows["filename"].map(lambda name: Path(name).name in seen).to_numpy(bool)
+        rows = rows[~duplicate].copy()
+        seen.update(Path(name).name for name in rows["filename"])
+        in_taxonomy = rows["primary_label"].map(mapping.in_taxonomy).astype(bool)
+        rows["pretrain_only"] = (~in_taxonomy) | (entry.get("use", "train") == "pretrain")
+        root_stats.append(
+            {
+                "root": str(root),
+                "use": entry.get("use", "train"),
+                "rows": stats["rows"],
+                "duplicates_skipped": int(duplicate.sum()),
+                "kept": int(len(rows)),
+                "mapped_to_taxonomy": int(in_taxonomy.sum()),
+                "relabelled": int((rows["primary_label"] != rows["source_label"]).sum()),
+                "outside_taxonomy": int((~in_taxonomy).sum()),
+                "unknown_secondary_labels": stats["unknown_secondary_labels"],
+            }
+        )
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True), root_stats, mapping.extra_classes
 
 
 def _read_csv(path: str | os.PathLike, dtype: dict | None = None) -> pd.DataFrame:
@@ -214,8 +314,18 @@ def catalog_stage(
     extra_audio_dir: str | None = None,
     threads: int = 4,
 ) -> dict:
-    """The catalog stage: build the table, write it and its manifest."""
-    inputs = [train_csv, taxonomy_csv] + ([extra_csv] if extra_csv else [])
+    """The catalog stage: build the table, write it and its manifest.
+
+    `settings` may name `extra_roots` (data.extra_roots), `keep_pretrain_only`
+    (train.pretrain.enabled) and `xc_outside_taxonomy` (xeno-canto query mode with
+    pretraining); all are absent with a single root and no query mode.
+    """
+    extra_roots = settings.get("extra_roots", [])
+    inputs = (
+        [train_csv, taxonomy_csv]
+        + ([extra_csv] if extra_csv else [])
+        + [str(Path(entry["root"]) / name) for entry in extra_roots for name in ("train.csv", "taxonomy.csv")]
+    )
     manifest = StageManifest("catalog", tag, settings, upstream, inputs)
     catalog, stats = build_catalog(
         train_csv,
@@ -225,6 +335,9 @@ def catalog_stage(
         extra_csv=extra_csv,
         extra_audio_dir=extra_audio_dir,
         threads=threads,
+        extra_roots=extra_roots,
+        keep_pretrain_only=bool(settings.get("keep_pretrain_only", False)),
+        extra_outside_taxonomy=bool(settings.get("xc_outside_taxonomy", False)),
     )
     write_parquet(out_catalog, catalog)
     manifest.headline.update(stats)

@@ -2,7 +2,9 @@
 
 Stratified on primary label; grouped so that one recording (or any larger group
 named by `group_column`, e.g. author) never straddles folds. Classes with fewer
-groups than folds always stay in training (fold -1).
+groups than folds always stay in training (fold -1). Recordings the mel index
+marks `pretrain_only` (data.extra_roots) get fold -2: no fold trains or
+validates on them; only the pretrain stage reads them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from birdclef.common.io import write_parquet
+from birdclef.common.labels import PRETRAIN_ONLY_FOLD
 from birdclef.common.manifest import StageManifest
 
 log = logging.getLogger(__name__)
 
 ALWAYS_TRAIN = -1
+PRETRAIN_ONLY = PRETRAIN_ONLY_FOLD
 
 
 def make_folds(
@@ -40,9 +44,15 @@ def make_folds(
         }
     )
     table["fold"] = ALWAYS_TRAIN
-    groups_per_class = table.groupby("primary_label")["group"].nunique()
+    pretrain = (
+        index["pretrain_only"].astype(bool).to_numpy()
+        if "pretrain_only" in index.columns
+        else np.zeros(len(table), dtype=bool)
+    )
+    table.loc[pretrain, "fold"] = PRETRAIN_ONLY
+    groups_per_class = table[~pretrain].groupby("primary_label")["group"].nunique()
     rare = set(groups_per_class.index[groups_per_class < n_folds])
-    splittable = table.index[~table["primary_label"].isin(rare)]
+    splittable = table.index[~table["primary_label"].isin(rare) & ~pretrain]
     if len(rare):
         log.info("%d classes with fewer than %d groups stay in training: %s", len(rare), n_folds, sorted(rare))
     if len(splittable):
@@ -61,6 +71,11 @@ def fold_summary(folds: pd.DataFrame) -> dict:
     return {
         "recordings_per_fold": {str(k): int(v) for k, v in folds["fold"].value_counts().sort_index().items()},
         "always_train_classes": sorted(folds.loc[folds["fold"] == ALWAYS_TRAIN, "primary_label"].unique()),
+        **(
+            {"pretrain_only_classes": int(folds.loc[folds["fold"] == PRETRAIN_ONLY, "primary_label"].nunique())}
+            if (folds["fold"] == PRETRAIN_ONLY).any()
+            else {}
+        ),
     }
 
 

@@ -204,7 +204,8 @@ def build_mel_cache(
     setting, default 0: none) get their first `rare_max_seconds` (default None:
     the whole recording) instead. Writes `mels_path` (float16, (total_frames,
     n_mels)) and `index_path` (filename, primary_label, secondary_labels,
-    collection, rating, offset, frames, seconds, rare), both atomically. The
+    collection, rating, offset, frames, seconds, rare and, from catalogs that
+    have it, pretrain_only), both atomically. The
     array streams to disk as the workers deliver it, so memory stays bounded by
     the workers' in-flight recordings. Returns stats (recordings, frames, bad files).
     """
@@ -241,6 +242,8 @@ def build_mel_cache(
     )
     index["seconds"] = index["frames"] * settings["hop_length"] / settings["sample_rate"]
     index["rare"] = rare[kept_rows] if kept_rows else np.zeros(0, dtype=bool)
+    if "pretrain_only" in kept.columns:  # catalogs before data.extra_roots lack the column
+        index["pretrain_only"] = kept["pretrain_only"].astype(bool).to_numpy()
     with atomic_path(index_path) as tmp:
         index.to_parquet(tmp, index=False)
     return {

@@ -5,7 +5,9 @@ list/array from parquet); `build_targets` gives a recording table's soft
 targets (primary 1, secondary `secondary_weight`) and binary ones (what every
 recording-level score is computed against); `targets_of` looks the binary
 targets of some recordings up by file name. Catalog, training, the ensemble,
-export and the report all use these. Torch-free.
+export and the report all use these. `PRETRAIN_ONLY_FOLD` is the fold of a
+recording only the pretrain stage trains on (a species outside the main
+taxonomy, or a `use: pretrain` data root). Torch-free.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import pandas as pd
 from birdclef.common.errors import DataError
 
 log = logging.getLogger(__name__)
+
+# The folds table's fold of a pretrain-only recording: no fold trains or validates on it.
+PRETRAIN_ONLY_FOLD = -2
 
 
 def parse_label_list(value: object, where: str = "label list") -> list[str]:

@@ -86,13 +86,22 @@ class MelRegistry:
 
 def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelRegistry) -> dict[str, Any]:
     """Round 0 and every pseudo.rounds entry: the pseudo run of each round from 1, and a
-    train run per backbone. Returns the Plan fields train_common, train_runs, pseudo_runs,
+    train run per backbone (and, with train.pretrain on, a pretrain run per backbone). Returns the
+    Plan fields train_common, train_runs, pretrain_runs, pseudo_runs,
     round_train_tags and final_train_tags."""
     train = config["train"]
     # device only chooses where training runs; the folds list only which jobs exist.
     # Option keys the chosen options do not use are left out (see `unused_option_keys`).
-    excluded = ("backbones", "device", "folds", "distill", *unused_option_keys(train))
+    # pretrain has its own runs (`_pretrain_run`); a run names its tag only when it is enabled.
+    excluded = ("backbones", "device", "folds", "distill", "pretrain", *unused_option_keys(train))
     train_common = {k: v for k, v in train.items() if k not in excluded}
+    pretrain_runs: dict[str, dict[str, Any]] = {}
+    pretrain_tags: dict[int, str] = {}  # backbone position -> its pretrain tag
+    if train.get("pretrain", {}).get("enabled"):
+        for position, backbone in enumerate(train["backbones"]):
+            tag, run = _pretrain_run(train_common, train["pretrain"], backbone, mels)
+            pretrain_runs[tag] = run
+            pretrain_tags[position] = tag
     rounds = config["pseudo"]["rounds"]
     pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
     train_runs: dict[str, dict[str, Any]] = {}
@@ -107,9 +116,10 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
                 round_, round_settings, pseudo_oof, round_train_tags[round_ - 1], fields
             )
         tags = []
-        for backbone in train["backbones"]:
+        for position, backbone in enumerate(train["backbones"]):
             tag, run = _train_run(
-                config, fields, mels, train_common, backbone, round_, round_settings, pseudo_tag, pseudo_oof
+                config, fields, mels, train_common, backbone, round_, round_settings, pseudo_tag, pseudo_oof,
+                pretrain_tags.get(position),
             )
             if tag in train_runs:
                 raise ValueError(
@@ -123,6 +133,7 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
     return {
         "train_common": train_common,
         "train_runs": train_runs,
+        "pretrain_runs": pretrain_runs,
         "pseudo_runs": pseudo_runs,
         "round_train_tags": round_train_tags,
         "final_train_tags": round_train_tags[-1],
@@ -167,8 +178,14 @@ def _train_run(
     round_settings: Mapping[str, Any],
     pseudo_tag: str | None,
     pseudo_oof: bool,
+    pretrain_tag: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The train run of one backbone in one round: its tag and what the rules need of it."""
+    """The train run of one backbone in one round: its tag and what the rules need of it.
+
+    `pretrain_tag` (train.pretrain on) names the run whose backbone starts this one: every
+    round starts from it (rounds retrain from their initial weights, and a soup needs one
+    start per fold), so it is in every round's upstream.
+    """
     soundscape_labels = config["soundscape_labels"]
     mel, backbone_mels_tag, backbone_soundscape_tag = mels.configuration(backbone.get("mels"))
     settings = {
@@ -203,6 +220,7 @@ def _train_run(
         "pseudo": pseudo_tag,
         "soundscape_labels": fields["soundscape_labels_tag"],
         **({"teacher": fields["teacher_tag"]} if distills else {}),
+        **({"pretrain": pretrain_tag} if pretrain_tag else {}),
     }
     tag = stage_tag(
         "train",
@@ -225,6 +243,32 @@ def _train_run(
         "upstream": upstream,
     }
     return tag, run
+
+
+def _pretrain_run(
+    train_common: Mapping[str, Any],
+    pretrain: Mapping[str, Any],
+    backbone: Mapping[str, Any],
+    mels: MelRegistry,
+) -> tuple[str, dict[str, Any]]:
+    """The pretrain run of one backbone: the train settings with train.pretrain's overrides, on
+    the backbone's mel cache (which holds the pretrain-only recordings); no pseudo-labels, no
+    labelled soundscapes, no distillation."""
+    mel, mels_tag, _ = mels.configuration(backbone.get("mels"))
+    settings = {
+        **train_common,
+        **{k: v for k, v in pretrain.items() if k != "enabled" and v is not None},
+        "labelled_ratio": 0.0,
+    }
+    backbone_settings = {k: v for k, v in backbone.items() if k not in ("label", "mels", "distill")}
+    upstream = {"mels": mels_tag}
+    tag = stage_tag(
+        "pretrain",
+        {**settings, "backbone": backbone_settings, "normalization": mel.get("normalization")},
+        upstream,
+        prefix=f"{backbone['name']}-pt",
+    )
+    return tag, {"backbone": dict(backbone), "settings": settings, "mel": mel, "upstream": upstream}
 
 
 def check_backbone_labels(backbones: Sequence[Mapping[str, Any]]) -> None:

@@ -28,6 +28,7 @@ FORMAT_VERSIONS: dict[str, int] = {
     "teacher": 1,
     "folds": 1,
     "train": 2,
+    "pretrain": 1,
     "pseudo": 2,
     "ensemble": 3,
     "export": 3,

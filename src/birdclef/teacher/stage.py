@@ -57,12 +57,17 @@ def teacher_files(
     """(source, filename, audio path, max seconds or None) of every file the teacher reads, in order.
 
     Recordings: the VAD catalog's kept rows (`audio_path`, else `path`), each cut at the
-    seconds the base mel cache holds; soundscapes: every audio file of `soundscape_dir`, whole.
+    seconds the base mel cache holds (pretrain-only recordings are left out: the students
+    distil on the main taxonomy's recordings only); soundscapes: every audio file of
+    `soundscape_dir`, whole.
     """
     if "vad_dropped" in catalog.columns:
         catalog = catalog[~catalog["vad_dropped"].astype(bool)]
+    seconds, _ = recording_seconds(catalog, mel_settings)  # as the mel cache counts them
+    if "pretrain_only" in catalog.columns:
+        keep = ~catalog["pretrain_only"].astype(bool).to_numpy()
+        catalog, seconds = catalog[keep], seconds[keep]
     paths = catalog["audio_path"] if "audio_path" in catalog.columns else catalog["path"]
-    seconds, _ = recording_seconds(catalog, mel_settings)
     files = [
         ("recording", str(name), str(path), None if np.isinf(limit) else float(limit))
         for name, path, limit in zip(catalog["filename"], paths, seconds, strict=True)

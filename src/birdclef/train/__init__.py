@@ -15,12 +15,14 @@
 - `outputs`: the best model's OOF and soundscape predictions, and the metrics;
 - `fold`: `train_fold`, in named steps;
 - `stage`: `train_stage`, reading the caches and writing the manifest;
+- `pretrain`: `pretrain_stage`, the broad-set run whose backbone starts every fold (train.pretrain);
 - `model`: the SED model (timm backbone + attention head) and its checkpoints.
 """
 
 from birdclef.train.data import EpochBatchSampler, TrainWindows, collate, split_fold, usable_frames
 from birdclef.train.fold import train_fold
 from birdclef.train.loss import example_loss, focal_loss, lr_factor, mix_batch, mixup_permutation
+from birdclef.train.pretrain import pretrain_stage
 from birdclef.train.settings import TrainSettings, settings_from_config
 from birdclef.train.stage import train_stage
 from birdclef.train.validation import validation_set
@@ -35,6 +37,7 @@ __all__ = [
     "lr_factor",
     "mix_batch",
     "mixup_permutation",
+    "pretrain_stage",
     "settings_from_config",
     "split_fold",
     "train_fold",

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from birdclef.common.labels import PRETRAIN_ONLY_FOLD
 from birdclef.train.distill import TeacherTargets
 from birdclef.train.settings import TrainSettings
 
@@ -338,7 +339,8 @@ def split_fold(mel_index: pd.DataFrame, folds: pd.DataFrame, fold: int) -> tuple
     """(training, validation) recordings of `fold`: the mel index joined with the fold table.
 
     Validation is fold == `fold`; training is the rest (fold -1 rows always
-    train). `fold=-1` trains on everything without validation.
+    train). `fold=-1` trains on everything without validation. Pretrain-only
+    rows (fold -2, `birdclef.common.labels.PRETRAIN_ONLY_FOLD`) are in neither.
     """
     table = mel_index.drop(columns=["fold"], errors="ignore").reset_index(drop=True).merge(
         folds[["filename", "fold"]], on="filename", how="left", validate="one_to_one"
@@ -348,6 +350,7 @@ def split_fold(mel_index: pd.DataFrame, folds: pd.DataFrame, fold: int) -> tuple
         raise ValueError(f"{int(table['fold'].isna().sum())} recordings of the mel index have "
                          f"no fold, e.g. {missing}")
     table["fold"] = table["fold"].astype(int)
+    table = table[table["fold"] != PRETRAIN_ONLY_FOLD].reset_index(drop=True)
     if fold == -1:
         return table, table.iloc[0:0]
     return (table[table["fold"] != fold].reset_index(drop=True),

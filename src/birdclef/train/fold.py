@@ -98,6 +98,7 @@ def train_fold(
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
     labelled_windows: pd.DataFrame | None = None,
     teacher: TeacherCache | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -115,7 +116,8 @@ def train_fold(
     (``settings.labelled_ratio``, weight ``settings.labelled_weight``),
     ``validation`` rows score the best model (``soundscape_auc``).
     `teacher` (the teacher stage's artifact) is used when `settings` distil
-    (`birdclef.train.distill`).
+    (`birdclef.train.distill`). `init_from` (the pretrain stage's ``best.pt``)
+    initialises the backbone; the head starts fresh.
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     out_dir = Path(out_dir)
@@ -138,7 +140,8 @@ def train_fold(
                      pseudo_labels, labelled_windows, teacher)
     batches = build_batches(run, data)
     opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch,
-                             *((data.teacher.embedding_dim, data.teacher.class_mask) if data.teacher else ()))
+                             *((data.teacher.embedding_dim, data.teacher.class_mask) if data.teacher else (None, None)),
+                             init_from=None if init_from is None else str(init_from))
 
     # Resume, train.
     signature = resume_signature(model_spec, settings, fold, classes, window_frames,

@@ -17,7 +17,7 @@ from birdclef.common.progress import progress_bar
 from birdclef.train.data import EpochBatchSampler
 from birdclef.train.distill import Projection, embedding_loss, logit_loss, mix_teacher
 from birdclef.train.loss import example_loss, lr_factor, mix_batch, mixup_permutation
-from birdclef.train.model import build_model
+from birdclef.train.model import build_model, init_backbone_from
 from birdclef.train.run import FoldRun, autocast, to_input
 from birdclef.train.settings import TrainSettings
 from birdclef.train.validation import ValidationSet, validate
@@ -40,13 +40,21 @@ class Optimization:
 
 def build_optimization(model_spec: Mapping[str, Any], settings: TrainSettings, dev: torch.device,
                        amp_dtype: torch.dtype | None, steps_per_epoch: int,
-                       teacher_dim: int | None = None, class_mask: np.ndarray | None = None) -> Optimization:
+                       teacher_dim: int | None = None, class_mask: np.ndarray | None = None,
+                       init_from: str | None = None) -> Optimization:
     """A fresh model on `dev`, its optimizer, the warmup + cosine schedule and the grad scaler.
+
+    `init_from` (the pretrain stage's ``best.pt``) replaces the backbone's initial weights;
+    the head keeps its fresh initialisation.
 
     With a teacher (`teacher_dim`, `class_mask`: distillation on) and an embedding weight, a
     projection of the pooled features onto the teacher's embedding trains alongside the model.
     """
-    model = build_model(model_spec).to(dev)
+    model = build_model(model_spec)
+    if init_from:
+        init_backbone_from(model, init_from)
+        log.info("backbone initialised from the pretrain checkpoint %s (head re-initialised)", init_from)
+    model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     projection = None

@@ -178,6 +178,28 @@ def build_model(spec: Mapping[str, Any]) -> SEDModel:
     )
 
 
+def init_backbone_from(model: SEDModel, path: str | os.PathLike) -> dict[str, Any]:
+    """Load the backbone weights of a `save_checkpoint` file (the pretrain stage's ``best.pt``)
+    into `model`; the head keeps its fresh initialisation (its classes differ).
+
+    The checkpoint must hold the same backbone (name and in_chans); returns its spec.
+    Raises ValueError naming the file otherwise.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    spec = dict(payload["spec"])
+    mine = {"backbone": model.backbone.default_cfg.get("architecture"), "in_chans": model.in_chans}
+    theirs = {"backbone": spec.get("backbone"), "in_chans": int(spec.get("in_chans", MODEL_DEFAULTS["in_chans"]))}
+    if mine["in_chans"] != theirs["in_chans"] or (mine["backbone"] and mine["backbone"] != theirs["backbone"]):
+        raise ValueError(
+            f"pretrain checkpoint {path} holds backbone {theirs}, expected {mine}: "
+            "the pretrain run of a train.backbones entry initialises that entry only"
+        )
+    prefix = "backbone."
+    weights = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    model.backbone.load_state_dict(weights, strict=True)
+    return spec
+
+
 def save_checkpoint(path: str | os.PathLike, model: SEDModel, spec: Mapping[str, Any], **extra: Any) -> None:
     """Save weights plus the spec needed to rebuild the model, atomically."""
     with atomic_path(path) as tmp:

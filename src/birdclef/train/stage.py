@@ -33,7 +33,7 @@ def _output_dir(outputs: Mapping[str, str]) -> Path:
     return out_dir
 
 
-def _model_spec(backbone: Mapping[str, Any], classes: list[str],
+def model_spec_of(backbone: Mapping[str, Any], classes: list[str],
                 mel: Mapping[str, Any]) -> dict[str, Any]:
     """The model spec of a ``train.backbones`` entry (missing keys: `MODEL_DEFAULTS`)."""
     return {
@@ -103,7 +103,9 @@ def train_stage(
 
     `inputs`: mels, index, folds, soundscape_mels, soundscape_index, taxonomy and,
     from round 1, pseudo_labels (row_id, soundscape, end_s, one column per class);
-    with distillation teacher_embeddings, teacher_logits and teacher_index.
+    with distillation teacher_embeddings, teacher_logits and teacher_index; with
+    train.pretrain on, pretrain (the pretrain stage's ``best.pt``: the backbone's
+    initial weights).
     `outputs`: checkpoint (``<dir>/best.pt``), oof, soundscape_preds, metrics,
     curve, manifest; every output but the manifest must lie in one folder with
     the names `train_fold` writes. ``last.pt`` (for resuming) is written there too
@@ -114,7 +116,7 @@ def train_stage(
     manifest = StageManifest("train", tag, {**settings, "backbone": dict(backbone), "fold": fold},
                              upstream, list(inputs.values()))
     classes = read_taxonomy(inputs["taxonomy"])
-    model_spec = _model_spec(backbone, classes, mel)
+    model_spec = model_spec_of(backbone, classes, mel)
     train_settings = settings_from_config(settings)
     mels = np.load(inputs["mels"], mmap_mode="r")
     mel_index = pd.read_parquet(inputs["index"])
@@ -139,6 +141,7 @@ def train_stage(
         pseudo_mels=pseudo_mels, pseudo_labels=pseudo_labels, progress=progress,
         seen_soundscapes=seen_soundscapes, labelled_windows=labelled,
         teacher=TeacherCache.load(inputs) if train_settings.distills else None,
+        init_from=inputs.get("pretrain"),
     )
     _headline(manifest, metrics)
     manifest.write(outputs["manifest"])

@@ -35,6 +35,42 @@ def check_extra_query(extra_query: str) -> str:
     return text
 
 
+# Query mode (`xeno_canto.query`): the keys of one query given as a mapping, and their API v3 tags.
+QUERY_KEYS = {"country": "cnt", "group": "grp", "genus": "gen"}
+
+
+def _tag(tag: str, value: object) -> str:
+    text = " ".join(str(value).split())
+    return f'{tag}:"{text}"' if " " in text or not text else f"{tag}:{text}"
+
+
+def query_strings(query: object, extra_query: str = "") -> list[str]:
+    """The API v3 queries of query mode: `query` is a tag string (``cnt:"Brazil" grp:birds``),
+    a mapping (``{country: Brazil, group: birds}``: keys of `QUERY_KEYS`) or a list of either;
+    `extra_query` is appended to each. None gives [] (species mode). ValueError names the
+    setting for an empty query or an unknown key."""
+    if query is None:
+        return []
+    entries = query if isinstance(query, list) else [query]
+    if not entries:
+        raise ValueError("xeno_canto.query is an empty list: expected null (species mode) or queries")
+    queries = []
+    for i, entry in enumerate(entries):
+        where = "xeno_canto.query" if not isinstance(query, list) else f"xeno_canto.query[{i}]"
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - set(QUERY_KEYS))
+            if unknown:
+                raise ValueError(f"{where} has unknown key(s) {unknown}; expected some of {sorted(QUERY_KEYS)}")
+            text = " ".join(_tag(QUERY_KEYS[k], v) for k, v in entry.items() if v is not None)
+        else:
+            text = check_extra_query(str(entry))
+        if not text:
+            raise ValueError(f"{where} is empty: expected e.g. {{country: Brazil, group: birds}} or 'cnt:brazil grp:birds'")
+        extra = check_extra_query(extra_query)
+        queries.append(f"{text} {extra}".strip())
+    return queries
+
+
 def build_query(scientific_name: str, group: str | None = None, extra_query: str = "") -> str:
     """The API v3 tag query of one species: `sp:"genus species"` (+ ssp, grp, extra tags)."""
     words = scientific_name.split()

@@ -10,7 +10,7 @@ from typing import Any
 
 from birdclef.xeno_canto.parsers import RATINGS, license_excluded, parse_length
 from birdclef.xeno_canto.query import SpeciesCrawl
-from birdclef.xeno_canto.species import _map_name
+from birdclef.xeno_canto.species import _map_name, outside_label
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,16 @@ def _select_records(
     names: Mapping[str, str],
     in_train: set[int],
     s: Mapping[str, Any],
+    keep_outside: bool = False,
 ) -> _Selection:
-    """Every crawl's records de-duplicated and filtered (in `SKIP_REASONS` order, cap aside)."""
+    """Every crawl's records de-duplicated and filtered (in `SKIP_REASONS` order, cap aside).
+
+    `keep_outside` (query mode with train.pretrain on): a record of a species outside the
+    taxonomy is labelled by its scientific name (`outside_label`) instead of skipped.
+    """
     selection = _Selection({str(q).strip().lower() for q in s["quality"]})
     for crawl in crawls:
-        _select_crawl(selection, crawl, names, in_train, s)
+        _select_crawl(selection, crawl, names, in_train, s, keep_outside)
     return selection
 
 
@@ -62,6 +67,7 @@ def _select_crawl(
     names: Mapping[str, str],
     in_train: set[int],
     s: Mapping[str, Any],
+    keep_outside: bool = False,
 ) -> None:
     """Add one crawl's records to `selection`, then its count mismatch and per-species summary."""
     ids_in_query: set[int] = set()
@@ -83,7 +89,7 @@ def _select_crawl(
         if xc_id in selection.seen:
             selection.duplicates_species += 1
             continue
-        _add_record(selection, crawl, page, record, xc_id, names, in_train, s)
+        _add_record(selection, crawl, page, record, xc_id, names, in_train, s, keep_outside)
     if len(ids_in_query) != crawl.declared:
         selection.mismatches.append(
             {
@@ -110,6 +116,7 @@ def _add_record(
     names: Mapping[str, str],
     in_train: set[int],
     s: Mapping[str, Any],
+    keep_outside: bool = False,
 ) -> None:
     """One new record's entry: a candidate of its label, or skipped with its reason."""
     entry = {
@@ -124,6 +131,8 @@ def _add_record(
     selection.entries.append(entry)
     name = " ".join(str(record.get(k) or "") for k in ("gen", "sp", "ssp")).strip()
     label = _map_name(names, name)
+    if label is None and keep_outside:
+        label = outside_label(record)
     reason = _skip_reason(record, xc_id, label, in_train, selection.quality, s)
     entry["primary_label"] = label
     if reason is None:

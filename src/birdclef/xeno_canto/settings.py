@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from birdclef.xeno_canto.query import check_extra_query
+from birdclef.xeno_canto.query import check_extra_query, query_strings
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "base_url": "https://xeno-canto.org/api/3/recordings",
@@ -20,6 +20,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "extra_query": "",
     "grp_by_class": {},
     "species": None,
+    "query": None,
     "snapshot": None,
     "download_workers": 1,
     "timeout_seconds": 60.0,
@@ -41,6 +42,12 @@ def resolve_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             f"xeno_canto.per_page must be between 50 and 500, got {resolved['per_page']}"
         )
     check_extra_query(resolved["extra_query"])
+    query_strings(resolved["query"], resolved["extra_query"])
+    if resolved["query"] is not None and (resolved["species"] is not None or resolved["only_species_below"] is not None):
+        raise ValueError(
+            "xeno_canto.query (query mode: country or group filters instead of the taxonomy's species) "
+            "cannot be combined with xeno_canto.species or only_species_below: expected one of the two modes"
+        )
     if not re.match(r"^https?://", str(resolved["base_url"])):
         raise ValueError(
             f"xeno_canto.base_url must start with http:// or https://, got {resolved['base_url']!r}"

@@ -73,6 +73,22 @@ def _map_name(index: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def outside_label(record: Mapping[str, Any]) -> str | None:
+    """The label of a record outside the taxonomy (query mode): its binomial, ``Genus species``;
+    None when the record names no species (``Mystery mystery``, ``sp.``, sonotypes)."""
+    genus = str(record.get("gen") or "").strip()
+    epithet = str(record.get("sp") or "").strip().lower()
+    name = f"{genus[:1].upper()}{genus[1:].lower()} {epithet}"
+    if genus.lower() == "mystery" or not SPECIES_NAME.match(name):
+        return None
+    return name
+
+
+def outside_species(label: str, record: Mapping[str, Any]) -> _Species:
+    """The `_Species` of an outside-the-taxonomy label (its row's names come from the record)."""
+    return _Species(label, label, str(record.get("en") or ""), str(record.get("grp") or ""))
+
+
 def _choose_species(
     species: list[_Species],
     by_label: Mapping[str, _Species],

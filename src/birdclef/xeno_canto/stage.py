@@ -20,10 +20,22 @@ from birdclef.common.progress import progress_bar
 from birdclef.xeno_canto.client import XenoCantoClient
 from birdclef.xeno_canto.download import _AudioCache, _fetch_audio, _raw_extension
 from birdclef.xeno_canto.parsers import _https, train_xc_ids, xc_id_of
-from birdclef.xeno_canto.query import PageCache, SpeciesCrawl, build_query, crawl_species
+from birdclef.xeno_canto.query import (
+    PageCache,
+    SpeciesCrawl,
+    build_query,
+    crawl_species,
+    query_strings,
+)
 from birdclef.xeno_canto.selection import _apply_species_cap, _select_records
 from birdclef.xeno_canto.settings import resolve_settings
-from birdclef.xeno_canto.species import _choose_species, _name_index, _read_species, _Species
+from birdclef.xeno_canto.species import (
+    _choose_species,
+    _name_index,
+    _read_species,
+    _Species,
+    outside_species,
+)
 from birdclef.xeno_canto.summary import _headline, _log_summary
 from birdclef.xeno_canto.tables import _metadata_frame, _row
 
@@ -52,9 +64,18 @@ def scrape_stage(
     outputs). Writes `out_rows` (train.csv schema), `out_metadata` (raw API
     records with their status), `out_audio/<primary_label>/XC<id>.ogg` and the
     manifest; returns the manifest's headline.
+
+    Query mode (`settings["query"]` set): one crawl per query (country or group filters,
+    `birdclef.xeno_canto.query.query_strings`) instead of one per taxonomy species, with
+    the same rate limiter, paging and filters; records of taxonomy species get their
+    labels, and with `settings["keep_outside_taxonomy"]` (the plan sets it from
+    train.pretrain.enabled) the others are kept under their scientific name (the catalog
+    makes them pretrain-only classes) instead of skipped as `unknown_species`.
     """
-    s = resolve_settings(settings)
-    manifest = StageManifest("xc_scrape", tag, s, {}, [train_csv, taxonomy_csv])
+    keep_outside = bool(settings.get("keep_outside_taxonomy", False))
+    s = resolve_settings({k: v for k, v in settings.items() if k != "keep_outside_taxonomy"})
+    manifest = StageManifest("xc_scrape", tag, {**s, "keep_outside_taxonomy": keep_outside}, {},
+                             [train_csv, taxonomy_csv])
     manifest.data["key_env"] = key_env
     cache_root = Path(cache_dir) if cache_dir is not None else Path(out_rows).parent / "cache"
     out_audio = Path(out_audio)
@@ -69,14 +90,20 @@ def scrape_stage(
     train_counts = (
         train["primary_label"].value_counts().to_dict() if "primary_label" in train else {}
     )
-    queried, skipped_species = _choose_species(species, by_label, train_counts, s, taxonomy_csv)
+    queries = query_strings(s["query"], s["extra_query"])
+    if queries:
+        queried = [_Species(f"query{i}", "", "", "") for i in range(len(queries))]
+        skipped_species: dict[str, list[str]] = {}
+    else:
+        queried, skipped_species = _choose_species(species, by_label, train_counts, s, taxonomy_csv)
 
     client = _client(s, key_env)
     pages = PageCache(cache_root / "pages", s["base_url"], s["snapshot"])
     try:
-        crawls = _crawl_all(client, pages, queried, s, progress)
+        crawls = _crawl_all(client, pages, queried, s, progress, queries)
         result = _select_and_fetch(
-            client, audio_cache, crawls, names, by_label, in_train, s, progress
+            client, audio_cache, crawls, names, by_label, in_train, s, progress, keep_outside,
+            bool(queries),
         )
     finally:
         client.close()
@@ -135,7 +162,10 @@ def _crawl_all(
     queried: list[_Species],
     s: Mapping[str, Any],
     progress: bool,
+    queries: list[str] | None = None,
 ) -> list[SpeciesCrawl]:
+    """Every page of each species' query, or in query mode of each of `queries` (one per
+    `queried` entry, labelled ``query<i>``)."""
     crawls: list[SpeciesCrawl] = []
     totals = {"pages": 0, "records": 0}
     with _progress(progress, total=len(queried), desc="xc species", unit="sp") as bar:
@@ -150,9 +180,12 @@ def _crawl_all(
                 refresh=False,
             )
 
-        for sp in queried:
-            group = (s["grp_by_class"] or {}).get(sp.class_name)
-            query = build_query(sp.scientific_name, group, s["extra_query"])
+        for position, sp in enumerate(queried):
+            if queries:
+                query = queries[position]
+            else:
+                group = (s["grp_by_class"] or {}).get(sp.class_name)
+                query = build_query(sp.scientific_name, group, s["extra_query"])
             crawl = crawl_species(
                 client, pages, sp.label, sp.scientific_name, query, s["per_page"], on_page
             )
@@ -171,13 +204,17 @@ def _select_and_fetch(
     in_train: set[int],
     s: Mapping[str, Any],
     progress: bool,
+    keep_outside: bool = False,
+    query_mode: bool = False,
 ) -> dict:
-    selection = _select_records(crawls, names, in_train, s)
+    selection = _select_records(crawls, names, in_train, s, keep_outside)
     to_fetch = _apply_species_cap(selection, s["max_records_per_species"])
     rows, downloads = _fetch_all(
         client, cache, to_fetch, names, by_label, selection.skipped, s, progress
     )
     kept_per_label = Counter(row["primary_label"] for row in rows)
+    if query_mode:  # a crawl is a query: count what it brought, whatever the species
+        kept_per_label = Counter(entry["query_label"] for entry in selection.entries if entry["status"] == "kept")
     for crawl in crawls:
         selection.per_species[crawl.label]["kept"] = kept_per_label.get(crawl.label, 0)
     return {
@@ -235,7 +272,8 @@ def _fetch_all(
                 )
             else:
                 downloads[outcome["status"]] += 1
-                sp = by_label[entry["primary_label"]]
+                label = entry["primary_label"]
+                sp = by_label[label] if label in by_label else outside_species(label, entry["record"])
                 row = _row(entry["record"], entry["xc_id"], sp, names)
                 entry["status"] = "kept"
                 entry["filename"] = row["filename"]
