@@ -89,7 +89,7 @@ def variants(base: dict) -> dict[str, dict]:
     }
 
 
-SPECIALIST = "+ taxon specialist on the rarer half of the classes (fewest training recordings; upsample 4)"
+SPECIALIST = "+ taxon specialist on the rarer half of the classes (fewest training recordings, upsample 4)"
 
 
 def rarest_classes(base: dict, share: float) -> list[str]:
