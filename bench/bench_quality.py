@@ -83,7 +83,23 @@ def variants(base: dict) -> dict[str, dict]:
             "teacher": TEACHER, "ensemble": {"teacher_weight": w}} for w in TEACHER_BLEND_WEIGHTS},
         "+ BirdNET embedding and logit distillation": {
             "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0, "logit_weight": 1.0}}},
+        SPECIALIST: {"train": {"backbones": [*base["train"]["backbones"], {
+            **base["train"]["backbones"][0], "label": "rare-specialist",
+            "specialist": {"classes": {"primary_label": rarest_classes(base, 0.5)}, "upsample": 4.0}}]}},
     }
+
+
+SPECIALIST = "+ taxon specialist on the rarer half of the classes (fewest training recordings, upsample 4)"
+
+
+def rarest_classes(base: dict, share: float) -> list[str]:
+    """The `share` of taxonomy classes with the fewest training recordings (train.csv primary labels;
+    ties by taxonomy order): a specialist chosen from the training data alone."""
+    root = Path(base["data"]["root"])
+    labels = pd.read_csv(root / "taxonomy.csv", dtype={"primary_label": str})["primary_label"].tolist()
+    counts = pd.read_csv(root / "train.csv", dtype={"primary_label": str})["primary_label"].value_counts()
+    ranked = sorted(labels, key=lambda label: (int(counts.get(label, 0)), labels.index(label)))
+    return ranked[: max(1, int(len(labels) * share))]
 
 
 def merge(base: dict, overrides: dict) -> dict:

@@ -10,6 +10,7 @@ import yaml
 from birdclef import mels, xeno_canto
 from birdclef.runtime import postprocess
 from birdclef.train.model import MODEL_DEFAULTS
+from birdclef.train.settings import SPECIALIST_UPSAMPLE
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
 
@@ -45,3 +46,8 @@ def test_model_defaults_are_the_backbone_and_mel_defaults():
     for key in ("in_chans", "pretrained", "drop_rate", "drop_path_rate"):
         assert MODEL_DEFAULTS[key] == backbone[key], key
     assert MODEL_DEFAULTS["normalization"] == schema_defaults("mels")["normalization"]
+
+
+def test_specialist_upsample_default_is_the_schemas():
+    specialist = SCHEMA["properties"]["train"]["properties"]["backbones"]["items"]["properties"]["specialist"]
+    assert specialist["properties"]["upsample"]["default"] == SPECIALIST_UPSAMPLE

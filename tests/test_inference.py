@@ -313,7 +313,7 @@ def test_end_to_end_matches_torch_and_features_log_mel(exported, soundscapes, tm
     np.testing.assert_allclose(bundle.predict(mels), expected, atol=1e-4, rtol=0)
     members = bundle.predict_members(mels)
     assert members.shape == (2, 12, len(CLASSES))
-    np.testing.assert_allclose(np.tensordot(bundle.weights, members, axes=1), expected, atol=1e-4)
+    np.testing.assert_allclose(np.einsum("mc,mnc->nc", bundle.weights, members), expected, atol=1e-4)
 
 
 def test_batching_streams_and_workers_do_not_change_the_numbers(exported, soundscapes):
@@ -439,6 +439,26 @@ def separate_member_probabilities(bundle_dir: Path, mels: list[np.ndarray]) -> l
         group_mels = mels[member["mel_group"]]
         outputs.append(compiled.create_infer_request().infer({0: group_mels})[0].copy())
     return outputs
+
+
+def test_a_specialist_member_replaces_its_classes(exported, soundscapes, tmp_path):
+    source = with_postprocess(exported["f32"], tmp_path / "specialist", {})
+    definition = json.loads((source / "bundle.json").read_text())
+    definition["members"][1]["specialist_classes"] = CLASSES[:2]
+    (source / "bundle.json").write_text(json.dumps(definition))
+    bundle = load_bundle(source, threads=2)
+    assert bundle.members[1].specialist_classes == CLASSES[:2]
+    (mels,), _ = soundscape_mels(soundscapes["normal"], bundle)
+    members = bundle.predict_members(mels)
+    expected = np.concatenate([members[1][:, :2], members[0][:, 2:]], axis=1)  # weights 0.5 each
+    frame = predict_soundscapes([soundscapes["normal"]], bundle, progress=False)
+    np.testing.assert_allclose(frame[CLASSES].to_numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(bundle.predict(mels), expected, atol=1e-6)
+
+    definition["members"][1]["specialist_classes"] = ["not-a-class"]
+    (source / "bundle.json").write_text(json.dumps(definition))
+    with pytest.raises(ValueError, match=r"bundle.json member .*specialist_classes \['not-a-class'\]"):
+        load_bundle(source, threads=2)
 
 
 def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, soundscapes, tmp_path):

@@ -83,7 +83,7 @@ def run(out_dir, cache, fold=0, **overrides):
     mels, index, folds = cache
     kwargs = {k: overrides.pop(k) for k in list(overrides) if k in (
         "soundscape_mels", "soundscape_index", "pseudo_mels", "pseudo_labels", "epoch_callback",
-        "labelled_windows", "teacher")}
+        "labelled_windows", "teacher", "specialist")}
     values = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
               "samples_per_epoch": 48, "crop_seconds_max": 2.0, **overrides}
     return train_fold(mels, index, folds, fold, CLASSES, SPEC, TrainSettings(**values), WINDOW,

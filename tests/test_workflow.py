@@ -297,10 +297,12 @@ def test_two_rounds_chain_and_the_ensemble_names_the_final_round(demo_run):
 
 
 def test_two_mel_configurations_in_one_ensemble(demo_run):
+    """Two mel configurations in one ensemble; the second entry is also a taxon specialist."""
     workdir, _, _ = demo_run
     config = load_config(workdir)
     base = config["train"]["backbones"][0]
-    other = {**base, "label": f"{base['name']}-48mels", "mels": {"n_mels": 48, "n_fft": 512, "hop_length": 400}}
+    other = {**base, "label": f"{base['name']}-48mels", "mels": {"n_mels": 48, "n_fft": 512, "hop_length": 400},
+             "specialist": {"classes": {"class_name": ["Amphibia", "Insecta"]}, "upsample": 3.0}}
     config["train"]["backbones"] = [base, other]
     config["pseudo"]["rounds"] = []
     two = write_config(workdir, "two_mels.yaml", config)
@@ -321,10 +323,18 @@ def test_two_mel_configurations_in_one_ensemble(demo_run):
     by_group = {g: sorted(m["backbone"] for m in definition["members"] if m["mel_group"] == g) for g in (0, 1)}
     assert by_group == {0: [base["name"]] * 2, 1: [other["label"]] * 2}, by_group
     assert set(definition["backbone_weights"]) == {base["name"], other["label"]}
+    taxonomy = pd.read_csv(workdir / "resources/demo/taxonomy.csv", dtype={"primary_label": str})
+    specialist = taxonomy.loc[taxonomy["class_name"].isin(["Amphibia", "Insecta"]), "primary_label"].tolist()
+    assert 0 < len(specialist) < len(taxonomy), specialist
+    for member in definition["members"]:
+        assert member.get("specialist_classes") == (specialist if member["mel_group"] == 1 else None), member
+    trained = [json.loads(path.read_text())["headline"] for path in (workdir / "results/train").glob("*/fold*/manifest.json")]
+    assert sum(h.get("specialist") == {"classes": specialist, "upsample": 3.0} for h in trained) == 2
 
     exports = sorted((workdir / "results/export").glob("*/bundle.json"), key=lambda p: p.stat().st_mtime)
     bundle = json.loads(exports[-1].read_text())
     assert [g["n_mels"] for g in bundle["mel_groups"]] == [64, 48]
+    assert [m.get("specialist_classes") for m in bundle["members"]] == [None, None, specialist, specialist]
     for group in bundle["mel_groups"]:
         filterbank = np.load(exports[-1].parent / group["filterbank"])
         assert filterbank.shape == (group["n_mels"], group["n_fft"] // 2 + 1)

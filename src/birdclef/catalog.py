@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,33 @@ def read_taxonomy(taxonomy_csv: str | os.PathLike) -> list[str]:
     duplicated = sorted({x for x in labels if labels.count(x) > 1})
     if duplicated:
         raise DataError(f"{taxonomy_csv}: primary_label values repeat: {duplicated[:10]}")
+    return labels
+
+
+def specialist_classes(taxonomy_csv: str | os.PathLike, specialist: Mapping[str, Any] | None,
+                       where: str) -> list[str] | None:
+    """The classes of a taxon specialist (``train.backbones[].specialist``), in taxonomy order.
+
+    ``specialist["classes"]`` maps taxonomy.csv columns to allowed values
+    (``{class_name: [Amphibia, Insecta]}``): a class is the specialist's when, in every
+    named column, its value is one of the listed ones (values compared as strings).
+    None for a generalist (no `specialist`). Raises DataError naming `where` (the
+    setting) when a column is not in taxonomy.csv or when the filter matches no class.
+    """
+    if not specialist:
+        return None
+    frame = _read_csv(taxonomy_csv, dtype=LABEL_DTYPES)
+    _require_columns(frame, REQUIRED_TAXONOMY_COLUMNS, taxonomy_csv, "taxonomy.csv")
+    keep = pd.Series(True, index=frame.index)
+    for column, values in dict(specialist["classes"]).items():
+        if column not in frame.columns:
+            raise DataError(f"{where}.classes filters on column {column!r}, which {taxonomy_csv} does not "
+                            f"have; expected one of {list(frame.columns)}")
+        keep &= frame[column].astype(str).isin([str(v) for v in values])
+    labels = frame.loc[keep, "primary_label"].astype(str).tolist()
+    if not labels:
+        raise DataError(f"{where}.classes {dict(specialist['classes'])} matches no class of {taxonomy_csv}; "
+                        "expected values that occur in those columns (e.g. class_name: [Amphibia, Insecta])")
     return labels
 
 

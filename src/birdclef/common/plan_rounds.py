@@ -113,7 +113,7 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
         if round_ > 0:
             round_settings = dict(rounds[round_ - 1])
             pseudo_tag, pseudo_runs[pseudo_tag] = _pseudo_run(
-                round_, round_settings, pseudo_oof, round_train_tags[round_ - 1], fields
+                round_, round_settings, pseudo_oof, _generalists(round_train_tags[round_ - 1], train_runs), fields
             )
         tags = []
         for position, backbone in enumerate(train["backbones"]):
@@ -138,6 +138,19 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
         "round_train_tags": round_train_tags,
         "final_train_tags": round_train_tags[-1],
     }
+
+
+def _generalists(tags: list[str], train_runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The train tags of `tags` whose backbone is not a taxon specialist: the models a pseudo round
+    labels from (a specialist's other columns are untrained). ValueError when every one is."""
+    generalists = [tag for tag in tags if not train_runs[tag]["backbone"].get("specialist")]
+    if not generalists:
+        raise ValueError(
+            "pseudo.rounds label soundscapes from the previous round's models, but every entry of "
+            "train.backbones is a taxon specialist (specialist set): expected at least one entry without "
+            "`specialist`, or no pseudo rounds"
+        )
+    return generalists
 
 
 def _pseudo_run(
@@ -315,6 +328,7 @@ def plan_ensemble_members(
                     "fold": fold,
                     "round": train_runs[final_tag]["round"],
                     "ingredients": ingredients,
+                    **({"specialist": backbone["specialist"]} if backbone.get("specialist") else {}),
                 }
             )
     return members

@@ -25,6 +25,7 @@ from birdclef.runtime.features import MEL_KEYS
 from birdclef.runtime.features import check_mel_groups as check_group_settings
 from birdclef.runtime.postprocess import (
     combine_members,
+    member_class_weights,
     postprocess_soundscape,
 )
 
@@ -64,9 +65,14 @@ def backbone_oof(
 
 
 def ensemble_oof(
-    per_backbone: Mapping[str, pd.DataFrame], weights: Mapping[str, float], method: str, classes: Sequence[str]
+    per_backbone: Mapping[str, pd.DataFrame], weights: Mapping[str, float], method: str, classes: Sequence[str],
+    specialists: Mapping[str, Sequence[str] | None] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """(filenames, combined predictions) over the recordings every backbone predicted out of fold."""
+    """(filenames, combined predictions) over the recordings every backbone predicted out of fold.
+
+    `specialists` maps a taxon specialist backbone to its classes: those columns come
+    from the specialists alone (`member_class_weights`).
+    """
     common = None
     for table in per_backbone.values():
         common = table.index if common is None else common.intersection(table.index)
@@ -75,12 +81,13 @@ def ensemble_oof(
         return [], np.zeros((0, len(classes)), dtype=np.float32)
     names = list(per_backbone)
     preds = [per_backbone[b].loc[filenames, list(classes)].to_numpy(np.float32) for b in names]
-    return filenames, combine_members(preds, [weights[b] for b in names], method)
+    matrix = member_class_weights([weights[b] for b in names], [(specialists or {}).get(b) for b in names], classes)
+    return filenames, combine_members(preds, matrix, method)
 
 
 def fit_weights(
     per_backbone: Mapping[str, pd.DataFrame], targets_of, method: str, classes: Sequence[str],
-    start: Mapping[str, float], rounds: int = 3,
+    start: Mapping[str, float], rounds: int = 3, specialists: Mapping[str, Sequence[str] | None] | None = None,
 ) -> dict[str, float]:
     """Per-backbone weights maximising the ensemble's OOF macro ROC-AUC (coordinate search).
 
@@ -95,7 +102,10 @@ def fit_weights(
     def score(w: Mapping[str, float]) -> float:
         if sum(w.values()) <= 0:
             return -1.0
-        filenames, preds = ensemble_oof(per_backbone, w, method, classes)
+        try:
+            filenames, preds = ensemble_oof(per_backbone, w, method, classes, specialists)
+        except ValueError:  # a weight of 0 left some class without any member
+            return -1.0
         value = macro_roc_auc(targets_of(filenames), preds) if filenames else None
         return -1.0 if value is None else float(value)
 
@@ -140,8 +150,10 @@ def build_ensemble(
         return targets_of(index, filenames, classes)
 
     per_backbone = backbone_oof(members, oof_tables, classes)
+    specialists = {m["backbone"]: m.get("specialist_classes") for m in members}
     if settings.get("fit_weights") and per_backbone:
-        fitted = fit_weights(per_backbone, targets_for, method, classes, backbone_weights)
+        fitted = fit_weights(per_backbone, targets_for, method, classes, backbone_weights,
+                             specialists=specialists)
         backbone_weights.update(fitted)
         log.info("fitted backbone weights on OOF: %s", fitted)
     if sum(backbone_weights.values()) <= 0:
@@ -149,14 +161,16 @@ def build_ensemble(
     ensemble_auc = None
     if per_backbone:
         filenames, preds = ensemble_oof(
-            per_backbone, {b: backbone_weights[b] for b in per_backbone}, method, classes)
+            per_backbone, {b: backbone_weights[b] for b in per_backbone}, method, classes, specialists)
         if filenames:
             ensemble_auc = macro_roc_auc(targets_for(filenames), preds)
     per_fold = {b: sum(1 for m in members if m["backbone"] == b) for b in backbone_weights}
     definition_members = []
     for member in members:
         table = oof_tables[member["name"]]
-        score = macro_roc_auc(targets_for(table["filename"]), table[classes].to_numpy()) if len(table) else None
+        scored = member.get("specialist_classes") or classes  # a specialist is scored on its classes
+        score = (macro_roc_auc(targets_of(index, table["filename"], scored), table[scored].to_numpy())
+                 if len(table) else None)
         weight = backbone_weights[member["backbone"]] / per_fold[member["backbone"]]
         definition_members.append({**member, "weight": weight, "oof_auc": score})
     total = sum(m["weight"] for m in definition_members) or 1.0
@@ -177,6 +191,7 @@ def soundscape_predictions(
     method: str,
     classes: Sequence[str],
     postprocess: Mapping[str, Any] | None = None,
+    member_classes: Sequence[Sequence[str] | None] | None = None,
 ) -> pd.DataFrame:
     """The ensemble's predictions of the train_soundscapes windows, as the submission makes them.
 
@@ -192,7 +207,8 @@ def soundscape_predictions(
     for table in tables:
         by_row = table.assign(row_id=table["row_id"].astype(str)).set_index("row_id")
         members.append(by_row.loc[base["row_id"], classes].to_numpy(np.float64))
-    probs = combine_members(members, list(weights), method)
+    matrix = member_class_weights(list(weights), list(member_classes or [None] * len(tables)), classes)
+    probs = combine_members(members, matrix, method)
     if postprocess:
         order = np.lexsort((base["end_s"].to_numpy(), base["soundscape"].astype(str).to_numpy()))
         base, probs = base.iloc[order].reset_index(drop=True), probs[order]

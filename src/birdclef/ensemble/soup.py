@@ -68,13 +68,15 @@ def fold_validation(
 def score_state(
     spec: Mapping[str, Any], state: Mapping[str, torch.Tensor], validation: ValidationSet,
     settings: TrainSettings,
+    columns: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """(OOF macro ROC-AUC, recording probabilities) of the weights `state` on the fold."""
+    """(OOF macro ROC-AUC, recording probabilities) of the weights `state` on the fold; a taxon
+    specialist (`columns`: its classes' indices) is scored on its classes."""
     model = build_model({**spec, "pretrained": False, "checkpoint": None})
     model.load_state_dict(state)
     model.eval()
     probs, _, auc = validate(model, validation.windows, len(validation.table), validation.soft,
-                             validation.binary, settings, torch.device("cpu"), None, False)
+                             validation.binary, settings, torch.device("cpu"), None, False, columns)
     return (float("nan") if auc is None else float(auc)), probs
 
 
@@ -83,13 +85,15 @@ def greedy_soup(
     validation: ValidationSet,
     settings: TrainSettings,
     out_checkpoint: str,
+    columns: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Greedy soup of `ingredient_paths`; writes the soup to `out_checkpoint` when it has > 1 ingredient.
 
     Returns a dict: checkpoint (the soup's path, or the single best ingredient's),
     ingredients (kept, in order), scores (each ingredient alone), tried (each
     candidate soup: the ingredient added, its OOF macro ROC-AUC, kept or not),
-    oof_auc (the result's), oof (recording probabilities, (n_val, K)).
+    oof_auc (the result's), oof (recording probabilities, (n_val, K)). `columns` (a taxon
+    specialist's class indices) restricts every score to those classes.
     """
     if not ingredient_paths:
         raise ValueError("a soup needs at least one ingredient")
@@ -101,7 +105,7 @@ def greedy_soup(
                              f"the first is a {spec['backbone']}: one architecture per soup")
     scored = []
     for path, payload in zip(ingredient_paths, payloads, strict=True):
-        auc, probs = score_state(spec, payload["state_dict"], validation, settings)
+        auc, probs = score_state(spec, payload["state_dict"], validation, settings, columns)
         scored.append((auc, path, payload, probs))
         log.info("soup ingredient %s: OOF AUC %.4f", path, auc)
     scored.sort(key=lambda item: -np.nan_to_num(item[0], nan=-1.0))
@@ -110,7 +114,7 @@ def greedy_soup(
     tried = []
     for _, path, payload, _ in scored[1:]:
         state = average_state_dicts([p["state_dict"] for _, p in kept] + [payload["state_dict"]])
-        soup_auc, soup_probs = score_state(spec, state, validation, settings)
+        soup_auc, soup_probs = score_state(spec, state, validation, settings, columns)
         accepted = soup_auc >= best_auc
         log.info("soup + %s: OOF AUC %.4f (%s)", path, soup_auc, "kept" if accepted else "dropped")
         tried.append({"added": path, "oof_auc": _finite(soup_auc), "kept": bool(accepted)})

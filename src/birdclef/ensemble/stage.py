@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdclef.catalog import read_taxonomy
+from birdclef.catalog import read_taxonomy, specialist_classes
 from birdclef.common.io import atomic_dir, write_json
 from birdclef.common.manifest import StageManifest
 from birdclef.ensemble.definition import build_ensemble, check_mel_groups, soundscape_predictions
@@ -61,6 +61,7 @@ def ensemble_stage(
     inputs = [str(Path(i).parent / "oof.parquet") for m in members for i in m["ingredients"]]
     manifest = StageManifest("ensemble", tag, settings, upstream, inputs)
     classes = read_taxonomy(taxonomy_csv)
+    members = _with_specialist_classes(members, taxonomy_csv)
     groups = [dict(group) for group in mel_groups]
     check_mel_groups(groups, members)
     if len(index_paths) != len(groups):
@@ -109,6 +110,20 @@ def ensemble_stage(
     return definition
 
 
+def _with_specialist_classes(members: Sequence[Mapping[str, Any]], taxonomy_csv: str) -> list[dict[str, Any]]:
+    """The members, each taxon specialist (``specialist``: its backbone entry's filter) with the
+    classes that filter selects in taxonomy.csv (``specialist_classes``, taxonomy order)."""
+    out = []
+    for member in members:
+        entry = dict(member)
+        labels = specialist_classes(taxonomy_csv, member.get("specialist"),
+                                    f"train.backbones {member['backbone']!r} specialist")
+        if labels is not None:
+            entry["specialist_classes"] = labels
+        out.append(entry)
+    return out
+
+
 def _final_members(
     members: Sequence[Mapping[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame]]:
@@ -145,7 +160,9 @@ def _soup_members(
         validation = fold_validation(caches[group], indexes[group], folds, int(member["fold"]), classes,
                                      tsettings, window_frames(mel), frames_per_second(mel))
         name = f"{member['backbone']}-fold{member['fold']}.pt"
-        result = greedy_soup(ingredients, validation, tsettings, str(Path(soup_dir) / name))
+        subset = member.get("specialist_classes")
+        columns = None if subset is None else np.array([list(classes).index(label) for label in subset])
+        result = greedy_soup(ingredients, validation, tsettings, str(Path(soup_dir) / name), columns)
         checkpoint = result["checkpoint"]
         if Path(checkpoint).parent == Path(soup_dir):
             checkpoint = str(Path(out_soups) / name)
@@ -172,7 +189,7 @@ def _soundscape_auc(
               for m in members]
     predictions = soundscape_predictions(
         tables, [m["weight"] for m in definition["members"]], definition["combine"], classes,
-        definition["postprocess"])
+        definition["postprocess"], [m.get("specialist_classes") for m in definition["members"]])
     soundscape_auc, scored = soundscape_score(predictions, pd.read_parquet(labelled_path), classes)
     log.info("ensemble: OOF AUC %s, labelled-soundscape AUC %s (%d held-out windows)",
              definition["oof_auc"], soundscape_auc, scored)

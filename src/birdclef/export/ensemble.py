@@ -23,7 +23,7 @@ from birdclef.export.checks import (
 )
 from birdclef.export.gate import _apply_gate
 from birdclef.export.member import _export_member, _score_member
-from birdclef.export.scoring import INFERENCE_PRECISION_HINT
+from birdclef.export.scoring import INFERENCE_PRECISION_HINT, member_weights
 from birdclef.export.teacher import teacher_headline
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def export_ensemble(
             if eval_mels is not None:
                 used = _apply_gate(
                     report, member_probs, ensemble["members"],
-                    [float(member.get("weight", 1.0)) for member in ensemble["members"]],
+                    member_weights(ensemble),
                     ov_models, tmp, core, threads, eval_mels, eval_targets,
                     precision, max_auc_drop, on_gate_fail,
                 )

@@ -48,7 +48,7 @@ def _apply_gate(
     report: dict[str, Any],
     member_probs: Mapping[str, list[np.ndarray]],
     members: list[Mapping[str, Any]],
-    weights: list[float],
+    weights: np.ndarray,
     ov_models: list,
     tmp: Path,
     core,
@@ -63,7 +63,8 @@ def _apply_gate(
 
     Records the ensemble AUCs, what they were computed with, the number of gate
     windows and the gate in `report`; a failed gate raises `ExportGateError`
-    ("fail"), falls back to fp16 IRs ("fp16") or keeps the IRs with a warning.
+    ("fail"), falls back to fp16 IRs ("fp16") or keeps the IRs with a warning. `weights`
+    are the members' combining weights per class (`birdclef.export.scoring.member_weights`).
     """
     aucs = {
         key: _auc(eval_targets, _weighted_mean(values, weights))

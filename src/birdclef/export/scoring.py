@@ -14,6 +14,7 @@ import torch
 
 from birdclef.common.io import read_json
 from birdclef.common.metrics import macro_roc_auc
+from birdclef.runtime.postprocess import combine_members, member_class_weights
 
 INFERENCE_PRECISION_HINT = "f32"
 EVAL_BATCH = 64
@@ -51,12 +52,18 @@ def _run_torch(wrapper, mels: np.ndarray) -> tuple[np.ndarray, float]:
     return np.concatenate(outputs).astype(np.float32), len(mels) / max(seconds, 1e-9)
 
 
-def _weighted_mean(probabilities: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    total = float(sum(weights))
-    out = np.zeros_like(probabilities[0], dtype=np.float64)
-    for probs, weight in zip(probabilities, weights, strict=True):
-        out += probs.astype(np.float64) * (weight / total)
-    return out.astype(np.float32)
+def _weighted_mean(probabilities: list[np.ndarray], weights: list[float] | np.ndarray) -> np.ndarray:
+    """The weighted mean of the members' probabilities: one weight per member, or per member and
+    class (taxon specialists, `birdclef.runtime.postprocess.member_class_weights`)."""
+    return combine_members(probabilities, weights, "mean")
+
+
+def member_weights(ensemble: dict) -> np.ndarray:
+    """The (n_members, n_classes) combining weights of an ensemble definition or bundle: the
+    members' weights, taxon specialists (``specialist_classes``) replacing the others on their classes."""
+    return member_class_weights([float(member.get("weight", 1.0)) for member in ensemble["members"]],
+                                [member.get("specialist_classes") for member in ensemble["members"]],
+                                ensemble["classes"])
 
 
 def _auc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
@@ -78,7 +85,7 @@ def score_bundle_windows(
     bundle = read_json(bundle_dir / "bundle.json")
     core = ov.Core()
     runs = {"openvino_f32": "ir_f32", f"openvino_{bundle['precision']}": "ir"}
-    weights = [float(member.get("weight", 1.0)) for member in bundle["members"]]
+    weights = member_weights(bundle)
     scores: dict[str, float | None] = {}
     for name, key in runs.items():
         probabilities = []

@@ -112,30 +112,75 @@ def rank_normalize(probabilities: np.ndarray) -> np.ndarray:
     return ranks.to_numpy(dtype=np.float32)
 
 
+def member_class_weights(
+    weights: Sequence[float], member_classes: Sequence[Sequence[str] | None], classes: Sequence[str]
+) -> np.ndarray:
+    """(n_members, n_classes) combining weights: taxon specialists replace their classes' columns.
+
+    `member_classes[m]` lists the classes member m is a specialist for (None: a
+    generalist, every class). A class that some specialist with a positive weight
+    covers is combined from those specialists alone; every other class from the
+    generalists. Each column is normalised to sum to 1. Raises ValueError for a
+    specialist class not in `classes`, or a class no member with a positive weight
+    predicts (every member a specialist and the class in none of their lists).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) != len(member_classes) or not len(w):
+        raise ValueError(f"need one weight per member: {len(member_classes)} members, {np.shape(weights)} weights")
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"member weights must be >= 0 and not all 0, got {list(weights)}")
+    position = {str(label): c for c, label in enumerate(classes)}
+    covers = np.zeros((len(w), len(classes)), dtype=bool)
+    specialist = np.zeros(len(w), dtype=bool)
+    for m, subset in enumerate(member_classes):
+        if subset is None:
+            continue
+        unknown = [str(label) for label in subset if str(label) not in position]
+        if unknown:
+            raise ValueError(f"member {m} is a specialist for classes {unknown[:5]} that are not among "
+                             f"the {len(classes)} classes")
+        specialist[m] = True
+        covers[m, [position[str(label)] for label in subset]] = True
+    matrix = np.where(specialist[:, None], covers, True) * w[:, None]
+    claimed = (matrix * specialist[:, None]).sum(axis=0) > 0  # columns a weighted specialist predicts
+    matrix[~specialist[:, None] & claimed[None, :]] = 0.0
+    totals = matrix.sum(axis=0)
+    if (totals <= 0).any():
+        missing = [str(classes[c]) for c in np.flatnonzero(totals <= 0)[:5]]
+        raise ValueError(f"classes {missing} are predicted by no member with a positive weight: every "
+                         "member is a specialist and none covers them; add a generalist")
+    return matrix / totals
+
+
 def combine_members(
-    member_probabilities: Sequence[np.ndarray], weights: Sequence[float], method: str = "mean"
+    member_probabilities: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray, method: str = "mean"
 ) -> np.ndarray:
     """The weighted combination of the members' (n_windows, n_classes) probabilities.
 
-    Weights are normalised to sum to 1. With ``method="rank"`` every member's
-    probabilities are rank-normalised per class first (`rank_normalize`), so
-    all rows that will be scored together must be passed in one call.
+    `weights` holds one weight per member, normalised to sum to 1, or per member and
+    class ((n_members, n_classes), each column normalised: `member_class_weights`, for
+    taxon specialists). With ``method="rank"`` every member's probabilities are
+    rank-normalised per class first (`rank_normalize`), so all rows that will be
+    scored together must be passed in one call.
     """
     if method not in COMBINE_METHODS:
         raise ValueError(f"combine method must be one of {COMBINE_METHODS}, got {method!r}")
-    if len(member_probabilities) != len(weights) or not member_probabilities:
-        raise ValueError(
-            f"need one weight per member: {len(member_probabilities)} members, {len(weights)} weights"
-        )
     w = np.asarray(weights, dtype=np.float64)
-    if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"member weights must be >= 0 and not all 0, got {list(weights)}")
-    w = w / w.sum()
+    if len(member_probabilities) != len(w) or not member_probabilities:
+        raise ValueError(
+            f"need one weight per member: {len(member_probabilities)} members, {len(w)} weights"
+        )
+    if (w < 0).any() or (w.sum(axis=0) <= 0).any():
+        raise ValueError(f"member weights must be >= 0 and not all 0, got {w.tolist()}")
+    w = w / w.sum(axis=0)
     total = np.zeros(np.shape(member_probabilities[0]), dtype=np.float64)
     for weight, probs in zip(w, member_probabilities, strict=True):
         values = rank_normalize(probs) if method == "rank" else np.asarray(probs, dtype=np.float64)
         if values.shape != total.shape:
             raise ValueError(f"members' predictions differ in shape: {values.shape} vs {total.shape}")
+        if np.ndim(weight) and values.ndim and np.shape(weight)[-1] != values.shape[-1]:
+            raise ValueError(f"per-class weights for {np.shape(weight)[-1]} classes, predictions have "
+                             f"{values.shape[-1]}")
         total += weight * values
     return total.astype(np.float32)
 

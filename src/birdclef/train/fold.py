@@ -99,6 +99,7 @@ def train_fold(
     labelled_windows: pd.DataFrame | None = None,
     teacher: TeacherCache | None = None,
     init_from: str | os.PathLike | None = None,
+    specialist: tuple[Sequence[int], float] | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -118,6 +119,11 @@ def train_fold(
     `teacher` (the teacher stage's artifact) is used when `settings` distil
     (`birdclef.train.distill`). `init_from` (the pretrain stage's ``best.pt``)
     initialises the backbone; the head starts fresh.
+    `specialist` (a taxon specialist: the indices of its classes in `classes` and its
+    upsampling factor) restricts the loss, the validation score and the logit
+    distillation to those columns and samples recordings that carry one of them
+    (primary or secondary label) `upsample` times as often; the model keeps one output
+    per class, and the ensemble reads only the specialist's columns from it.
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     out_dir = Path(out_dir)
@@ -129,8 +135,9 @@ def train_fold(
 
     # Seeds, threads, device, precision.
     base_seed, dev, amp_dtype = seed_and_device(settings, fold, threads, device)
+    columns, upsample = specialist_columns(specialist, len(classes))
     run = FoldRun(fold, classes, model_spec, settings, window_frames, frames_per_second, out_dir,
-                  base_seed, dev, amp_dtype, threads, progress)
+                  base_seed, dev, amp_dtype, threads, progress, columns, upsample)
 
     # Split, sampling, model, optimizer, schedule.
     if settings.distills and teacher is None:
@@ -140,13 +147,16 @@ def train_fold(
                      pseudo_labels, labelled_windows, teacher)
     batches = build_batches(run, data)
     opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch,
-                             *((data.teacher.embedding_dim, data.teacher.class_mask) if data.teacher else (None, None)),
+                             *((data.teacher.embedding_dim, distilled_classes(data.teacher.class_mask, columns))
+                               if data.teacher else (None, None)),
                              init_from=None if init_from is None else str(init_from))
 
     # Resume, train.
     signature = resume_signature(model_spec, settings, fold, classes, window_frames,
                                  frames_per_second, len(data.train_table), len(data.val_table),
                                  data.n_pseudo, data.n_labelled)
+    if columns is not None:  # a specialist resumes only a specialist run of the same classes
+        signature["specialist"] = {"columns": columns.tolist(), "upsample": upsample}
     history, best, start_epoch = resume(run, opt, signature)
     resumed_from = start_epoch - 1
     log.info("training %s fold %d on %s (amp %s): %d train recordings, %d validation, "
@@ -172,3 +182,26 @@ def train_fold(
              model_spec["backbone"], fold, best_epoch, "-" if final_auc is None else f"{final_auc:.4f}",
              "-" if soundscape_auc is None else f"{soundscape_auc:.4f}", soundscape_windows)
     return metrics
+
+
+def specialist_columns(specialist: tuple[Sequence[int], float] | None,
+                       n_classes: int) -> tuple[np.ndarray | None, float]:
+    """(class columns, upsampling factor) of a taxon specialist; (None, 1.0) for a generalist."""
+    if specialist is None:
+        return None, 1.0
+    indices, upsample = specialist
+    columns = np.unique(np.asarray(list(indices), dtype=np.int64))
+    if not len(columns) or columns.min() < 0 or columns.max() >= n_classes:
+        raise ValueError(f"specialist columns {list(indices)} must be a non-empty subset of 0..{n_classes - 1}")
+    if not float(upsample) >= 1.0:
+        raise ValueError(f"specialist upsample {upsample} must be >= 1")
+    return columns, float(upsample)
+
+
+def distilled_classes(class_mask: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """The classes the logit distillation covers: those the teacher knows, within a specialist's columns."""
+    if columns is None:
+        return class_mask
+    mask = np.zeros(len(class_mask), dtype=bool)
+    mask[columns] = True
+    return np.asarray(class_mask, dtype=bool) & mask

@@ -165,6 +165,9 @@ def build_batches(run: FoldRun, data: FoldData) -> Batches:
         train_table["primary_label"].astype(str).value_counts()
     ).to_numpy(np.float64)
     sample_weights = counts ** settings.class_balance_power if len(counts) else counts
+    if run.columns is not None and len(counts):  # a specialist: its classes' recordings more often
+        carries = (data.train_soft[:, run.columns] > 0).any(axis=1)
+        sample_weights = sample_weights * np.where(carries, run.upsample, 1.0)
     samples_per_epoch = settings.samples_per_epoch or max(len(train_table) or data.n_pseudo,
                                                           settings.batch_size)
     sampler = EpochBatchSampler(sample_weights, data.n_pseudo, settings.batch_size,

@@ -127,7 +127,10 @@ def train_steps(run: FoldRun, opt: Optimization, sampler: EpochBatchSampler, loa
                 logits, _, pooled = opt.model.forward_with_features(x)
             else:
                 logits, _ = opt.model(x)
-        per_example = example_loss(logits, y, settings) * w
+        if run.columns is None:
+            per_example = example_loss(logits, y, settings) * w
+        else:  # a specialist learns its own classes only
+            per_example = example_loss(logits[:, run.columns], y[:, run.columns], settings) * w
         if teacher:
             teacher = tuple(t.to(dev, non_blocking=True) for t in teacher)
             per_example = per_example + distill_loss(opt, settings, logits, pooled, teacher)
@@ -158,7 +161,7 @@ def run_epoch(run: FoldRun, opt: Optimization, sampler: EpochBatchSampler, loade
     if not validation.table.empty:
         _, val_loss, auc = validate(opt.model, validation.windows, len(validation.table),
                                     validation.soft, validation.binary, run.settings, run.dev,
-                                    run.amp_dtype, run.progress)
+                                    run.amp_dtype, run.progress, run.columns)
     seconds = time.perf_counter() - started
     entry = {
         "epoch": epoch,

@@ -46,7 +46,7 @@ def write_oof(run: FoldRun, model: torch.nn.Module,
         probs, final_val_loss, final_auc = validate(model, validation.windows, len(val_table),
                                                     validation.soft, validation.binary,
                                                     run.settings, run.dev, run.amp_dtype,
-                                                    run.progress)
+                                                    run.progress, run.columns)
     else:
         probs = np.zeros((0, len(run.classes)), dtype=np.float32)
     oof = pd.concat([oof, pd.DataFrame(probs, columns=run.classes)], axis=1)
@@ -77,7 +77,8 @@ def write_soundscape_preds(run: FoldRun, model: torch.nn.Module, data: FoldData,
                     .astype(str))
     preds["seen_in_training"] = preds["soundscape"].astype(str).isin(seen)
     write_parquet(run.out_dir / "soundscape_preds.parquet", preds)
-    return soundscape_score(preds, labelled_windows, classes)
+    scored = classes if run.columns is None else [classes[i] for i in run.columns]
+    return soundscape_score(preds, labelled_windows, scored)
 
 
 def fold_metrics(run: FoldRun, data: FoldData, batches: Batches, history: list[dict[str, Any]],

@@ -29,6 +29,8 @@ class FoldRun:
     amp_dtype: torch.dtype | None
     threads: int
     progress: bool
+    columns: np.ndarray | None = None  # a specialist's class columns (indices into classes); None: all
+    upsample: float = 1.0  # a specialist's sampling factor for recordings with one of its classes
 
     @property
     def backbone(self) -> str:

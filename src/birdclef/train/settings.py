@@ -11,6 +11,9 @@ from birdclef.common.plan_rounds import unused_option_keys
 
 LOSSES = ("bce", "focal", "bce+focal", "soft_auc", "bce+soft_auc", "asl")
 OPTIMIZERS = ("adamw", "radam")
+# A taxon specialist's sampling factor for recordings with one of its classes (the schema's default:
+# train.backbones[].specialist.upsample).
+SPECIALIST_UPSAMPLE = 4.0
 
 
 @dataclass

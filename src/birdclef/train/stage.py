@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from birdclef.catalog import read_taxonomy
+from birdclef.catalog import read_taxonomy, specialist_classes
 from birdclef.common.manifest import StageManifest
 from birdclef.pseudo import soundscape_folds
 from birdclef.runtime.features import frames_per_second
@@ -19,7 +19,7 @@ from birdclef.train.data import RowView
 from birdclef.train.distill import TeacherCache
 from birdclef.train.fold import train_fold
 from birdclef.train.model import MODEL_DEFAULTS
-from birdclef.train.settings import settings_from_config
+from birdclef.train.settings import SPECIALIST_UPSAMPLE, settings_from_config
 
 
 def _output_dir(outputs: Mapping[str, str]) -> Path:
@@ -47,6 +47,20 @@ def model_spec_of(backbone: Mapping[str, Any], classes: list[str],
         # checked by build_model
         "normalization": mel.get("normalization") or MODEL_DEFAULTS["normalization"],
     }
+
+
+def _specialist(backbone: Mapping[str, Any], classes: list[str], taxonomy_csv: str,
+                manifest: StageManifest) -> tuple[list[int], float] | None:
+    """A taxon specialist's (class indices, upsample), recorded in the manifest; None for a generalist."""
+    spec = backbone.get("specialist")
+    labels = specialist_classes(taxonomy_csv, spec, f"train.backbones {backbone.get('label', backbone['name'])!r} "
+                                "specialist")
+    if labels is None:
+        return None
+    upsample = float(spec.get("upsample", SPECIALIST_UPSAMPLE))
+    manifest.headline["specialist"] = {"classes": labels, "upsample": upsample}
+    position = {label: i for i, label in enumerate(classes)}
+    return [position[label] for label in labels], upsample
 
 
 def _pseudo_windows(inputs: Mapping[str, str], settings: Mapping[str, Any], fold: int,
@@ -117,6 +131,7 @@ def train_stage(
                              upstream, list(inputs.values()))
     classes = read_taxonomy(inputs["taxonomy"])
     model_spec = model_spec_of(backbone, classes, mel)
+    specialist = _specialist(backbone, classes, inputs["taxonomy"], manifest)
     train_settings = settings_from_config(settings)
     mels = np.load(inputs["mels"], mmap_mode="r")
     mel_index = pd.read_parquet(inputs["index"])
@@ -142,6 +157,7 @@ def train_stage(
         seen_soundscapes=seen_soundscapes, labelled_windows=labelled,
         teacher=TeacherCache.load(inputs) if train_settings.distills else None,
         init_from=inputs.get("pretrain"),
+        specialist=specialist,
     )
     _headline(manifest, metrics)
     manifest.write(outputs["manifest"])

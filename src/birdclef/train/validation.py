@@ -110,17 +110,26 @@ def validation_set(mels: np.ndarray, val_table: pd.DataFrame, classes: Sequence[
 
 
 def validate(model, windows: ValidationWindows, n_recordings: int, soft: np.ndarray,
-             binary: np.ndarray, settings: TrainSettings, device, amp_dtype, progress):
-    """(recording probabilities (n, K), validation loss, OOF macro AUC)."""
+             binary: np.ndarray, settings: TrainSettings, device, amp_dtype, progress,
+             columns: np.ndarray | None = None):
+    """(recording probabilities (n, K), validation loss, OOF macro AUC).
+
+    With `columns` (a specialist's classes) the loss and the AUC cover those columns only;
+    the probabilities keep every column.
+    """
     logits = predict_windows(model, windows, len(windows), settings.batch_size * 2, device,
                              amp_dtype, progress, desc="validate")
     window_targets = torch.from_numpy(soft[windows.recording])
-    loss = float(example_loss_in_batches(torch.from_numpy(logits), window_targets, settings,
+    scored = torch.from_numpy(logits)
+    if columns is not None:
+        scored, window_targets = scored[:, columns], window_targets[:, columns]
+        binary = binary[:, columns]
+    loss = float(example_loss_in_batches(scored, window_targets, settings,
                                          settings.batch_size).mean())
     probs = sigmoid(logits)
     sums = np.zeros((n_recordings, probs.shape[1]), dtype=np.float64)
     np.add.at(sums, windows.recording, probs)
     counts = np.bincount(windows.recording, minlength=n_recordings)[:, None]
     recording_probs = (sums / counts).astype(np.float32)
-    auc = macro_roc_auc(binary, recording_probs)
+    auc = macro_roc_auc(binary, recording_probs if columns is None else recording_probs[:, columns])
     return recording_probs, loss, auc

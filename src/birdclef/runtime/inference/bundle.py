@@ -24,7 +24,7 @@ import numpy as np
 
 from birdclef.runtime.inference.runner import BATCH_WINDOWS, _Runner
 from birdclef.runtime.inference.teacher import TeacherBranch
-from birdclef.runtime.postprocess import combine_members
+from birdclef.runtime.postprocess import combine_members, member_class_weights
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,14 @@ class MelGroup:
 
 @dataclass
 class Member:
-    """One ensemble member: its name, weight, IR file and mel group (index into `Bundle.mel_groups`)."""
+    """One ensemble member: its name, weight, IR file and mel group (index into `Bundle.mel_groups`);
+    a taxon specialist also lists its classes (`specialist_classes`; None: a generalist)."""
 
     name: str
     weight: float
     ir: Path
     mel_group: int
+    specialist_classes: list[str] | None = None
 
 
 @dataclass
@@ -108,9 +110,11 @@ class Bundle:
 
     @property
     def weights(self) -> np.ndarray:
-        """The members' weights, normalised to sum to 1 (float64)."""
-        weights = np.array([member.weight for member in self.members], dtype=np.float64)
-        return weights / weights.sum()
+        """The members' combining weights per class, (n_members, n_classes) float64, each column
+        summing to 1: the members' weights, taxon specialists replacing the others on their
+        classes (`birdclef.runtime.postprocess.member_class_weights`)."""
+        return member_class_weights([member.weight for member in self.members],
+                                    [member.specialist_classes for member in self.members], self.classes)
 
     def predict_members(
         self, mels: Sequence[np.ndarray] | np.ndarray, batch_windows: int = BATCH_WINDOWS
@@ -146,7 +150,7 @@ class Bundle:
         members = self.predict_members(mels, batch_windows)
         if members.shape[1] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return combine_members(list(members), self.weights.tolist(), self.combine)
+        return combine_members(list(members), self.weights, self.combine)
 
     def _run(
         self, mels: Sequence[np.ndarray] | np.ndarray, keep_members: bool, batch_windows: int

@@ -179,9 +179,22 @@ def _read_members(
                 weight=float(entry.get("weight", 1.0)),
                 ir=ir,
                 mel_group=position[entry["mel_group"]],
+                specialist_classes=_specialist_classes(root, entry, classes),
             )
         )
     return members, models
+
+
+def _specialist_classes(root: Path, entry: dict[str, Any], classes: list[str]) -> list[str] | None:
+    """A member's ``specialist_classes`` (a taxon specialist's classes), checked; None for a generalist."""
+    subset = entry.get("specialist_classes")
+    if subset is None:
+        return None
+    if not isinstance(subset, list) or not subset or not set(map(str, subset)) <= set(classes):
+        unknown = sorted(set(map(str, subset)) - set(classes))[:5] if isinstance(subset, list) else subset
+        raise ValueError(f"{root}/bundle.json member {entry.get('name')!r}: specialist_classes {unknown!r} are "
+                         "not among the bundle's classes; expected a non-empty list of bundle classes")
+    return [str(label) for label in subset]
 
 
 def _check_member_model(entry: dict[str, Any], model: Any, group: MelGroup, classes: list[str]) -> None:

@@ -54,7 +54,7 @@ class _Job:
                 for first, n in self.segments
             ]
         else:
-            mean = np.tensordot(self.weights, output, axes=1).astype(np.float32)
+            mean = np.einsum("mc,mnc->nc", self.weights, output).astype(np.float32)  # per-class weights
             self.parts = [
                 mean[first : first + views * n].reshape(views, n, -1).mean(axis=0)
                 for first, n in self.segments

@@ -208,7 +208,7 @@ def _file_probabilities(files: list[_File], bundle: Bundle, keep_members: bool) 
     decoded = [file for file in files if not file.undecodable]
     if keep_members and decoded:  # ranks over the decoded files' windows only
         members = np.concatenate([file.job.parts[file.part] for file in decoded], axis=1)
-        combined = combine_members(list(members), bundle.weights.tolist(), bundle.combine)
+        combined = combine_members(list(members), bundle.weights, bundle.combine)
         first = 0
         per_file = []
         for file in decoded:
