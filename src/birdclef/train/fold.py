@@ -98,6 +98,8 @@ def train_fold(
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
     labelled_windows: pd.DataFrame | None = None,
     teacher: TeacherCache | None = None,
+    recording_pseudo: pd.DataFrame | None = None,
+    label_mass_cap: bool = False,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -116,6 +118,9 @@ def train_fold(
     ``validation`` rows score the best model (``soundscape_auc``).
     `teacher` (the teacher stage's artifact) is used when `settings` distil
     (`birdclef.train.distill`).
+    `recording_pseudo` (self-distillation: filename and one column per class, the previous
+    round's power-scaled OOF soft labels) turns each training recording's target into
+    `birdclef.pseudo.self_distill_targets` of its true labels, capped with `label_mass_cap`.
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     out_dir = Path(out_dir)
@@ -135,7 +140,7 @@ def train_fold(
         raise ValueError("train.distill weights are above 0 but no teacher artifact was given: "
                          "expected teacher.enabled: true (the workflow passes its outputs)")
     data = fold_data(run, mels, mel_index, folds, soundscape_mels, soundscape_index, pseudo_mels,
-                     pseudo_labels, labelled_windows, teacher)
+                     pseudo_labels, labelled_windows, teacher, recording_pseudo, label_mass_cap)
     batches = build_batches(run, data)
     opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch,
                              *((data.teacher.embedding_dim, data.teacher.class_mask) if data.teacher else ()))
