@@ -25,6 +25,7 @@ from birdclef.runtime.features import MEL_KEYS
 from birdclef.runtime.features import check_mel_groups as check_group_settings
 from birdclef.runtime.postprocess import (
     combine_members,
+    pool_sonotypes,
     postprocess_soundscape,
 )
 
@@ -194,6 +195,7 @@ def soundscape_predictions(
         members.append(by_row.loc[base["row_id"], classes].to_numpy(np.float64))
     probs = combine_members(members, list(weights), method)
     if postprocess:
+        probs = pool_sonotypes(probs, classes, postprocess)
         order = np.lexsort((base["end_s"].to_numpy(), base["soundscape"].astype(str).to_numpy()))
         base, probs = base.iloc[order].reset_index(drop=True), probs[order]
         blocks = [postprocess_soundscape(probs[rows], postprocess)
