@@ -1,0 +1,75 @@
+"""Snakemake on the demo config with a self-distillation round on the recordings (label mass
+cap on) and sonotype max-pooling: round 1 reads round 0's OOF predictions, the bundle carries
+the pooling and the submission applies it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from workflow_utils import copy_workflow, load_config, snakemake, write_config
+
+from birdclef.runtime.postprocess import sonotype_groups
+
+pytestmark = pytest.mark.workflow
+
+ROUND = {"method": "power", "power": 2.0, "recordings": True, "recordings_power": 2.0,
+         "normalize": "none", "label_mass_cap": True}
+
+
+def submission_of(workdir: Path) -> tuple[pd.DataFrame, dict]:
+    """The published submission and its manifest's headline."""
+    published = (workdir / "results/submission.csv").read_bytes()
+    for manifest in (workdir / "results/submission").glob("*/manifest.json"):
+        if (manifest.parent / "submission.csv").read_bytes() == published:
+            return pd.read_csv(workdir / "results/submission.csv"), json.loads(manifest.read_text())["headline"]
+    raise AssertionError("no results/submission/<tag>/ holds the published submission")
+
+
+def test_a_self_distillation_round_and_sonotype_pooling_on_the_demo(tmp_path):
+    workdir = copy_workflow(tmp_path / "workflow")
+    config = load_config(workdir)
+    config["pseudo"]["rounds"] = [ROUND]
+    config["ensemble"]["postprocess"] = {"sonotype_max_pool": True}
+    pooled_config = write_config(workdir, "self_distill.yaml", config)
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(pooled_config))
+
+    r0 = [p for p in (workdir / "results/train").iterdir() if "-r0-" in p.name]
+    (r1,) = [p for p in (workdir / "results/train").iterdir() if "-r1-" in p.name]
+    for fold in (0, 1):
+        manifest = json.loads((r1 / f"fold{fold}/manifest.json").read_text())
+        assert manifest["upstream"]["recording_oof"] == [r0[0].name]
+        assert {entry["path"] for entry in manifest["inputs"]} >= {
+            f"results/train/{r0[0].name}/fold{k}/oof.parquet" for k in (0, 1)}
+        stats = manifest["headline"]["self_distill"]
+        # each training recording of fold k was held out by round 0's other fold model
+        assert stats["recordings_with_oof"] > 0 and stats["label_mass_cap"] is True
+        assert stats["pseudo_mass_mean"] <= stats["true_mass_mean"] + 1e-6
+        metrics = json.loads((r1 / f"fold{fold}/metrics.json").read_text())
+        assert metrics["self_distill"] == stats
+    print("self-distillation (fold 1):", stats)
+
+    classes = list(pd.read_csv(workdir / "resources/demo/taxonomy.csv", dtype=str)["primary_label"])
+    groups = sonotype_groups(classes)
+    assert groups, f"the demo has no sonotype group: {classes}"
+    (bundle,) = [json.loads(p.read_text()) for p in (workdir / "results/export").glob("*/bundle.json")]
+    assert bundle["postprocess"]["sonotype_max_pool"] is True
+    pooled, pooled_headline = submission_of(workdir)
+    for columns in groups:
+        values = pooled[[classes[k] for k in columns]].to_numpy()
+        np.testing.assert_array_equal(values, np.repeat(values[:, :1], len(columns), axis=1))
+
+    config["ensemble"]["postprocess"] = {"sonotype_max_pool": False}
+    plain_config = write_config(workdir, "plain.yaml", config)
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(plain_config))
+    plain, plain_headline = submission_of(workdir)
+    assert len(list((workdir / "results/train").iterdir())) == 2  # no training reran
+    for columns in groups:
+        names = [classes[k] for k in columns]
+        np.testing.assert_allclose(pooled[names].to_numpy(), plain[names].to_numpy().max(axis=1, keepdims=True)
+                                   .repeat(len(names), axis=1), atol=1e-5)
+    print("demo submission macro ROC-AUC: sonotype max-pooling", pooled_headline["macro_roc_auc"],
+          "without", plain_headline["macro_roc_auc"], "groups", [[classes[k] for k in g] for g in groups])
