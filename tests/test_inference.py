@@ -757,3 +757,29 @@ def test_current_bundle_follows_the_manifest_chain(tmp_path):
     (results / "submission.csv").write_text("a,b\n5,6\n")
     with pytest.raises(FileNotFoundError, match="matches"):
         current_bundle(results)
+
+
+def test_sonotype_max_pool_is_carried_by_the_bundle_and_applied(soundscapes, tmp_path):
+    calibration = calibration_windows(MEL)
+    ensemble = {**tiny_ensemble(tmp_path, (1.0,), calibration), "postprocess": {"sonotype_max_pool": True}}
+    export_ensemble(ensemble, tmp_path / "pooled", calibration, precision="f32")
+    definition = json.loads((tmp_path / "pooled" / "bundle.json").read_text())
+    assert definition["postprocess"] == {"sonotype_max_pool": True}
+    # the tiny member's four outputs named as 2026 labels: one sonotype group (columns 0 and 2)
+    classes = ["47158son01", "1139490", "47158son02", "9999son01"]
+    (tmp_path / "pooled" / "bundle.json").write_text(json.dumps({**definition, "classes": classes}))
+    plain_dir = with_postprocess(tmp_path / "pooled", tmp_path / "plain", {})
+    data = tmp_path / "competition"
+    (data / "test_soundscapes").mkdir(parents=True)
+    shutil.copy(soundscapes["normal"], data / "test_soundscapes")
+    pd.DataFrame(columns=["row_id", *classes]).to_csv(data / "sample_submission.csv", index=False)
+    runs = {}
+    for name, folder in (("pooled", tmp_path / "pooled"), ("plain", plain_dir)):
+        bundle = load_bundle(folder, threads=2)
+        assert bundle.postprocess["sonotype_max_pool"] is (name == "pooled")
+        runs[name], _ = predict_submission(data / "test_soundscapes", data / "sample_submission.csv", bundle)
+    plain, pooled = runs["plain"][classes].to_numpy(), runs["pooled"][classes].to_numpy()
+    expected = plain.copy()
+    expected[:, [0, 2]] = plain[:, [0, 2]].max(axis=1, keepdims=True)
+    assert not np.allclose(plain[:, 0], plain[:, 2])  # the pooling has something to do
+    np.testing.assert_allclose(pooled, expected, atol=1e-6)

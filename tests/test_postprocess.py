@@ -9,11 +9,13 @@ from birdclef.runtime.postprocess import (
     POSTPROCESS_DEFAULTS,
     combine_members,
     combine_method,
+    pool_sonotypes,
     postprocess_settings,
     postprocess_soundscape,
     power_adjust,
     rank_normalize,
     smooth_windows,
+    sonotype_groups,
 )
 
 
@@ -114,3 +116,58 @@ def test_postprocess_settings_defaults_and_bad_keys():
                 postprocess_settings({"window_seconds": 5.0, "postprocess": {key: value}})
     with pytest.raises(ValueError, match="unknown keys.*'median'"):
         postprocess_settings({"postprocess": {"median": 3, "smoothing": 0.1}})
+
+
+SONOTYPE_CLASSES = ["47158son01", "1139490", "47158son02", "grekis", "47158son03", "9999son01", "son01",
+                    "47158son", "x47158son04", "12son01"]
+
+
+def test_sonotype_groups_only_stems_shared_by_two_or_more():
+    # 9999son01 and 12son01 are alone in their stems; "son01", "47158son", "x47158son04" are no sonotypes
+    assert sonotype_groups(SONOTYPE_CLASSES) == [[0, 2, 4]]
+    assert sonotype_groups(["1son01", "2son01", "1son02", "2son7"]) == [[0, 2], [1, 3]]
+    assert sonotype_groups(["amecro", "47158son01"]) == []
+
+
+def test_pool_sonotypes_sets_each_member_to_its_groups_max_per_window():
+    probs = np.array([
+        [0.1, 0.9, 0.5, 0.2, 0.3, 0.7, 0.1, 0.2, 0.8, 0.4],
+        [0.6, 0.0, 0.2, 0.3, 0.4, 0.1, 0.9, 0.3, 0.1, 0.5],
+    ], dtype=np.float32)
+    settings = postprocess_settings({"postprocess": {"sonotype_max_pool": True}})
+    assert settings["sonotype_max_pool"] is True
+    pooled = pool_sonotypes(probs, SONOTYPE_CLASSES, settings)
+    expected = probs.copy()
+    expected[0, [0, 2, 4]] = 0.5
+    expected[1, [0, 2, 4]] = 0.6
+    np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_array_equal(probs[0, :3], np.float32([0.1, 0.9, 0.5]))  # the input is not changed
+    assert pool_sonotypes(probs, SONOTYPE_CLASSES, POSTPROCESS_DEFAULTS) is probs  # off
+    one = probs[:, 1:4]  # a stem with one sonotype in the class list: nothing to pool
+    assert pool_sonotypes(one, ["1139490", "47158son02", "grekis"], settings) is one
+    with pytest.raises(ValueError, match="one column per class"):
+        pool_sonotypes(probs[:, :5], SONOTYPE_CLASSES, settings)
+    for bad in (1, "yes", 0.0):
+        with pytest.raises(ValueError, match="postprocess.sonotype_max_pool must be true or false"):
+            postprocess_settings({"postprocess": {"sonotype_max_pool": bad}})
+
+
+def test_the_ensemble_pools_sonotypes_and_keeps_its_tag_when_off():
+    import pandas as pd
+    from test_plan import plan_of, tags
+
+    from birdclef.ensemble.definition import soundscape_predictions
+
+    classes = ["47158son01", "1139490", "47158son02"]
+    table = pd.DataFrame({"row_id": ["s_5", "s_10"], "soundscape": ["s", "s"], "end_s": [5, 10],
+                          "47158son01": [0.2, 0.7], "1139490": [0.5, 0.1], "47158son02": [0.6, 0.3]})
+    pooled = soundscape_predictions([table], [1.0], "mean", classes,
+                                    postprocess_settings({"postprocess": {"sonotype_max_pool": True}}))
+    np.testing.assert_allclose(pooled[classes].to_numpy(), [[0.6, 0.5, 0.6], [0.7, 0.1, 0.7]], rtol=1e-6)
+    plain = soundscape_predictions([table], [1.0], "mean", classes, POSTPROCESS_DEFAULTS)
+    np.testing.assert_allclose(plain[classes].to_numpy(), table[classes].to_numpy(), rtol=1e-6)
+    before = tags(plan_of())
+    assert tags(plan_of({"ensemble": {"postprocess": {"sonotype_max_pool": False}}})) == before
+    on = plan_of({"ensemble": {"postprocess": {"sonotype_max_pool": True}}})
+    assert on.ensemble_settings["postprocess"]["sonotype_max_pool"] is True
+    assert tags(on)["ensemble"] != before["ensemble"] and tags(on)["train"] == before["train"]

@@ -13,6 +13,16 @@ them. `normalize` chooses the renormalisation: ``"sum"`` (the formula above,
 the default), ``"max"`` (rescale so the window keeps its top probability:
 p_i^e * max_j p_j / max_j p_j^e; quiet windows stay quiet) or ``"none"``
 (p_i^e). bench/README.md compares them.
+
+Self-distillation on the training recordings (``pseudo.rounds[].recordings``,
+5th place 2025; the cap from 1st place 2026): the previous round's out-of-fold
+predictions of each training recording (``oof.parquet``: every recording scored
+only by the fold model that held it out; averaged over backbones) are power
+scaled like the soundscape windows (`recording_soft_labels`) and combined with
+the recording's true labels y by `self_distill_targets`: t = max(y, q), so a
+true label is never lowered and the pseudo part is what q adds above y; with
+``label_mass_cap`` that pseudo part is scaled down, per recording, so that its
+sum never exceeds sum(y).
 """
 
 from __future__ import annotations
@@ -61,6 +71,77 @@ def power_scale(probs: np.ndarray, exponent: float, normalize: str = "sum") -> n
         out = np.divide(powered * probs.max(axis=1, keepdims=True), peak, out=np.zeros_like(powered),
                         where=peak > 0)
     return out.astype(np.float32)
+
+
+def recording_soft_labels(
+    predictions: Sequence[pd.DataFrame], classes: Sequence[str], exponent: float, normalize: str = "sum",
+    names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Power-scaled out-of-fold soft labels of the training recordings: (filename, classes..., n_models).
+
+    `predictions` are the previous round's ``oof.parquet`` tables (filename, fold, one
+    probability column per class; each holds the recordings its fold model never trained
+    on). A recording's probabilities are averaged over the tables that score it (one per
+    backbone), then `power_scale`d with `exponent` and `normalize`. `names` (the paths, for
+    errors) name the tables.
+    """
+    classes = list(classes)
+    names = list(names) if names is not None else [f"OOF table {k}" for k in range(len(predictions))]
+    frames = []
+    for name, frame in zip(names, predictions, strict=True):
+        missing = [c for c in ("filename", *classes) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name}: out-of-fold predictions lack columns {missing[:5]}: expected the "
+                             "train stage's oof.parquet (filename, fold, one column per class)")
+        if frame["filename"].duplicated().any():
+            first = frame.loc[frame["filename"].duplicated(), "filename"].iloc[0]
+            raise ValueError(f"{name}: recording {first!r} is scored twice; expected one row per "
+                             "held-out recording")
+        frames.append(frame[["filename", *classes]].astype({"filename": str}))
+    if not frames:
+        return pd.DataFrame(columns=["filename", *classes, "n_models"])
+    stacked = pd.concat(frames, ignore_index=True)
+    grouped = stacked.groupby("filename", sort=True)
+    mean = grouped[classes].mean()
+    out = pd.DataFrame(power_scale(mean.to_numpy(np.float64), exponent, normalize), columns=classes)
+    out.insert(0, "filename", mean.index.to_numpy())
+    out["n_models"] = grouped.size().reindex(mean.index).to_numpy(np.int64)
+    return out
+
+
+def self_distill_targets(
+    true: np.ndarray, scaled: np.ndarray, mass_cap: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training targets from true labels `true` (n, K) and scaled OOF soft labels `scaled` (n, K).
+
+    t = y + s * max(q - y, 0) = max(y, q) at s = 1: a true label is never lowered. The
+    pseudo mass of a row is sum_k max(q_k - y_k, 0); with `mass_cap`, s = min(1, sum(y) /
+    pseudo mass) so that it never exceeds the true labels' mass sum(y) (a row without true
+    labels gets no pseudo mass). A row of `scaled` that is NaN (a recording no model held
+    out) keeps its true labels. Returns (targets float32, stats).
+    """
+    true = np.asarray(true, dtype=np.float64)
+    scaled = np.asarray(scaled, dtype=np.float64)
+    if true.shape != scaled.shape:
+        raise ValueError(f"true labels {true.shape} and soft labels {scaled.shape} differ in shape")
+    has = ~np.isnan(scaled).any(axis=1)
+    extra = np.where(has[:, None], np.clip(np.nan_to_num(scaled) - true, 0.0, None), 0.0)
+    mass = extra.sum(axis=1)
+    true_mass = true.sum(axis=1)
+    factor = np.ones(len(true))
+    if mass_cap:
+        over = mass > true_mass
+        factor[over] = true_mass[over] / mass[over]
+        extra *= factor[:, None]
+    targets = (true + extra).astype(np.float32)
+    stats = {
+        "recordings": int(len(true)),
+        "recordings_with_oof": int(has.sum()),
+        "pseudo_mass_mean": float(extra[has].sum(axis=1).mean()) if has.any() else 0.0,
+        "true_mass_mean": float(true_mass[has].mean()) if has.any() else 0.0,
+        "recordings_capped": int((factor < 1.0).sum()),
+    }
+    return targets, stats
 
 
 def threshold_labels(

@@ -320,6 +320,10 @@ def _plan_ensemble(config: Mapping[str, Any], fields: Mapping[str, Any], mels: M
         **{k: v for k, v in config["ensemble"].items() if k != "teacher_weight" or blend},
         "folds": fields["folds"],
     }
+    postprocess = ensemble_settings.get("postprocess")
+    if isinstance(postprocess, Mapping) and not postprocess.get("sonotype_max_pool", True):
+        # off: the ensemble keeps the tag it had before the key existed
+        ensemble_settings["postprocess"] = {k: v for k, v in postprocess.items() if k != "sonotype_max_pool"}
     soup = bool(ensemble_settings.get("soup"))
     # With soup, the fold's best checkpoint of every round is an ingredient.
     ensemble_train_tags = (

@@ -24,6 +24,11 @@ SOUNDSCAPE_EXCLUDED_KEYS = (
 )
 
 
+# pseudo.rounds[] keys of self-distillation on the training recordings: read by the
+# train runs (only when `recordings` is on), never by the pseudo stage.
+RECORDING_KEYS = ("recordings", "recordings_power", "label_mass_cap")
+
+
 def unused_option_keys(values: Mapping[str, Any]) -> list[str]:
     """Option keys of `values` (train settings) that its loss, filter_augment and distillation do
     not use.
@@ -120,6 +125,7 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
             tag, run = _train_run(
                 config, fields, mels, train_common, backbone, round_, round_settings, pseudo_tag, pseudo_oof,
                 pretrain_tags.get(position),
+                round_train_tags[round_ - 1] if round_ > 0 else [],
             )
             if tag in train_runs:
                 raise ValueError(
@@ -161,7 +167,8 @@ def _pseudo_run(
     fields: Mapping[str, Any],
 ) -> tuple[str, dict[str, Any]]:
     """The pseudo-label run of round `round_` (>= 1), from the previous round's train tags."""
-    pseudo_settings = {**round_settings, "round": round_, "oof_by_soundscape": pseudo_oof}
+    pseudo_settings = {**{k: v for k, v in round_settings.items() if k not in RECORDING_KEYS},
+                       "round": round_, "oof_by_soundscape": pseudo_oof}
     from_teacher = round_settings.get("source", "students") != "students"
     if from_teacher and not fields["teacher_tag"]:
         raise ValueError(
@@ -192,12 +199,17 @@ def _train_run(
     pseudo_tag: str | None,
     pseudo_oof: bool,
     pretrain_tag: str | None = None,
+    previous: Sequence[str] = (),
 ) -> tuple[str, dict[str, Any]]:
     """The train run of one backbone in one round: its tag and what the rules need of it.
 
     `pretrain_tag` (train.pretrain on) names the run whose backbone starts this one: every
     round starts from it (rounds retrain from their initial weights, and a soup needs one
     start per fold), so it is in every round's upstream.
+
+    With the round's ``recordings`` on (self-distillation), the run also reads the
+    previous round's out-of-fold predictions (`previous`: its train tags): the
+    ``self_distill_*`` settings and the ``recording_oof`` upstream enter the tag only then.
     """
     soundscape_labels = config["soundscape_labels"]
     mel, backbone_mels_tag, backbone_soundscape_tag = mels.configuration(backbone.get("mels"))
@@ -221,6 +233,11 @@ def _train_run(
             "embedding_weight or logit_weight above 0) but teacher.enabled is false: expected "
             "teacher.enabled: true (BirdNET 2.4 or a local Perch v2 model) or both weights 0"
         )
+    recording_oof = list(previous) if round_ > 0 and round_settings.get("recordings") else None
+    if recording_oof:
+        settings["self_distill_power"] = round_settings.get("recordings_power", 2.0)
+        settings["self_distill_normalize"] = round_settings.get("normalize") or "sum"
+        settings["self_distill_mass_cap"] = bool(round_settings.get("label_mass_cap", False))
     if round_ > 0 and pseudo_oof:
         # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
         settings["oof_by_soundscape"] = True
@@ -234,6 +251,7 @@ def _train_run(
         "soundscape_labels": fields["soundscape_labels_tag"],
         **({"teacher": fields["teacher_tag"]} if distills else {}),
         **({"pretrain": pretrain_tag} if pretrain_tag else {}),
+        **({"recording_oof": recording_oof} if recording_oof else {}),
     }
     tag = stage_tag(
         "train",

@@ -26,6 +26,7 @@ from birdclef.runtime.features import check_mel_groups as check_group_settings
 from birdclef.runtime.postprocess import (
     combine_members,
     member_class_weights,
+    pool_sonotypes,
     postprocess_soundscape,
 )
 
@@ -210,6 +211,7 @@ def soundscape_predictions(
     matrix = member_class_weights(list(weights), list(member_classes or [None] * len(tables)), classes)
     probs = combine_members(members, matrix, method)
     if postprocess:
+        probs = pool_sonotypes(probs, classes, postprocess)
         order = np.lexsort((base["end_s"].to_numpy(), base["soundscape"].astype(str).to_numpy()))
         base, probs = base.iloc[order].reset_index(drop=True), probs[order]
         blocks = [postprocess_soundscape(probs[rows], postprocess)

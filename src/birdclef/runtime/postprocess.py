@@ -30,11 +30,20 @@ carries two sections that this module reads:
     high in the whole soundscape is likely noise: the adjustment pushes the
     low-ranked classes down, so they rank below the present ones across
     soundscapes.
+
+  Before those (per window, so over the whole run at once), ``sonotype_max_pool``
+  (false = off): classes whose labels share a sonotype stem (``SONOTYPE_PATTERN``,
+  e.g. ``47158son01`` and ``47158son02``: stem ``47158``, the sonotypes of one
+  iNaturalist taxon) form a group; in every window each member's probability is
+  replaced by the group's maximum over its members in that window (`sonotype_groups`,
+  `pool_sonotypes`). A label that is not a sonotype, and a stem with one sonotype
+  in the class list, are left unchanged.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,7 +56,10 @@ POSTPROCESS_DEFAULTS: dict[str, float | int] = {
     "smoothing": 0.0,
     "power_adjust_top_k": 0,
     "power_adjust_exponent": 1.0,
+    "sonotype_max_pool": False,
 }
+# A sonotype label: the taxon's numeric stem, "son", the sonotype's number (2026: 47158son01).
+SONOTYPE_PATTERN = re.compile(r"^(\d+)son\d+$")
 
 
 def combine_method(definition: Mapping[str, Any]) -> str:
@@ -95,12 +107,45 @@ def postprocess_settings(definition: Mapping[str, Any]) -> dict[str, Any]:
     exponent = number("power_adjust_exponent", ">= 1")
     if not math.isfinite(exponent) or exponent < 1.0:
         raise ValueError(f"postprocess.power_adjust_exponent must be a finite number >= 1, got {exponent}")
+    pool = values["sonotype_max_pool"]
+    if not isinstance(pool, (bool, np.bool_)):
+        raise ValueError(f"postprocess.sonotype_max_pool must be true or false, got {pool!r}")
     return {
         "tta_shift_seconds": shift,
         "smoothing": smoothing,
         "power_adjust_top_k": int(top_k),
         "power_adjust_exponent": exponent,
+        "sonotype_max_pool": bool(pool),
     }
+
+
+def sonotype_groups(classes: Sequence[str]) -> list[list[int]]:
+    """Column indices of each sonotype group of `classes` with two or more members, in class order.
+
+    A group is the labels matching `SONOTYPE_PATTERN` with the same stem (``47158son01``,
+    ``47158son02``); other labels and single-member stems form no group.
+    """
+    groups: dict[str, list[int]] = {}
+    for column, label in enumerate(classes):
+        match = SONOTYPE_PATTERN.match(str(label))
+        if match:
+            groups.setdefault(match.group(1), []).append(column)
+    return [columns for columns in groups.values() if len(columns) > 1]
+
+
+def pool_sonotypes(probabilities: np.ndarray, classes: Sequence[str], settings: Mapping[str, Any]) -> np.ndarray:
+    """With ``sonotype_max_pool`` on, every sonotype group's columns (`sonotype_groups`) set, per
+    row, to the group's maximum; otherwise (or with no group) `probabilities` unchanged."""
+    groups = sonotype_groups(classes) if settings.get("sonotype_max_pool") else []
+    if not groups:
+        return probabilities
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
+        raise ValueError(f"probabilities {probabilities.shape} do not have one column per class ({len(classes)})")
+    out = probabilities.copy()
+    for columns in groups:
+        out[:, columns] = probabilities[:, columns].max(axis=1, keepdims=True)
+    return out
 
 
 def rank_normalize(probabilities: np.ndarray) -> np.ndarray:

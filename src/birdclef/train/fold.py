@@ -100,6 +100,8 @@ def train_fold(
     teacher: TeacherCache | None = None,
     init_from: str | os.PathLike | None = None,
     specialist: tuple[Sequence[int], float] | None = None,
+    recording_pseudo: pd.DataFrame | None = None,
+    label_mass_cap: bool = False,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -124,6 +126,9 @@ def train_fold(
     distillation to those columns and samples recordings that carry one of them
     (primary or secondary label) `upsample` times as often; the model keeps one output
     per class, and the ensemble reads only the specialist's columns from it.
+    `recording_pseudo` (self-distillation: filename and one column per class, the previous
+    round's power-scaled OOF soft labels) turns each training recording's target into
+    `birdclef.pseudo.self_distill_targets` of its true labels, capped with `label_mass_cap`.
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     out_dir = Path(out_dir)
@@ -144,7 +149,7 @@ def train_fold(
         raise ValueError("train.distill weights are above 0 but no teacher artifact was given: "
                          "expected teacher.enabled: true (the workflow passes its outputs)")
     data = fold_data(run, mels, mel_index, folds, soundscape_mels, soundscape_index, pseudo_mels,
-                     pseudo_labels, labelled_windows, teacher)
+                     pseudo_labels, labelled_windows, teacher, recording_pseudo, label_mass_cap)
     batches = build_batches(run, data)
     opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch,
                              *((data.teacher.embedding_dim, distilled_classes(data.teacher.class_mask, columns))

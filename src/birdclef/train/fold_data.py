@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from birdclef.common.labels import build_targets
+from birdclef.pseudo import self_distill_targets
 from birdclef.soundscapes import window_positions
 from birdclef.train.data import (
     EpochBatchSampler,
@@ -75,6 +76,7 @@ class FoldData:
     labelled_mels: RowView | None
     labelled_targets: np.ndarray | None
     teacher: TeacherTargets | None = None
+    self_distill: dict[str, Any] | None = None
 
     @property
     def val_table(self) -> pd.DataFrame:
@@ -110,8 +112,10 @@ def _labelled_train_windows(run: FoldRun, labelled_windows: pd.DataFrame | None,
 def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd.DataFrame,
               soundscape_mels: np.ndarray | None, soundscape_index: pd.DataFrame | None,
               pseudo_mels: np.ndarray | None, pseudo_labels: np.ndarray | None,
-              labelled_windows: pd.DataFrame | None, teacher: TeacherCache | None = None) -> FoldData:
-    """Split the recordings of `run.fold`, build their targets, gather the soundscape windows and,
+              labelled_windows: pd.DataFrame | None, teacher: TeacherCache | None = None,
+              recording_pseudo: pd.DataFrame | None = None, label_mass_cap: bool = False) -> FoldData:
+    """Split the recordings of `run.fold`, build their targets (with `recording_pseudo`, the
+    self-distillation targets: `recording_targets`), gather the soundscape windows and,
     when the run distils (`teacher`), each example's teacher window."""
     fold, settings = run.fold, run.settings
     train_table, val_table = split_fold(mel_index, folds, fold)
@@ -119,6 +123,10 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
         log.warning("fold %d has no recordings: training without validation", fold)
     has_val = not val_table.empty
     train_soft, _ = build_targets(train_table, run.classes, settings.secondary_weight)
+    self_distill = None
+    if recording_pseudo is not None:
+        train_soft, self_distill = recording_targets(train_table, train_soft, recording_pseudo,
+                                                     run.classes, label_mass_cap)
     lengths = train_table["frames"].to_numpy(np.int64)
     if (lengths <= 0).any() or (has_val and (val_table["frames"] <= 0).any()):
         raise ValueError("the mel index has recordings with no frames")
@@ -135,7 +143,26 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
                                   _window_ids(labelled_mels, soundscape_index), run.frames_per_second)
         log.info("distillation: teacher windows for %s", {k: round(v, 3) for k, v in targets.coverage.items()})
     return FoldData(mels, train_table, train_soft, train_usable, validation, pseudo_mels,
-                    pseudo_labels, labelled_mels, labelled_targets, targets)
+                    pseudo_labels, labelled_mels, labelled_targets, targets, self_distill)
+
+
+def recording_targets(train_table: pd.DataFrame, true: np.ndarray, recording_pseudo: pd.DataFrame,
+                      classes: list[str], mass_cap: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The self-distillation targets of the training recordings (`birdclef.pseudo.self_distill_targets`).
+
+    `recording_pseudo` rows are matched to `train_table` by filename; a recording it lacks
+    (no model held it out, e.g. fold -1 or an untrained fold) keeps its true labels `true`.
+    """
+    missing = [c for c in classes if c not in recording_pseudo.columns]
+    if missing:
+        raise ValueError(f"the recordings' soft labels lack classes {missing[:5]}: expected one column "
+                         "per taxonomy class (the previous round's oof.parquet)")
+    scaled = (recording_pseudo.set_index("filename")[classes]
+              .reindex(train_table["filename"].astype(str)).to_numpy(np.float64))
+    targets, stats = self_distill_targets(true, scaled, mass_cap)
+    stats["label_mass_cap"] = bool(mass_cap)
+    log.info("self-distillation on the recordings: %s", stats)
+    return targets, stats
 
 
 def _window_ids(windows, soundscape_index: pd.DataFrame | None) -> list[str]:
@@ -166,7 +193,8 @@ def build_batches(run: FoldRun, data: FoldData) -> Batches:
     ).to_numpy(np.float64)
     sample_weights = counts ** settings.class_balance_power if len(counts) else counts
     if run.columns is not None and len(counts):  # a specialist: its classes' recordings more often
-        carries = (data.train_soft[:, run.columns] > 0).any(axis=1)
+        _, true_labels = build_targets(train_table, run.classes, settings.secondary_weight)  # not self-distilled
+        carries = true_labels[:, run.columns].astype(bool).any(axis=1)
         sample_weights = sample_weights * np.where(carries, run.upsample, 1.0)
     samples_per_epoch = settings.samples_per_epoch or max(len(train_table) or data.n_pseudo,
                                                           settings.batch_size)

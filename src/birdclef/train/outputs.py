@@ -106,6 +106,8 @@ def fold_metrics(run: FoldRun, data: FoldData, batches: Batches, history: list[d
         "n_labelled": data.n_labelled,
         # share of examples (and of classes) with a teacher target; None without distillation
         "teacher_coverage": data.teacher.coverage if data.teacher is not None else None,
+        # self-distillation on the recordings: recordings with OOF soft labels, pseudo mass; else None
+        "self_distill": data.self_distill,
         "steps_per_epoch": batches.steps_per_epoch,
         "resumed_from_epoch": resumed_from,
         "model_spec": run.model_spec,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from birdclef.catalog import read_taxonomy, specialist_classes
 from birdclef.common.manifest import StageManifest
-from birdclef.pseudo import soundscape_folds
+from birdclef.pseudo import recording_soft_labels, soundscape_folds
 from birdclef.runtime.features import frames_per_second
 from birdclef.runtime.features import window_frames as mel_window_frames
 from birdclef.soundscapes import window_positions
@@ -85,13 +85,38 @@ def _pseudo_windows(inputs: Mapping[str, str], settings: Mapping[str, Any], fold
     return pseudo_mels, pseudo_labels, seen_soundscapes
 
 
+def _recording_pseudo(inputs: Mapping[str, Any], settings: Mapping[str, Any],
+                      classes: list[str]) -> pd.DataFrame | None:
+    """The power-scaled OOF soft labels of the training recordings (self-distillation), or None.
+
+    ``inputs["recording_oof"]``: the previous round's ``oof.parquet`` files, given when the
+    round's ``recordings`` is on (the ``self_distill_*`` settings).
+    """
+    paths = _paths(inputs.get("recording_oof"))
+    if not paths:
+        if "self_distill_power" in settings:
+            raise ValueError("the round self-distils on the recordings (pseudo.rounds[].recordings) but "
+                             "no previous-round oof.parquet was given: expected input recording_oof")
+        return None
+    return recording_soft_labels([pd.read_parquet(p) for p in paths], classes,
+                                 float(settings["self_distill_power"]),
+                                 settings.get("self_distill_normalize") or "sum", names=paths)
+
+
+def _paths(value: Any) -> list[str]:
+    """An input entry (one path, a list of paths, or None) as a list of paths."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+
+
 def _headline(manifest: StageManifest, metrics: Mapping[str, Any]) -> None:
     """Copy the run's main numbers into the manifest's headline."""
     manifest.headline.update({
         key: metrics[key] for key in ("oof_auc", "soundscape_auc", "soundscape_windows_scored",
                                       "best_epoch", "device", "amp", "n_train", "n_val",
                                       "n_pseudo", "n_labelled", "resumed_from_epoch",
-                                      "teacher_coverage")
+                                      "teacher_coverage", "self_distill")
     })
     manifest.headline["epochs_run"] = len(metrics["epochs"])
     manifest.headline["samples_per_s"] = (
@@ -119,7 +144,8 @@ def train_stage(
     from round 1, pseudo_labels (row_id, soundscape, end_s, one column per class);
     with distillation teacher_embeddings, teacher_logits and teacher_index; with
     train.pretrain on, pretrain (the pretrain stage's ``best.pt``: the backbone's
-    initial weights).
+    initial weights); with
+    self-distillation on the recordings recording_oof (the previous round's oof.parquet files).
     `outputs`: checkpoint (``<dir>/best.pt``), oof, soundscape_preds, metrics,
     curve, manifest; every output but the manifest must lie in one folder with
     the names `train_fold` writes. ``last.pt`` (for resuming) is written there too
@@ -128,7 +154,7 @@ def train_stage(
     """
     out_dir = _output_dir(outputs)
     manifest = StageManifest("train", tag, {**settings, "backbone": dict(backbone), "fold": fold},
-                             upstream, list(inputs.values()))
+                             upstream, [p for value in inputs.values() for p in _paths(value)])
     classes = read_taxonomy(inputs["taxonomy"])
     model_spec = model_spec_of(backbone, classes, mel)
     specialist = _specialist(backbone, classes, inputs["taxonomy"], manifest)
@@ -147,6 +173,7 @@ def train_stage(
     if inputs.get("pseudo_labels"):
         pseudo_mels, pseudo_labels, seen_soundscapes = _pseudo_windows(
             inputs, settings, fold, classes, soundscape_mels, soundscape_index, manifest)
+    recording_pseudo = _recording_pseudo(inputs, settings, classes)
     metrics = train_fold(
         mels, mel_index, folds, int(fold), classes, model_spec, train_settings,
         window_frames=mel_window_frames(mel),
@@ -158,6 +185,8 @@ def train_stage(
         teacher=TeacherCache.load(inputs) if train_settings.distills else None,
         init_from=inputs.get("pretrain"),
         specialist=specialist,
+        recording_pseudo=recording_pseudo,
+        label_mass_cap=bool(settings.get("self_distill_mass_cap", False)),
     )
     _headline(manifest, metrics)
     manifest.write(outputs["manifest"])

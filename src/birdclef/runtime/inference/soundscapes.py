@@ -56,6 +56,7 @@ from birdclef.runtime.postprocess import (
     POSTPROCESS_DEFAULTS,
     blend_teacher,
     combine_members,
+    pool_sonotypes,
     postprocess_soundscape,
 )
 
@@ -83,7 +84,8 @@ def predict_soundscapes(
     over those windows before the weighted mean
     (`birdclef.runtime.postprocess.combine_members`), so a run's numbers depend on
     which files it predicts together. Then each soundscape is post-processed
-    (`birdclef.runtime.postprocess.postprocess_soundscape`: smoothing, then the power
+    (`birdclef.runtime.postprocess.pool_sonotypes` with ``sonotype_max_pool``, then
+    `birdclef.runtime.postprocess.postprocess_soundscape`: smoothing, then the power
     adjustment; skipped when both are off).
 
     With a teacher in the bundle (`Bundle.teacher`, from ``bundle.json``'s
@@ -244,6 +246,7 @@ def _frame(
             blocks.append(np.zeros((len(file.row_ids), n_classes), np.float32))
             continue
         block = next(results)
+        block = pool_sonotypes(block, bundle.classes, bundle.postprocess)
         blocks.append(postprocess_soundscape(block, bundle.postprocess) if postprocess else block)
     probs = np.concatenate(blocks) if blocks else np.zeros((0, n_classes), np.float32)
     frame = pd.DataFrame(probs.astype(np.float32, copy=False), columns=bundle.classes)
