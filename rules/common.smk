@@ -68,6 +68,8 @@ SOUNDSCAPE_MEL_GROUPS = PLAN.soundscape_mel_groups
 EXPORT_SETTINGS = PLAN.export_settings
 # The teacher's settings and its weight in the final blend (None: students only).
 EXPORT_TEACHER = PLAN.export_teacher
+# An ONNX Perch in the blend: the export converts it to IR, calibrated and gated on VAD audio.
+EXPORT_TEACHER_AUDIO = PLAN.export_teacher_audio
 EXPORT_TAG = PLAN.export_tag
 SUBMISSION_SETTINGS = PLAN.submission_settings
 SUBMISSION_TAG = PLAN.submission_tag

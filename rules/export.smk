@@ -6,6 +6,13 @@ rule export:
         **soundscape_labels_input(None),
         # the teacher in the final blend: its classes are mapped by taxonomy.csv's names
         **({"taxonomy": root_path("taxonomy.csv")} if EXPORT_TEACHER else {}),
+        # an ONNX Perch in the blend becomes an IR of the ensemble model: its int8 calibration
+        # and accuracy gate read the training recordings' (VAD-cleaned) audio
+        **(
+            {"catalog": rules.vad.output.catalog, "clean": rules.vad.output.clean}
+            if EXPORT_TEACHER_AUDIO
+            else {}
+        ),
         ensemble=rules.ensemble.output.ensemble,
         checkpoints=rules.ensemble.input.checkpoints,
         soups=rules.ensemble.output.soups,
@@ -44,6 +51,7 @@ rule export:
             "ensemble": ENSEMBLE_TAG,
             "mels": MEL_GROUPS,
             "soundscape_labels": SOUNDSCAPE_LABELS_TAG,
+            **({"vad": VAD_TAG} if EXPORT_TEACHER_AUDIO else {}),
         },
     script:
         "../workflow_scripts/export.py"

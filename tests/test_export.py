@@ -19,8 +19,13 @@ import numpy as np
 import openvino as ov
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
+from teacher_standin import build_perch_standin, standin_names, write_perch_labels
 
+import birdclef.export.ensemble
+import birdclef.export.member
+import birdclef.export.teacher
 from birdclef.common.metrics import macro_roc_auc
 from birdclef.export import (
     MAX_EVAL_WINDOWS,
@@ -32,6 +37,7 @@ from birdclef.export import (
     gate_windows,
     window_frames,
 )
+from birdclef.export.teacher_windows import audio_windows
 from birdclef.runtime import features
 from birdclef.runtime.features import mel_filterbank
 from birdclef.train.model import InferenceWrapper, build_model, load_model, save_checkpoint
@@ -565,11 +571,15 @@ def test_gate_targets_and_cache_windows():
     assert gate_targets(index, none_rows[0], CLASSES).shape == (0, len(CLASSES))
 
 
-def test_export_stage_two_mel_groups(two_groups, tmp_path):
-    """The stage reads one mel cache and index per group and gates on aligned windows."""
+STAGE_SECONDS = {"r0.ogg": 12.0, "r1.ogg": 7.0, "r2.ogg": 3.0, "r3.ogg": 16.0, "r4.ogg": 11.0}
+STAGE_LABELS = ["sp01", "sp02", "sp03", "sp04", "sp01"]
+
+
+def stage_inputs(two_groups: dict, tmp_path: Path) -> tuple[dict[str, list[str]], dict]:
+    """The export stage's inputs for `two_groups`: per group a mel cache and index of five recordings
+    (`STAGE_SECONDS`, r4 not validated), folds, the ensemble definition; (cache paths, stage kwargs)."""
     rng = np.random.default_rng(3)
-    seconds = {"r0.ogg": 12.0, "r1.ogg": 7.0, "r2.ogg": 3.0, "r3.ogg": 16.0, "r4.ogg": 11.0}
-    labels = ["sp01", "sp02", "sp03", "sp04", "sp01"]
+    seconds, labels = STAGE_SECONDS, STAGE_LABELS
     paths: dict[str, list[str]] = {"mels": [], "index": []}
     for g, mel in enumerate((MEL, MEL_B)):
         order = list(seconds) if g == 0 else list(seconds)[::-1]
@@ -593,6 +603,12 @@ def test_export_stage_two_mel_groups(two_groups, tmp_path):
                   out_bundle=str(tmp_path / "export/bundle.json"),
                   out_manifest=str(tmp_path / "export/manifest.json"), settings=settings, tag="t",
                   upstream={"ensemble": "e"})
+    return paths, kwargs
+
+
+def test_export_stage_two_mel_groups(two_groups, tmp_path):
+    """The stage reads one mel cache and index per group and gates on aligned windows."""
+    paths, kwargs = stage_inputs(two_groups, tmp_path)
     report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], **kwargs)
     # r0 2 windows, r1 1, r2 1 (short), r3 3; r4 is not validated
     assert report["eval_windows"] == 7 and report["window_frames"] == [313, 251]
@@ -615,7 +631,7 @@ def test_export_stage_two_mel_groups(two_groups, tmp_path):
     report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher,
                           taxonomy_csv=str(taxonomy), **blend)
     assert report["teacher"] == {"kind": "birdnet", "runtime": "litert", "precision": "f32", "weight": 0.25,
-                                 "classes_mapped": 3}
+                                 "classes_mapped": 3, "compiled": False}
     entry = json.loads((tmp_path / "blend/bundle.json").read_text())["teacher"]
     assert (entry["model"], entry["labels"], entry["weight"]) == (None, None, 0.25)  # BirdNET: never copied
     assert len(entry["mapping"]) == 4 and entry["mapping"][2] == [] and not (tmp_path / "blend/teacher").exists()
@@ -631,6 +647,72 @@ def test_export_stage_two_mel_groups(two_groups, tmp_path):
         export_stage(mels_paths=paths["mels"][::-1], index_paths=paths["index"], **kwargs)
     with pytest.raises(TypeError, match="lists of paths"):
         export_stage(mels_paths=paths["mels"][0], index_paths=paths["index"], **kwargs)
+
+
+def test_export_stage_compiles_an_onnx_perch_gated_on_the_recordings_audio(two_groups, tmp_path, monkeypatch):
+    """An ONNX Perch in the blend: the stage decodes the cached recordings' audio (the VAD catalog) for the
+    teacher's int8 calibration and its gate on the students' gate windows, and ships its IR."""
+    paths, kwargs = stage_inputs(two_groups, tmp_path)
+    audio = tmp_path / "clean"
+    audio.mkdir()
+    for name, seconds in STAGE_SECONDS.items():  # each second's samples hold the second's number / 100
+        wave = (np.floor(np.arange(int(seconds * 32000)) / 32000) / 100).astype(np.float32)
+        sf.write(audio / f"{name}.flac", wave, 32000, subtype="PCM_16")
+    catalog = tmp_path / "catalog.parquet"
+    pd.DataFrame({"filename": list(STAGE_SECONDS), "audio_path": [str(audio / f"{n}.flac") for n in STAGE_SECONDS],
+                  "primary_label": STAGE_LABELS}).to_parquet(catalog)
+    build_perch_standin(tmp_path / "perch.onnx", seed=3)
+    names = standin_names()
+    names[0], names[9], names[15] = "Turdus merula", "Parus major", "Erithacus rubecula"
+    write_perch_labels(tmp_path / "labels.csv", names)
+    taxonomy = tmp_path / "taxonomy.csv"
+    pd.DataFrame({"primary_label": CLASSES, "scientific_name": [
+        "Turdus merula", "Parus major", "Insecta sp.", "Erithacus rubecula"]}).to_csv(taxonomy, index=False)
+    teacher = {"model": "perch", "model_path": str(tmp_path / "perch.onnx"), "labels_path": str(tmp_path / "labels.csv"),
+               "runtime": "auto", "precision_hint": "f32", "genus_fallback": False, "weight": 0.25}
+    seen = []
+    real = birdclef.export.teacher.write_teacher
+    monkeypatch.setattr(birdclef.export.ensemble, "write_teacher",
+                        lambda *args, **kw: (seen.append(kw["audio"]), real(*args, **kw))[1])
+    monkeypatch.setattr(birdclef.export.member, "_quantize", lambda model, *args: model)  # students: fast
+    settings = {**kwargs["settings"], "precision": "int8", "max_auc_drop": 1.0}
+    report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher,
+                          taxonomy_csv=str(taxonomy), catalog_path=str(catalog), **{**kwargs, "settings": settings})
+    (used,) = seen
+    # calibration: min(calibration_size 6, 4 x 5 recordings) random 5 s windows inside the cached seconds
+    assert used.calibration.shape == (6, 160000)
+    firsts = np.round(used.calibration[:, 0] * 100)  # the second each window starts in
+    assert all(0 <= f <= 11 for f in firsts)
+    # the gate: the students' 7 gate windows (r0 2, r1 1, r2 1, r3 3) from k x 5 s, with their targets
+    assert used.eval_windows.shape == (7, 160000)
+    np.testing.assert_allclose(used.eval_windows[:, 0] * 100, [0, 5, 0, 0, 0, 5, 10], atol=0.01)
+    assert not used.eval_windows[3, 3 * 32000 + 10:].any()  # r2 is 3 s: zero-padded
+    assert used.eval_targets.argmax(1).tolist() == [0, 0, 1, 2, 3, 3, 3]
+    gate = report["teacher"]["gate"]
+    assert gate["status"] == "passed" and gate["eval_windows"] == 7 and gate["calibration_windows"] == 6
+    assert gate["classes_scored"] == 3 and report["teacher"]["precision"] == "int8"
+    entry = json.loads((tmp_path / "export/bundle.json").read_text())["teacher"]
+    assert entry["ir"] == "teacher/model_int8.xml" and not list((tmp_path / "export/teacher").glob("*.onnx"))
+    manifest = json.loads((tmp_path / "export/manifest.json").read_text())
+    assert manifest["headline"]["teacher"]["gate"]["status"] == "passed"
+    assert str(catalog) in {i["path"] for i in manifest["inputs"]}
+    # without the catalog an int8 export ships the teacher at f32
+    report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher,
+                          taxonomy_csv=str(taxonomy), **{**kwargs, "settings": settings,
+                                                         "out_bundle": str(tmp_path / "nocat/bundle.json"),
+                                                         "out_manifest": str(tmp_path / "nocat/manifest.json")})
+    assert seen[-1] is None and report["teacher"]["gate"]["status"] == "not run"
+
+
+def test_teacher_audio_windows(tmp_path):
+    """`audio_windows` decodes each file once, zero-pads past its end and leaves out undecodable files."""
+    path = tmp_path / "a.flac"
+    sf.write(path, (np.arange(7 * 8000) / (7 * 8000) / 2).astype(np.float32), 8000, subtype="PCM_16")
+    windows, kept = audio_windows([str(path), str(tmp_path / "missing.flac"), str(path)], [0.0, 0.0, 4.0], 8000,
+                                  5.0)
+    assert kept.tolist() == [True, False, True] and windows.shape == (2, 40000)
+    np.testing.assert_allclose(windows[1, :3 * 8000], np.arange(4 * 8000, 7 * 8000) / (7 * 8000) / 2, atol=1e-4)
+    assert not windows[1, 3 * 8000:].any()
 
 
 def test_inference_imports_without_torch():

@@ -1,14 +1,17 @@
 """The teacher (Perch v2 stand-in, BirdNET 2.4) as a member of the final blend at inference.
 
 One tiny exported student ensemble (two test_efficientnet members, 4 classes)
-gets a teacher entry in bundle.json the way the export stage writes it
-(`birdclef.export.teacher`): the blend must equal an independent computation
-(the students' probabilities from the bundle without the teacher, the
-teacher's from `birdclef.runtime.teacher.predict`, per-class ranks over the
-run blended with the teacher's weight, unmapped classes the students' ranks
-alone); BirdNET must see 48 kHz audio as two 3 s crops per window; the Kaggle
-bundle's predict.py must give the pipeline's numbers with torch & co. blocked;
-a bad teacher entry must stop load_bundle naming bundle.json.
+gets a teacher the way the export stage writes it (`birdclef.export.teacher`).
+An ONNX Perch becomes an OpenVINO IR compiled into the one ensemble model:
+f32, or int8 behind the teacher's own accuracy gate (f32 when it fails); its
+in-graph mapped probabilities must equal the standalone OpenVINO run of the
+ONNX, mapped; the blend must equal an independent computation (the students'
+probabilities from the bundle without the teacher, the teacher's run alone,
+per-class ranks over the run blended with the teacher's weight, unmapped
+classes the students' ranks alone); BirdNET must see 48 kHz audio as two 3 s
+crops per window; the Kaggle bundle's predict.py must give the pipeline's
+numbers with torch & co. blocked; a bad teacher entry must stop load_bundle
+naming bundle.json.
 """
 
 from __future__ import annotations
@@ -18,22 +21,32 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 import pandas as pd
 import pytest
 from teacher_standin import build_perch_standin, standin_names, write_perch_labels
 from test_export import CLASSES, MEL
 from test_inference import calibration_windows, calls, run_packed_predict, tiny_ensemble
 
+import birdclef.export.member
+import birdclef.export.teacher
 from birdclef.common.errors import DataError
 from birdclef.export import export_ensemble, kaggle
 from birdclef.export.kaggle import pack_bundle
-from birdclef.export.teacher import copy_teacher_files, teacher_entry, teacher_headline
+from birdclef.export.teacher import (
+    TeacherAudio,
+    copy_teacher_files,
+    teacher_entry,
+    teacher_headline,
+    write_teacher,
+)
 from birdclef.runtime.audio import write_ogg
 from birdclef.runtime.inference import load_bundle, predict_soundscapes
 from birdclef.runtime.submission import predict_submission
 from birdclef.runtime.teacher.load import load_teacher
-from birdclef.runtime.teacher.mapping import map_taxonomy
+from birdclef.runtime.teacher.mapping import map_taxonomy, mapped_logits, probabilities
 from birdclef.runtime.teacher.predict import teacher_submission
+from birdclef.runtime.teacher.windows import file_windows
 
 WEIGHT = 0.3
 # sp03 is an insect sonotype: no teacher class, so it keeps the students' ranks
@@ -78,9 +91,38 @@ def ranks(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def labelled_audio(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` 5 s windows at 32 kHz (gated tones of a few pitches over noise) and 0/1 targets (n, 4):
+    every class has positives and negatives."""
+    rng = np.random.default_rng(seed)
+    windows = np.stack([calls(5.0, 32000, int(rng.integers(0, 6))) * rng.uniform(0.2, 2.0) for _ in range(n)])
+    targets = (rng.random((n, len(CLASSES))) < 0.4).astype(np.float32)
+    targets[0], targets[1] = 1.0, 0.0
+    return windows.astype(np.float32), targets
+
+
+def mapped(model_path: Path, windows: np.ndarray, mapping: list[list[int]]) -> np.ndarray:
+    """The teacher file's (ONNX or IR) mapped probabilities run alone on OpenVINO CPU, f32 hint."""
+    compiled = ov.Core().compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    logits = compiled({0: windows})[compiled.output("label")]
+    return probabilities(mapped_logits(logits, pd.DataFrame({"teacher_indices": mapping})))
+
+
+def without_teacher(source: Path, target: Path) -> Path:
+    """A copy of `source` whose bundle.json has no teacher entry: the students alone."""
+    shutil.copytree(source, target)
+    definition = json.loads((target / "bundle.json").read_text())
+    definition.pop("teacher")
+    (target / "bundle.json").write_text(json.dumps(definition))
+    return target
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    """The students' f32 bundle, a Perch stand-in, its blend bundle and four soundscapes."""
+    """The students' f32 bundle; a Perch stand-in compiled in at f32 ("blend": the students' bundle with
+    the teacher written into it) and at int8 behind its gate ("int8": exported with the teacher, the
+    students' NNCF pass replaced by the identity to keep this fast: test_export.py tests it); four
+    soundscapes."""
     root = tmp_path_factory.mktemp("teacher_inference")
     calibration = calibration_windows(MEL)
     ensemble = tiny_ensemble(root, (0.6, 0.4), calibration)
@@ -93,51 +135,129 @@ def setup(tmp_path_factory) -> dict:
              "runtime": "auto", "precision_hint": "f32", "genus_fallback": False, "weight": WEIGHT}
     taxonomy = write_taxonomy(root / "taxonomy.csv", PERCH_NAMES)
     entry, files = teacher_entry(perch, taxonomy, CLASSES)
+    blend = with_teacher(root / "students", root / "blend", entry, files)
+    teacher_calibration, _ = labelled_audio(16, seed=5)
+    eval_windows, eval_targets = labelled_audio(24, seed=6)
+    audio = TeacherAudio(teacher_calibration, eval_windows, eval_targets)
     # the export writes the teacher into the same atomic folder as the students
-    report = export_ensemble(ensemble, root / "blend", calibration, precision="f32", teacher=(entry, files))
-    assert report["teacher"] == {"kind": "perch", "runtime": "openvino", "precision": "f32", "weight": WEIGHT,
-                                 "classes_mapped": 3}
-    blend = root / "blend"
-    audio = root / "audio"
-    audio.mkdir()
-    paths = [audio / name for name in ("a_normal.ogg", "b_short.ogg", "c_corrupt.ogg", "d_stereo48k.ogg")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(birdclef.export.member, "_quantize", lambda model, *args: model)
+        report = export_ensemble(ensemble, root / "int8", calibration, precision="int8", calibration_size=16,
+                                 teacher=(entry, files), teacher_audio=audio, max_auc_drop=0.5)
+    audio_dir = root / "audio"
+    audio_dir.mkdir()
+    paths = [audio_dir / name for name in ("a_normal.ogg", "b_short.ogg", "c_corrupt.ogg", "d_stereo48k.ogg")]
     write_ogg(paths[0], calls(60.0, 32000), 32000)
     write_ogg(paths[1], calls(7.0, 32000, 1), 32000)
     paths[2].write_bytes(b"OggS" + np.random.default_rng(1).bytes(5000))
     write_ogg(paths[3], np.stack([calls(20.0, 48000, 3), calls(20.0, 48000, 4)], 1), 48000)
-    return {"root": root, "students": root / "students", "blend": blend, "perch": perch, "entry": entry,
-            "taxonomy": taxonomy, "paths": paths}
+    return {"root": root, "students": root / "students", "blend": blend, "int8": root / "int8",
+            "perch": perch, "entry": entry, "files": files, "taxonomy": taxonomy, "paths": paths,
+            "calibration": calibration, "audio": audio, "report": report}
 
 
-# -- (e) the export's teacher entry
-
-
-def test_export_writes_the_perch_entry_and_copies_its_files(setup):
+def test_export_converts_the_onnx_perch_to_an_ir(setup):
     entry, blend = setup["entry"], setup["blend"]
     assert {k: v for k, v in entry.items() if k != "mapping"} == {
         "kind": "perch", "runtime": "openvino", "precision_hint": "f32", "weight": WEIGHT,
-        "model": "teacher/perch.onnx", "labels": "teacher/labels.csv", "genus_fallback": False,
+        "ir": "teacher/model_f32.xml", "ir_f32": "teacher/model_f32.xml", "precision": "f32",
+        "gate_status": "not run", "labels": "teacher/labels.csv", "genus_fallback": False,
         "teacher_classes": 14795}
     assert entry["mapping"] == [[0], [9], [], [15]]
-    definition = json.loads((blend / "bundle.json").read_text())
-    assert definition["teacher"] == entry and definition["members"] == json.loads(
-        (setup["students"] / "bundle.json").read_text())["members"]
-    for name, source in (("perch.onnx", "perch.onnx"), ("labels.csv", "labels.csv")):
-        assert (blend / "teacher" / name).read_bytes() == (setup["root"] / source).read_bytes()
-    headline = teacher_headline(entry, {})
-    assert headline == {"kind": "perch", "runtime": "openvino", "precision": "f32", "weight": WEIGHT,
-                        "classes_mapped": 3}
+    assert setup["files"] == {"teacher/model_f32.xml": setup["root"] / "perch.onnx",
+                              "teacher/labels.csv": setup["root"] / "labels.csv"}
+    # the IR, not the ONNX file
+    assert sorted(p.name for p in (blend / "teacher").iterdir()) == ["labels.csv", "model_f32.bin", "model_f32.xml"]
+    assert (blend / "teacher" / "labels.csv").read_bytes() == (setup["root"] / "labels.csv").read_bytes()
+    beside = teacher_headline({k: v for k, v in entry.items() if k not in ("ir", "ir_f32")}
+                              | {"model": "teacher/perch.onnx"})
+    assert beside == {"kind": "perch", "runtime": "openvino", "precision": "f32", "weight": WEIGHT,
+                      "classes_mapped": 3, "compiled": False}
 
 
-def test_export_entry_for_tflite_perch_and_birdnet(setup, tmp_path):
+def test_int8_teacher_behind_its_gate(setup):
+    int8, report = setup["int8"], setup["report"]
+    definition = json.loads((int8 / "bundle.json").read_text())
+    written = definition["teacher"]
+    assert written == {**setup["entry"], "ir": "teacher/model_int8.xml", "precision": "int8", "gate_status": "passed"}
+    assert definition["members"][0]["ir"] == "members/0/model_int8.xml"
+    assert sorted(p.name for p in (int8 / "teacher").iterdir()) == [
+        "labels.csv", "model_f32.bin", "model_f32.xml", "model_int8.bin", "model_int8.xml"]
+    teacher = report["teacher"]
+    gate = teacher.pop("gate")
+    assert teacher == {"kind": "perch", "runtime": "openvino", "precision": "int8", "weight": WEIGHT,
+                       "classes_mapped": 3, "compiled": True}
+    assert (gate["status"], gate["precision"], gate["requested_precision"]) == ("passed", "int8", "int8")
+    assert gate["calibration_windows"] == 16 and gate["eval_windows"] == 24 and gate["classes_scored"] == 3
+    assert gate["max_auc_drop"] == 0.5 and set(gate["auc"]) == {"openvino_f32", "openvino_int8"}
+    assert gate["drop"] == round(gate["auc"]["openvino_f32"] - gate["auc"]["openvino_int8"], 6)
+    sizes = {p: sum((int8 / "teacher" / f"model_{p}.{x}").stat().st_size for x in ("xml", "bin")) for p in ("f32", "int8")}
+    assert gate["ir_bytes"] == sizes and sizes["int8"] < sizes["f32"]
+    # the f32 reference is the ONNX's mapped probabilities on the gate windows, scored on the mapped classes
+    audio = setup["audio"]
+    alone = mapped(setup["root"] / "perch.onnx", audio.eval_windows, setup["entry"]["mapping"])
+    expected = np.mean([macro_auc(audio.eval_targets[:, k], alone[:, k]) for k in (0, 1, 3)])
+    assert gate["auc"]["openvino_f32"] == pytest.approx(expected, abs=1e-6)
+
+
+def macro_auc(targets: np.ndarray, scores: np.ndarray) -> float:
+    """One class's ROC-AUC by pair counting."""
+    positive, negative = scores[targets == 1], scores[targets == 0]
+    wins = (positive[:, None] > negative[None, :]).sum() + 0.5 * (positive[:, None] == negative[None, :]).sum()
+    return float(wins / (len(positive) * len(negative)))
+
+
+def test_a_failed_teacher_gate_ships_f32(setup, tmp_path, caplog):
+    """A gate that cannot pass (max_auc_drop -1) ships the f32 IR, says so and keeps no int8 IR."""
+    entry, files = setup["entry"], setup["files"]
+    folder = tmp_path / "failed"
+    shutil.copytree(setup["students"], folder)
+    with caplog.at_level("WARNING", logger="birdclef.export.teacher"):
+        written, headline = write_teacher(folder, entry, files, "int8", setup["audio"], max_auc_drop=-1.0,
+                                          calibration_size=16)
+    gate = headline["gate"]
+    assert (gate["status"], gate["precision"], headline["precision"]) == ("failed", "f32", "f32")
+    assert "int8 teacher loses" in gate["reason"] and "ships f32" in gate["reason"]
+    assert set(gate["ir_bytes"]) == {"f32", "int8"} and gate["calibration_windows"] == 16
+    assert "teacher gate failed" in caplog.text and "ships f32" in caplog.text
+    assert (written["ir"], written["precision"], written["gate_status"]) == ("teacher/model_f32.xml", "f32", "failed")
+    assert sorted(p.name for p in (folder / "teacher").iterdir()) == ["labels.csv", "model_f32.bin", "model_f32.xml"]
+    definition = json.loads((folder / "bundle.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({**definition, "teacher": written}))
+    assert load_bundle(folder, threads=1).teacher.precision == "f32"
+    # no calibration audio, or no labelled windows: f32, and why
+    _, headline = write_teacher(tmp_path / "no_audio", entry, files, "int8")
+    assert headline["gate"]["status"] == "not run" and "no calibration audio" in headline["gate"]["reason"]
+    _, headline = write_teacher(tmp_path / "no_labels", entry, files, "int8",
+                                TeacherAudio(setup["audio"].calibration), calibration_size=16)
+    assert headline["gate"]["status"] == "not run" and headline["precision"] == "f32"
+    assert not (tmp_path / "no_labels" / "teacher" / "model_int8.xml").exists()
+    _, headline = write_teacher(tmp_path / "fp16", entry, files, "fp16")
+    assert headline["gate"]["status"] == "not applicable" and headline["precision"] == "f32"
+
+
+def test_export_entry_for_tflite_perch_and_birdnet(setup, tmp_path, monkeypatch):
     build_perch_standin(tmp_path / "perch.tflite", seed=3)
     tflite, files = teacher_entry({**setup["perch"], "model_path": str(tmp_path / "perch.tflite")},
                                   setup["taxonomy"], CLASSES)
-    assert tflite["runtime"] == "litert" and tflite["model"] == "teacher/perch.tflite"
+    assert tflite["runtime"] == "litert" and tflite["model"] == "teacher/perch.tflite" and "ir" not in tflite
     assert files["teacher/perch.tflite"] == tmp_path / "perch.tflite"
-    # ONNX Runtime in the teacher stage; OpenVINO (already there for the students) in the bundle
-    onnx, _ = teacher_entry({**setup["perch"], "runtime": "onnxruntime"}, setup["taxonomy"], CLASSES)
-    assert onnx["runtime"] == "openvino"
+    # ONNX Runtime in the teacher stage; OpenVINO (already there for the students) in the bundle, compiled in
+    onnx, files = teacher_entry({**setup["perch"], "runtime": "onnxruntime"}, setup["taxonomy"], CLASSES)
+    assert onnx["runtime"] == "openvino" and onnx["ir"] == "teacher/model_f32.xml" and "model" not in onnx
+    assert files["teacher/model_f32.xml"] == setup["root"] / "perch.onnx"
+    # an ONNX whose batch OpenVINO cannot make dynamic runs beside the ensemble, copied
+    real = birdclef.export.teacher.load_teacher
+
+    def fixed(settings, threads):
+        teacher = real(settings, threads)
+        teacher.fixed_batch = 4
+        return teacher
+
+    monkeypatch.setattr(birdclef.export.teacher, "load_teacher", fixed)
+    baked, files = teacher_entry(setup["perch"], setup["taxonomy"], CLASSES)
+    assert baked["model"] == "teacher/perch.onnx" and "ir" not in baked and files["teacher/perch.onnx"]
+    monkeypatch.undo()
     birdnet_settings = {"model": "birdnet", "model_path": None, "labels_path": None, "runtime": "auto",
                         "precision_hint": "f32", "genus_fallback": True, "weight": 0.4}
     birdnet, files = teacher_entry(birdnet_settings, write_taxonomy(tmp_path / "tax.csv", BIRDNET_NAMES), CLASSES)
@@ -153,19 +273,75 @@ def test_export_entry_for_tflite_perch_and_birdnet(setup, tmp_path):
         teacher_entry(birdnet_settings, three, CLASSES)
 
 
+# -- (f) the teacher inside the one compiled ensemble model
+
+
+def run_compiled(bundle, mels: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(member_probabilities, teacher_probabilities) of one request of the bundle's compiled model."""
+    request = bundle.compiled.create_infer_request()
+    request.infer({"mels_0": mels, "teacher_audio": windows})
+    return (request.get_tensor("member_probabilities").data.copy(),
+            request.get_tensor("teacher_probabilities").data.copy())
+
+
+def test_the_compiled_teacher_equals_its_standalone_run(setup, tmp_path):
+    windows = setup["audio"].eval_windows[:10]
+    mels = setup["calibration"][:7]  # another row count than the teacher's: N_t need not be N
+    mapping = setup["entry"]["mapping"]
+    blend = load_bundle(setup["blend"], threads=2)
+    assert blend.teacher_compiled and blend.teacher.describe() == (
+        "teacher perch on openvino (f32 IR compiled into the ensemble model), weight 0.3, 3/4 classes mapped")
+    assert [p.any_name for p in blend.compiled.inputs] == ["mels_0", "teacher_audio"]
+    assert [p.any_name for p in blend.compiled.outputs] == ["member_probabilities", "teacher_probabilities"]
+    members, teacher = run_compiled(blend, mels, windows)
+    alone = mapped(setup["root"] / "perch.onnx", windows, mapping)
+    assert teacher.shape == (10, 4) and (teacher[:, 2] == 0).all() and (alone[:, 2] == 0).all()
+    np.testing.assert_allclose(teacher, alone, atol=1e-6, rtol=0)
+    # the students' output is what the students-only bundle gives
+    students = load_bundle(setup["students"], threads=2).predict_members(mels)
+    np.testing.assert_allclose(members, students, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(blend.predict_members(mels), students, atol=1e-6, rtol=0)  # students-only model
+
+    int8 = load_bundle(setup["int8"], threads=2)
+    assert int8.teacher.precision == "int8"
+    _, quantized = run_compiled(int8, setup["calibration"][:7], windows)
+    np.testing.assert_allclose(quantized, mapped(setup["int8"] / "teacher/model_int8.xml", windows, mapping),
+                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(quantized, alone, atol=0.03, rtol=0)  # int8 close to f32
+    assert np.abs(quantized - alone).max() > 0  # and really quantized
+
+    # a fixed-batch ONNX with an extra 3-d output is compiled in too: the batch made dynamic, the output unused
+    build_perch_standin(tmp_path / "fixed.onnx", seed=3, fixed_batch=4, extra_output=True)
+    entry, files = teacher_entry({**setup["perch"], "model_path": str(tmp_path / "fixed.onnx")}, setup["taxonomy"],
+                                 CLASSES)
+    fixed = load_bundle(with_teacher(setup["students"], tmp_path / "fixed", entry, files), threads=1)
+    _, teacher = run_compiled(fixed, mels, windows)
+    np.testing.assert_allclose(teacher, alone, atol=1e-6, rtol=0)
+
+
 # -- (a) the blend equals an independent computation
 
 
-def test_blend_matches_an_independent_computation(setup):
+@pytest.mark.parametrize("bundle", ["blend", "int8"])
+def test_blend_matches_an_independent_computation(setup, tmp_path, bundle):
+    """The compiled-in teacher's blend equals the students alone (the same bundle without the teacher)
+    blended by hand with the teacher alone: the ONNX on OpenVINO (f32 IR) or the int8 IR run alone."""
     paths = setup["paths"]
-    frame = predict_soundscapes(paths, load_bundle(setup["blend"], threads=2), progress=False)
-    students = predict_soundscapes(paths, load_bundle(setup["students"], threads=2), progress=False)
-    perch = setup["perch"]
-    teacher = load_teacher({**perch, "runtime": "openvino"}, threads=1)
-    taxonomy = pd.DataFrame({"primary_label": CLASSES, "scientific_name": PERCH_NAMES})
-    alone = teacher_submission(paths, teacher, map_taxonomy(taxonomy, teacher.scientific_names, False),
-                               progress=False)
-    assert frame["row_id"].tolist() == students["row_id"].tolist() == alone["row_id"].tolist()
+    frame = predict_soundscapes(paths, load_bundle(setup[bundle], threads=2), progress=False)
+    students_only = without_teacher(setup[bundle], tmp_path / "students")
+    students = predict_soundscapes(paths, load_bundle(students_only, threads=2), progress=False)
+    if bundle == "blend":  # the teacher alone, as the teacher stage runs it
+        teacher = load_teacher({**setup["perch"], "runtime": "openvino"}, threads=1)
+        taxonomy = pd.DataFrame({"primary_label": CLASSES, "scientific_name": PERCH_NAMES})
+        alone = teacher_submission(paths, teacher, map_taxonomy(taxonomy, teacher.scientific_names, False),
+                                   progress=False)
+        assert frame["row_id"].tolist() == alone["row_id"].tolist()
+    else:  # the int8 IR alone on each file's 5 s windows at 32 kHz
+        blocks = [mapped(setup["int8"] / "teacher" / "model_int8.xml", file_windows(path, 32000, 5.0),
+                         setup["entry"]["mapping"]) if path.name != "c_corrupt.ogg" else np.zeros((12, 4))
+                  for path in paths]
+        alone = pd.DataFrame(np.concatenate(blocks), columns=CLASSES)
+    assert frame["row_id"].tolist() == students["row_id"].tolist()
     assert len(frame) == 12 + 2 + 12 + 4 and frame.attrs["undecodable"] == ["c_corrupt.ogg"]
     decoded = ~frame["row_id"].str.startswith("c_corrupt").to_numpy()
     assert (frame[CLASSES].to_numpy()[~decoded] == 0).all()
@@ -215,13 +391,18 @@ def test_birdnet_teacher_reads_48k_crops(setup, tmp_path):
 
 def test_kaggle_bundle_with_teacher_predicts_without_torch(setup, tmp_path):
     out, data = tmp_path / "kaggle_bundle", tmp_path / "competition"
-    pack_bundle(setup["blend"], out, data_dir=str(data))
-    assert (out / "teacher" / "perch.onnx").read_bytes() == (setup["blend"] / "teacher" / "perch.onnx").read_bytes()
-    assert (out / "teacher" / "labels.csv").exists()
+    summary = pack_bundle(setup["int8"], out, data_dir=str(data))
+    # the teacher's int8 IR (compiled into the ensemble model) and labels; no ONNX, no f32 IR
+    assert sorted(p.name for p in (out / "teacher").iterdir()) == ["labels.csv", "model_int8.bin", "model_int8.xml"]
+    assert (out / "teacher" / "model_int8.bin").read_bytes() == (setup["int8"] / "teacher" / "model_int8.bin").read_bytes()
+    assert not any(name.endswith(".onnx") for name in summary["files"])
+    with_f32 = pack_bundle(setup["int8"], tmp_path / "with_f32", include_f32=True, data_dir=str(data))
+    assert {"teacher/model_f32.xml", "teacher/model_f32.bin"} <= set(with_f32["files"])
     assert sorted(p.name for p in (out / "birdclef" / "runtime" / "teacher").glob("*.py")) == [
         "__init__.py", "base.py", "birdnet.py", "load.py", "mapping.py", "perch.py", "predict.py", "windows.py"]
     readme = (out / "README.md").read_text()
-    assert "| teacher | perch on openvino (f32, not quantized), weight 0.3, 3/4 classes mapped |" in readme
+    assert ("| teacher | perch on openvino (int8 IR compiled into the ensemble model, teacher gate passed), "
+            "weight 0.3, 3/4 classes mapped |") in readme
     (data / "test_soundscapes").mkdir(parents=True)
     for path in setup["paths"]:
         shutil.copy(path, data / "test_soundscapes")
@@ -229,18 +410,21 @@ def test_kaggle_bundle_with_teacher_predicts_without_torch(setup, tmp_path):
     sample.to_csv(data / "sample_submission.csv", index=False)
     workdir = tmp_path / "working"
     workdir.mkdir()
-    result = run_packed_predict(out, workdir, "birdclef.runtime.teacher.perch",
-                                out / "birdclef" / "runtime" / "teacher" / "perch.py")
-    assert "blended with the teacher perch on openvino (f32), weight 0.3, 3/4 classes mapped" in result.stderr
+    result = run_packed_predict(out, workdir, "birdclef.runtime.inference.ensemble",
+                                out / "birdclef" / "runtime" / "inference" / "ensemble.py")
+    assert ("blended with the teacher perch on openvino (int8 IR compiled into the ensemble model), weight 0.3, "
+            "3/4 classes mapped") in result.stderr
     written = pd.read_csv(workdir / "submission.csv")
     expected, _ = predict_submission(data / "test_soundscapes", data / "sample_submission.csv",
-                                     load_bundle(setup["blend"], threads=2))
+                                     load_bundle(setup["int8"], threads=2))
     assert written["row_id"].tolist() == expected["row_id"].tolist()
     np.testing.assert_allclose(written[CLASSES].to_numpy(), expected[CLASSES].to_numpy(), atol=2e-6)
 
 
 def test_kaggle_bundle_of_a_birdnet_teacher_copies_nothing(setup, tmp_path, monkeypatch):
-    entry = {**setup["entry"], "kind": "birdnet", "runtime": "litert", "model": None, "labels": None}
+    compiled = ("ir", "ir_f32", "precision", "gate_status")
+    entry = {**{k: v for k, v in setup["entry"].items() if k not in compiled},
+             "kind": "birdnet", "runtime": "litert", "model": None, "labels": None}
     source = with_teacher(setup["students"], tmp_path / "birdnet", entry, {})
     commands = []
     monkeypatch.setattr(kaggle.subprocess, "run", lambda command, check: commands.append(command))
@@ -261,17 +445,26 @@ def test_kaggle_bundle_of_a_birdnet_teacher_copies_nothing(setup, tmp_path, monk
 # -- (d) a bad teacher entry names bundle.json
 
 
+COMPILED_KEYS = r"\['kind', 'runtime', 'precision_hint', 'weight', 'ir', 'precision', 'labels', 'mapping'\]"
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"mapping": DELETE}, r"found \[.*\]; expected an object with \['kind', 'runtime'"),
+        ({"mapping": DELETE}, rf"found \[.*\]; expected an object with {COMPILED_KEYS} for a teacher compiled "
+                              r"into the ensemble model"),
+        ({"precision": DELETE}, rf"found .*; expected an object with {COMPILED_KEYS}"),
         ({"kind": "yamnet"}, r"kind 'yamnet' on runtime 'openvino'; expected a kind of"),
         ({"weight": 0.0}, r"weight 0\.0; expected a number above 0 and below 1"),
         ({"weight": 1.5}, r"weight 1\.5; expected"),
-        ({"model": "teacher/missing.onnx"}, r"model 'teacher/missing.onnx' is not a file relative to the bundle"),
+        ({"runtime": "litert"}, r"'perch' on 'litert' at precision 'f32' with an IR; expected kind 'perch' on "
+                                r"runtime 'openvino'"),
+        ({"precision": "fp16"}, r"'perch' on 'openvino' at precision 'fp16' with an IR; expected .* at a precision "
+                                r"of \('f32', 'int8'\)"),
+        ({"ir": "teacher/missing.xml"}, r"ir 'teacher/missing.xml' is not a file relative to the bundle"),
+        ({"ir": "teacher/labels.csv"}, r"ir 'teacher/labels.csv' has no labels.bin beside it"),
+        ({"ir": None}, r"ir None is not a file relative"),
         ({"labels": "/etc/passwd"}, r"labels '/etc/passwd' is not a file relative to the bundle"),
-        ({"model": None}, r"model None is not a file relative .*null only for BirdNET"),
-        ({"runtime": "litert"}, r"teacher.runtime 'litert' cannot run .*perch.onnx"),
         ({"mapping": [[0], [9], []]}, r"mapping has 3 entries; expected one list of teacher class indices per "
                                       r"bundle class \(4\)"),
         ({"mapping": [[0], [9], [], [14795]]}, r"mapping of class 'sp04' is \[14795\]; expected a list of "
@@ -285,7 +478,54 @@ def test_bad_teacher_entry_names_bundle_json(setup, tmp_path, changes, message):
         load_bundle(bundle, threads=1)
 
 
+@pytest.fixture(scope="module")
+def tflite_blend(setup, tmp_path_factory) -> Path:
+    """The students with a TFLite Perch stand-in run beside them on LiteRT."""
+    root = tmp_path_factory.mktemp("tflite_blend")
+    build_perch_standin(root / "perch.tflite", seed=3)
+    entry, files = teacher_entry({**setup["perch"], "model_path": str(root / "perch.tflite")}, setup["taxonomy"],
+                                 CLASSES)
+    return with_teacher(setup["students"], root / "bundle", entry, files)
+
+
+BESIDE_KEYS = r"\['kind', 'runtime', 'precision_hint', 'weight', 'model', 'labels', 'mapping'\]"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": DELETE}, rf"found .*; expected an object with {BESIDE_KEYS} for a teacher run beside the "
+                            r"ensemble"),
+        ({"kind": "yamnet"}, r"kind 'yamnet' on runtime 'litert'; expected a kind of"),
+        ({"model": "teacher/missing.tflite"}, r"model 'teacher/missing.tflite' is not a file relative to the bundle"),
+        ({"model": None}, r"model None is not a file relative .*null only for BirdNET"),
+        ({"runtime": "openvino"}, r"teacher.runtime 'openvino' cannot run .*perch.tflite"),
+        ({"mapping": [[0], [9], [], [14795]]}, r"mapping of class 'sp04' is \[14795\]"),
+    ],
+)
+def test_bad_beside_teacher_entry_names_bundle_json(tflite_blend, tmp_path, changes, message):
+    bundle = edited(tflite_blend, tmp_path / "bad", **changes)
+    with pytest.raises(DataError, match=rf"{tmp_path / 'bad'}/bundle\.json teacher: {message}"):
+        load_bundle(bundle, threads=1)
+
+
+def test_a_tflite_teacher_runs_beside_the_ensemble(setup, tflite_blend):
+    """A TFLite Perch stays on LiteRT beside the compiled students: the same blend as the ONNX's."""
+    bundle = load_bundle(tflite_blend, threads=2)
+    assert not bundle.teacher_compiled and bundle.teacher.teacher.runtime == "litert"
+    assert [p.any_name for p in bundle.compiled.inputs] == ["mels_0"]
+    paths = setup["paths"][:2]
+    beside = predict_soundscapes(paths, bundle, progress=False)
+    compiled = predict_soundscapes(paths, load_bundle(setup["blend"], threads=2), progress=False)
+    np.testing.assert_allclose(beside[CLASSES].to_numpy(), compiled[CLASSES].to_numpy(), atol=1e-6)
+
+
 def test_a_bundle_without_teacher_has_none(setup):
-    assert load_bundle(setup["students"], threads=1).teacher is None
+    students = load_bundle(setup["students"], threads=1)
+    assert students.teacher is None and not students.teacher_compiled
+    assert students.student_requests() is students.requests
     bundle = load_bundle(setup["blend"], threads=1)
     assert bundle.teacher.weight == WEIGHT and bundle.teacher.known.tolist() == [True, True, False, True]
+    assert bundle.teacher_compiled and bundle.teacher.sample_rate == 32000
+    with pytest.raises(RuntimeError, match="compiled into the ensemble model"):
+        bundle.teacher.probabilities(np.zeros((1, 160000), np.float32))

@@ -1,6 +1,7 @@
 """Snakemake on the demo with a teacher, up to training: a Perch-shaped stand-in (built here)
-scattered over shards and distilled into the students; a killed shard is the only one a rerun computes.
-(The teacher in the final blend is tested end to end in tests/test_teacher_inference.py.)"""
+scattered over shards and distilled into the students; then the same ONNX stand-in in the final blend
+through export (IR, int8 behind its gate) and submission; a killed shard is the only one a rerun
+computes. (The teacher in the final blend is tested in detail in tests/test_teacher_inference.py.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from teacher_standin import build_perch_standin, standin_names, write_perch_labels
 from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
 
@@ -74,6 +76,35 @@ def test_students_learned_from_the_teacher(teacher_run):
         metrics = json.loads((path.parent / "metrics.json").read_text())
         assert metrics["settings"]["distill_embedding_weight"] == 0.5
         assert all(np.isfinite(epoch["train_loss"]) for epoch in metrics["epochs"])
+
+
+def test_the_onnx_perch_in_the_final_blend_is_compiled_into_the_bundle(teacher_run):
+    """ensemble.teacher_weight > 0 with the ONNX stand-in: the export reads the VAD audio, quantizes the
+    teacher behind its gate and ships its IR (not the ONNX); the submission runs it in the ensemble model."""
+    workdir, path, _, _ = teacher_run
+    config = load_config(workdir)
+    config.update(yaml.safe_load(path.read_text()))
+    config["ensemble"] = {**config.get("ensemble", {}), "teacher_weight": 0.3}
+    blend = write_config(workdir, "blend.yaml", config)
+    jobs = planned_jobs(workdir, "submission", "--configfile", str(blend))
+    assert "train" not in jobs and {"ensemble", "export", "submission_predict"} <= set(jobs)
+    snakemake(workdir, "--cores", "2", "submission", "--configfile", str(blend))
+    manifests = [json.loads(p.read_text()) for p in (workdir / "results/export").glob("*/manifest.json")]
+    (manifest,) = [m for m in manifests if m["headline"].get("teacher")]
+    folder = workdir / "results/export" / manifest["tag"]
+    teacher = manifest["headline"]["teacher"]
+    gate = teacher["gate"]
+    assert teacher["compiled"] and teacher["kind"] == "perch" and manifest["upstream"]["vad"]
+    assert gate["requested_precision"] == "int8" and gate["calibration_windows"] > 0 and gate["eval_windows"] > 0
+    assert gate["status"] in ("passed", "failed", "not run") and teacher["precision"] == gate["precision"]
+    entry = json.loads((folder / "bundle.json").read_text())["teacher"]
+    assert entry["ir"] == f"teacher/model_{gate['precision']}.xml" and (folder / entry["ir"]).exists()
+    assert not list((folder / "teacher").glob("*.onnx"))
+    assert any("catalog.parquet" in i["path"] for i in manifest["inputs"])
+    log = (workdir / "results/logs/export" / f"{manifest['tag']}.log").read_text()
+    assert "teacher gate" in log
+    submission = pd.read_csv(workdir / "results/submission.csv")
+    assert len(submission) and np.isfinite(submission.iloc[:, 1:].to_numpy()).all()
 
 
 def test_a_killed_shard_is_the_only_shard_a_rerun_computes(teacher_run):

@@ -20,4 +20,5 @@ export_stage(
     labelled_path=snakemake.input.get("soundscape_labels"),
     teacher=snakemake.params.teacher,
     taxonomy_csv=snakemake.input.get("taxonomy"),
+    catalog_path=snakemake.input.get("catalog"),
 )

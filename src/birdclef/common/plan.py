@@ -108,6 +108,8 @@ class Plan:
     mel_group_settings: list[dict[str, Any]]  # each mel group's tag and cache settings
     export_settings: dict[str, Any]
     export_teacher: dict[str, Any] | None  # the teacher settings and blend weight; None: students only
+    # an ONNX Perch in the blend: converted to IR by the export, which reads VAD audio to calibrate and gate it
+    export_teacher_audio: bool
     export_tag: str
     submission_settings: dict[str, Any]
     submission_tag: str
@@ -364,6 +366,11 @@ def _plan_ensemble(config: Mapping[str, Any], fields: Mapping[str, Any], mels: M
 def _plan_export_and_submission(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """The export (OpenVINO bundle) and submission stages."""
     export_settings = dict(config["export"])
+    weight = fields["ensemble_settings"].get("teacher_weight")  # absent: students only
+    teacher = {**fields["teacher_settings"], "weight": weight} if weight else None
+    # an ONNX Perch is compiled into the ensemble model: the export reads the VAD stage's audio
+    teacher_audio = bool(teacher) and teacher["model"] == "perch" and str(
+        teacher.get("model_path") or "").lower().endswith(".onnx")
     export_tag = stage_tag(
         "export",
         export_settings,
@@ -371,6 +378,7 @@ def _plan_export_and_submission(config: Mapping[str, Any], fields: Mapping[str, 
             "ensemble": fields["ensemble_tag"],
             "mels": fields["mel_groups"],
             "soundscape_labels": fields["soundscape_labels_tag"],
+            **({"vad": fields["vad_tag"]} if teacher_audio else {}),
         },
     )
     submission_settings = {
@@ -379,10 +387,10 @@ def _plan_export_and_submission(config: Mapping[str, Any], fields: Mapping[str, 
         **fields["data_identity"],
         "ground_truth": config["data"]["ground_truth"],
     }
-    weight = fields["ensemble_settings"].get("teacher_weight")  # absent: students only
     return {
         "export_settings": export_settings,
-        "export_teacher": {**fields["teacher_settings"], "weight": weight} if weight else None,
+        "export_teacher": teacher,
+        "export_teacher_audio": teacher_audio,
         "export_tag": export_tag,
         "submission_settings": submission_settings,
         "submission_tag": stage_tag("submission", submission_settings, {"export": export_tag}),

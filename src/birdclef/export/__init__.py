@@ -23,7 +23,8 @@ windows are aligned across groups (`gate_windows`), so the ensemble AUC
 combines the members window by window as Kaggle inference does.
 
 The bundle (``bundle.json`` + ``mel_filterbank_<g>.npy`` per mel group +
-``members/<i>/*.xml``) is what `birdclef.runtime.inference.load_bundle` reads; its IR
+``members/<i>/*.xml``, and with a teacher ``teacher/``) is what
+`birdclef.runtime.inference.load_bundle` reads; its IR
 and filterbank paths are relative to the bundle folder, so the folder can be
 uploaded to Kaggle as is.
 
@@ -39,7 +40,9 @@ Modules:
 - `ensemble`: `export_ensemble`, the whole export into one atomically written folder.
 - `windows`: calibration, gate and labelled soundscape windows.
 - `stage`: `export_stage`, the Snakemake stage with its manifest.
-- `teacher`: the bundle's teacher entry (``ensemble.teacher_weight`` > 0): mapping, files.
+- `teacher`: the bundle's teacher (``ensemble.teacher_weight`` > 0): entry, mapping, files; an ONNX
+  Perch converted to IR (int8 behind the teacher's own gate, else f32) for the ensemble model.
+- `teacher_windows`: the compiled teacher's calibration and gate audio, from the recordings' audio.
 - `kaggle`: packing a bundle for Kaggle (``python -m birdclef.export.kaggle``).
 """
 

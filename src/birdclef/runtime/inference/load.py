@@ -1,7 +1,8 @@
 """Loading an exported bundle (`load_bundle`): ``bundle.json``, mel groups, member IRs, one compiled model.
 
 Reads the definition and each mel group's filterbank, checks every member IR
-against its group's window shape and the classes, wires them into one
+against its group's window shape and the classes, wires them (and a teacher
+compiled into the bundle: an ONNX Perch's IR, with its class mapping) into one
 ensemble model (`birdclef.runtime.inference.ensemble.ensemble_model`) and
 compiles it for the CPU with its infer requests.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,12 @@ import openvino as ov
 from birdclef.runtime.features import MEL_KEYS, member_mel_group, window_frames
 from birdclef.runtime.inference.bundle import Bundle, MelGroup, Member
 from birdclef.runtime.inference.ensemble import ensemble_model
-from birdclef.runtime.inference.teacher import load_teacher_branch
+from birdclef.runtime.inference.teacher import (
+    TeacherBranch,
+    is_compiled_entry,
+    load_teacher_branch,
+    read_compiled_teacher,
+)
 from birdclef.runtime.postprocess import combine_method, postprocess_settings
 
 logger = logging.getLogger(__name__)
@@ -56,9 +63,16 @@ def load_bundle(
     `bundle_dir`, so the bundle works from any working directory.
     ``combine`` and ``postprocess`` of the definition are checked here
     (`birdclef.runtime.postprocess.combine_method`, `postprocess_settings`).
-    A ``teacher`` entry loads the teacher branch with `threads` threads
-    (`birdclef.runtime.inference.teacher.load_teacher_branch`; DataError naming
-    bundle.json for a bad entry).
+    A ``teacher`` entry with an ``ir`` (an ONNX Perch the export converted)
+    is compiled into the same model: a last input ``teacher_audio`` (N_t,
+    160000) f32 and a second output ``teacher_probabilities`` (N_t,
+    n_classes), the class mapping done in the graph
+    (`birdclef.runtime.inference.teacher.read_compiled_teacher`); students-only
+    calls (`Bundle.predict`, `Bundle.predict_members`) then compile a
+    students-only model on first use. Any other ``teacher`` entry (BirdNET, a
+    TFLite Perch) loads its own runtime beside the model with `threads`
+    threads (`birdclef.runtime.inference.teacher.load_teacher_branch`). A bad
+    entry raises DataError naming bundle.json and what was expected.
     """
     if precision_hint not in PRECISION_HINTS:
         raise ValueError(
@@ -77,12 +91,15 @@ def load_bundle(
     groups = _used_mel_groups(root, group_entries, used, window_seconds)
     core = ov.Core()
     members, models = _read_members(core, root, entries, groups, used, classes)
+    teacher, teacher_model = _read_teacher(core, root, definition.get("teacher"), classes, window_seconds, threads)
+    config = _compile_config(threads, streams, precision_hint)
     compiled, requests = _compile(
-        core, models, groups, members, threads, streams, precision_hint, requests_per_stream
+        core, models, groups, members, config, requests_per_stream,
+        (teacher_model, list(teacher.mapping["teacher_indices"])) if teacher_model is not None else None,
     )
-    teacher = definition.get("teacher")
-    if teacher is not None:
-        teacher = load_teacher_branch(root, teacher, classes, threads)
+    students_only = None
+    if teacher_model is not None:  # Bundle.predict: compiled on first use, without the teacher
+        students_only = partial(_compile_students, core, members, groups, config, requests_per_stream)
     bundle = Bundle(
         root=root,
         classes=classes,
@@ -99,6 +116,7 @@ def load_bundle(
         combine=combine,
         postprocess=postprocess,
         teacher=teacher,
+        students_only=students_only,
     )
     _log_loaded(bundle)
     return bundle
@@ -221,28 +239,50 @@ def _check_member_model(entry: dict[str, Any], model: Any, group: MelGroup, clas
         )
 
 
-def _compile(
-    core: Any,
-    models: list[Any],
-    groups: list[MelGroup],
-    members: list[Member],
-    threads: int,
-    streams: int,
-    precision_hint: str,
-    requests_per_stream: int,
+def _read_teacher(
+    core: Any, root: Path, entry: Any, classes: list[str], window_seconds: float, threads: int
+) -> tuple[TeacherBranch | None, Any]:
+    """(teacher branch or None, the teacher's IR when it is compiled into the ensemble model, else None)."""
+    if entry is None:
+        return None, None
+    if is_compiled_entry(entry):
+        return read_compiled_teacher(core, root, entry, classes, window_seconds)
+    return load_teacher_branch(root, entry, classes, threads), None
+
+
+def _compile_students(
+    core: Any, members: list[Member], groups: list[MelGroup], config: dict[str, Any], requests_per_stream: int
 ) -> tuple[Any, Any]:
-    """(compiled ensemble model, its ``ov.AsyncInferQueue``) of the members' models on the CPU."""
-    config = {
+    """(compiled model, infer requests) of the members alone (their IRs read again: wiring changes a model)."""
+    models = [core.read_model(member.ir) for member in members]
+    return _compile(core, models, groups, members, config, requests_per_stream)
+
+
+def _compile_config(threads: int, streams: int, precision_hint: str) -> dict[str, Any]:
+    """The CPU plugin settings of the ensemble model."""
+    return {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": streams,
         "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision_hint],
         "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     }
+
+
+def _compile(
+    core: Any,
+    models: list[Any],
+    groups: list[MelGroup],
+    members: list[Member],
+    config: dict[str, Any],
+    requests_per_stream: int,
+    teacher: tuple[Any, list[list[int]]] | None = None,
+) -> tuple[Any, Any]:
+    """(compiled ensemble model, its ``ov.AsyncInferQueue``) of the members' models (and the teacher's) on the CPU."""
     model = ensemble_model(
-        models, [group.input_shape for group in groups], [member.mel_group for member in members]
+        models, [group.input_shape for group in groups], [member.mel_group for member in members], teacher
     )
     compiled = core.compile_model(model, "CPU", config)
-    requests = ov.AsyncInferQueue(compiled, streams * max(1, int(requests_per_stream)))
+    requests = ov.AsyncInferQueue(compiled, int(config["NUM_STREAMS"]) * max(1, int(requests_per_stream)))
     return compiled, requests
 
 

@@ -11,7 +11,11 @@ per-class ranks over the run), followed by its per-soundscape post-processing
 `birdclef.runtime.postprocess`). With a teacher in the bundle
 (`birdclef.runtime.inference.teacher`) the students' combined probabilities
 are first rank-blended with the teacher's over the run
-(`birdclef.runtime.postprocess.blend_teacher`). Row ids are ``<file stem>_<end second>``; a file
+(`birdclef.runtime.postprocess.blend_teacher`): a teacher compiled into the
+ensemble model (an ONNX Perch's IR) runs in the same infer request as the
+students, on each file's unshifted windows at 32 kHz (the students' decode
+when a mel group reads 32 kHz); a teacher on another runtime (LiteRT) runs in
+this thread while the students' requests run. Row ids are ``<file stem>_<end second>``; a file
 gets ceil(duration / 5 s) rows (12 for one minute, 4 for 20 s, 13 for 62 s),
 and a file that cannot be decoded gets its rows with every probability 0
 (listed in the frame's ``attrs["undecodable"]``).
@@ -89,9 +93,11 @@ def predict_soundscapes(
     adjustment; skipped when both are off).
 
     With a teacher in the bundle (`Bundle.teacher`, from ``bundle.json``'s
-    ``"teacher"``), each decoded file is also read at the teacher's rate, cut
-    into the same windows (no TTA views) and run through the teacher in this
-    thread (`TeacherBranch.probabilities`); before the post-processing the
+    ``"teacher"``), each decoded file is also read at the teacher's rate and
+    cut into the same windows (no TTA views); a teacher compiled into the
+    ensemble model reads them in the same infer call as the students (input
+    ``teacher_audio``, output ``teacher_probabilities``, split per file), any
+    other runs in this thread (`TeacherBranch.probabilities`); before the post-processing the
     students' combined probabilities and the teacher's are rank-normalised per
     class over every decoded window of the run and blended with the teacher's
     weight; a class the teacher does not know keeps the students' ranks
@@ -115,7 +121,7 @@ def predict_soundscapes(
     paths = list(paths)
     workers = bundle.threads if workers is None else max(1, int(workers))
     keep_members = bundle.combine != "mean"
-    runner = _Runner(bundle, keep_members=keep_members)
+    runner = _Runner(bundle, keep_members=keep_members, teacher=bundle.teacher_compiled)
     files = _run_files(paths, bundle, runner, workers, batch_windows, progress)
     per_file = _file_probabilities(files, bundle, keep_members)
     if bundle.teacher is not None:
@@ -131,7 +137,7 @@ class _File:
     job: _Job | None = None  # None: undecodable (rows written as 0) or not yet submitted
     part: int = 0
     undecodable: bool = False
-    teacher: np.ndarray | None = None  # the teacher's (n_windows, n_classes) probabilities
+    teacher: np.ndarray | None = None  # the teacher's (n_windows, n_classes) probabilities, run beside
 
 
 class _Batch:
@@ -141,12 +147,15 @@ class _Batch:
         self.runner = runner
         self.views = views
         self.mels: list[list[np.ndarray]] = []  # per file: its windows of every mel group
+        self.teacher: list[np.ndarray] = []  # per file: its teacher windows (a compiled teacher)
         self.rows = 0
         self.waiting: list[tuple[_File, int]] = []  # (file, first row in the batch)
 
-    def add(self, file: _File, mels: list[np.ndarray]) -> None:
+    def add(self, file: _File, mels: list[np.ndarray], teacher: np.ndarray | None = None) -> None:
         self.waiting.append((file, self.rows))
         self.mels.append(mels)
+        if teacher is not None:
+            self.teacher.append(teacher)
         self.rows += len(mels[0])
 
     def flush(self) -> None:
@@ -154,10 +163,15 @@ class _Batch:
         if self.mels:
             segments = [(first, len(file.row_ids)) for file, first in self.waiting]
             mels = [np.concatenate(group) if len(group) > 1 else group[0] for group in zip(*self.mels, strict=True)]
-            job = self.runner.submit(mels, segments, self.views)
+            teacher, teacher_segments = None, None
+            if self.teacher:
+                teacher = np.concatenate(self.teacher) if len(self.teacher) > 1 else self.teacher[0]
+                bounds = np.cumsum([0] + [len(windows) for windows in self.teacher])
+                teacher_segments = [(int(bounds[i]), len(windows)) for i, windows in enumerate(self.teacher)]
+            job = self.runner.submit(mels, segments, self.views, teacher, teacher_segments)
             for part, (file, _) in enumerate(self.waiting):
                 file.job, file.part = job, part
-        self.mels, self.rows, self.waiting = [], 0, []
+        self.mels, self.teacher, self.rows, self.waiting = [], [], 0, []
 
 
 def _run_files(
@@ -180,10 +194,10 @@ def _run_files(
             files.append(file)
             windows += len(item.row_ids)
             if not file.undecodable:
-                batch.add(file, item.mels)
+                batch.add(file, item.mels, item.teacher if bundle.teacher_compiled else None)
                 if batch.rows >= batch_windows:
                     batch.flush()
-                if bundle.teacher is not None:  # while the students' requests run
+                if bundle.teacher is not None and not bundle.teacher_compiled:  # while the requests run
                     file.teacher = bundle.teacher.probabilities(item.teacher)
             if progress and ((index + 1) % step == 0 or index + 1 == len(paths)):
                 _log_progress(index + 1, len(paths), windows, start)
@@ -227,8 +241,8 @@ def _blend_teacher(files: list[_File], per_file: list[np.ndarray], bundle: Bundl
     if not decoded:
         return per_file
     branch = bundle.teacher
-    blended = blend_teacher(np.concatenate(per_file), np.concatenate([file.teacher for file in decoded]),
-                            branch.weight, branch.known)
+    teacher = [file.teacher if file.teacher is not None else file.job.teacher_parts[file.part] for file in decoded]
+    blended = blend_teacher(np.concatenate(per_file), np.concatenate(teacher), branch.weight, branch.known)
     bounds = np.cumsum([0] + [len(file.row_ids) for file in decoded])
     return [blended[begin:end] for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
 

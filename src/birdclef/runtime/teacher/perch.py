@@ -128,17 +128,7 @@ def _perch_onnxruntime(path: Path, threads: int) -> tuple[Runner, int | None]:
 def _perch_openvino(path: Path, threads: int, precision_hint: str) -> tuple[Runner, int | None]:
     """An ONNX Perch compiled by OpenVINO for the CPU; a static batch dimension is made dynamic."""
     core = ov.Core()
-    with readable(path, "OpenVINO", PERCH_FILE):
-        model = core.read_model(str(path))
-    wanted = (PERCH_INPUT, PERCH_EMBEDDING, PERCH_LABEL)
-    fixed = _check_perch_io(path, *([(_port_name(p, wanted), dims(p.get_partial_shape())) for p in ports]
-                                    for ports in (model.inputs, model.outputs)))
-    if fixed:
-        try:
-            model.reshape({model.input(PERCH_INPUT): ov.PartialShape([-1, PERCH_WINDOW])})
-            fixed = None
-        except RuntimeError as error:  # a graph with the batch size baked in: padded batches
-            log.info("%s: batch stays fixed at %d (%s)", path, fixed, first_line(error))
+    model, fixed = read_perch_openvino(core, path)
     # no CPU pinning: it would put every one-thread worker process on the same core
     config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision_hint,
               "ENABLE_CPU_PINNING": False}
@@ -152,6 +142,32 @@ def _perch_openvino(path: Path, threads: int, precision_hint: str) -> tuple[Runn
         return np.array(result[embedding]), np.array(result[label])
 
     return run, fixed
+
+
+def read_perch_openvino(core, path: Path):
+    """(OpenVINO model, static batch size or None) of a Perch v2 ONNX file or IR, interface checked.
+
+    A static batch dimension is made dynamic where the graph allows it; a graph with the batch size
+    baked in keeps it (the runner then pads short batches, `Teacher.infer`).
+    """
+    with readable(path, "OpenVINO", PERCH_FILE):
+        model = core.read_model(str(path))
+    fixed = check_perch_model(path, model)
+    if fixed:
+        try:
+            model.reshape({model.input(PERCH_INPUT): ov.PartialShape([-1, PERCH_WINDOW])})
+            fixed = None
+        except RuntimeError as error:  # a graph with the batch size baked in: padded batches
+            log.info("%s: batch stays fixed at %d (%s)", path, fixed, first_line(error))
+    return model, fixed
+
+
+def check_perch_model(path: Path, model) -> int | None:
+    """Raise a DataError naming `path` unless the OpenVINO `model` has Perch v2's interface; return its
+    static batch size (None: dynamic)."""
+    wanted = (PERCH_INPUT, PERCH_EMBEDDING, PERCH_LABEL)
+    return _check_perch_io(path, *([(_port_name(p, wanted), dims(p.get_partial_shape())) for p in ports]
+                                   for ports in (model.inputs, model.outputs)))
 
 
 def _check_perch_io(path: Path, inputs: list[tuple[str, list]], outputs: list[tuple[str, list]]) -> int | None:
