@@ -54,6 +54,9 @@ TEACHER = {"enabled": True, "model": "birdnet", "shards": 2}
 # The teacher's share of the final rank blend: the 2026 winner's 0.2 (0.8 students + 0.2 native
 # Perch), an even blend, and a teacher-led one.
 TEACHER_BLEND_WEIGHTS = (0.2, 0.5, 0.8)
+WAVE_FULL = ("+ waveform augmentation (p 0.5: soundscape noise p 0.5 at 3-30 dB, gain +-6 dB, "
+             "coloured noise p 0.5, speech p 0.3)")
+WAVE_NOISE = "+ waveform augmentation (p 0.5: soundscape noise only, 3-30 dB)"
 
 
 def variants(base: dict) -> dict[str, dict]:
@@ -83,6 +86,13 @@ def variants(base: dict) -> dict[str, dict]:
             "teacher": TEACHER, "ensemble": {"teacher_weight": w}} for w in TEACHER_BLEND_WEIGHTS},
         "+ BirdNET embedding and logit distillation": {
             "teacher": TEACHER, "train": {"distill": {"embedding_weight": 1.0, "logit_weight": 1.0}}},
+        # The teacher is off here: background noise is the labelled train-split soundscape windows
+        # without a label; speech the VAD's cut spans.
+        WAVE_FULL: {"train": {"wave_augment": {
+            "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 0.5, "color_noise_prob": 0.5,
+            "speech_prob": 0.3}}},
+        WAVE_NOISE: {"train": {"wave_augment": {
+            "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 1.0, "gain_db": [0.0, 0.0]}}},
     }
 
 

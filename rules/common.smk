@@ -152,11 +152,29 @@ def train_inputs(wildcards):
             f"{stage_dir('pseudo', run['pseudo_tag'])}/labels.parquet"
         )
     inputs.update(soundscape_labels_input(wildcards))
+    inputs.update(wave_augment_inputs(run["settings"].get("wave_augment")))
     if run["upstream"].get("teacher"):
         base = stage_dir("teacher", run["upstream"]["teacher"])
         inputs["teacher_embeddings"] = f"{base}/embeddings.npy"
         inputs["teacher_logits"] = f"{base}/logits.npy"
         inputs["teacher_index"] = f"{base}/index.parquet"
+    return inputs
+
+
+def wave_augment_inputs(wave):
+    """What train.wave_augment (when on) reads: the VAD catalog (each recording's audio),
+    its speech spans, and the background-noise folder or the train_soundscapes folder.
+    """
+    if not wave:
+        return {}
+    inputs = {"wave_catalog": rules.vad.output.catalog}
+    if wave.get("speech_prob"):
+        inputs["speech_spans"] = rules.vad.output.spans
+    source = wave.get("noise_source")
+    if source == "soundscapes":
+        inputs["noise_soundscapes"] = root_path("train_soundscapes")
+    elif source:
+        inputs["noise_dir"] = source
     return inputs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from birdclef import mels, xeno_canto
 from birdclef.runtime import postprocess
 from birdclef.train.model import MODEL_DEFAULTS
+from birdclef.train.wave_augment import WaveAugmentSettings
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
 
@@ -45,3 +47,9 @@ def test_model_defaults_are_the_backbone_and_mel_defaults():
     for key in ("in_chans", "pretrained", "drop_rate", "drop_path_rate"):
         assert MODEL_DEFAULTS[key] == backbone[key], key
     assert MODEL_DEFAULTS["normalization"] == schema_defaults("mels")["normalization"]
+
+
+def test_wave_augment_defaults_are_the_schemas():
+    defaults = schema_defaults("train", "wave_augment")
+    library = dataclasses.asdict(WaveAugmentSettings())
+    assert library == defaults
