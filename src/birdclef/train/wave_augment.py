@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.fft
+from threadpoolctl import ThreadpoolController
 
 from birdclef.common.plan_rounds import check_wave_augment
 from birdclef.runtime.audio import AUDIO_SUFFIXES, BadAudioError, audio_seconds, read_audio_span
@@ -138,14 +140,15 @@ def colored_noise(n: int, slope_db_per_octave: float, rng: np.random.Generator) 
     """`n` samples of Gaussian noise whose power spectrum falls (or rises) by `slope_db_per_octave`
     dB per octave (0 white, -3.01 pink, -6.02 brown), unit mean power.
 
-    White noise's spectrum times f^(slope / (20 log10 2)) (amplitude), the DC bin set to 0.
+    White noise's spectrum times f^(slope / (20 log10 2)) (amplitude), the DC bin set to 0;
+    float32, single-threaded scipy FFTs.
     """
-    white = rng.standard_normal(n)
-    spectrum = np.fft.rfft(white)
-    freqs = np.fft.rfftfreq(n)
+    white = rng.standard_normal(n, dtype=np.float32)
+    spectrum = scipy.fft.rfft(white, workers=1)
+    freqs = np.fft.rfftfreq(n).astype(np.float32)
     scale = np.zeros_like(freqs)
-    scale[1:] = freqs[1:] ** (slope_db_per_octave / (20.0 * math.log10(2.0)))
-    noise = np.fft.irfft(spectrum * scale, n=n)
+    scale[1:] = freqs[1:] ** np.float32(slope_db_per_octave / (20.0 * math.log10(2.0)))
+    noise = scipy.fft.irfft(spectrum * scale, n=n, workers=1)
     power = mean_power(noise)
     return (noise / math.sqrt(power) if power > 0 else noise).astype(np.float32)
 
@@ -370,6 +373,19 @@ class WaveAugmenter:
         self.sample_caps = [None if math.isinf(s) else int(round(s * self.sample_rate)) for s in seconds]
         self.noise, self.speech = noise, speech
         self._maxima: dict[int, float] = {}
+        self._blas = None  # numpy's BLAS held at one thread around log_mel (see `window`)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_blas": None}  # a thread-pool controller is per process
+
+    def _one_blas_thread(self):
+        """A context holding numpy's BLAS libraries at one thread: `log_mel`'s small matrix
+        products ran 15x slower with a thread per core on a busy 2-core machine. The controller is
+        built once per process (30 ms); each limit costs about 0.1 ms. torch's own pools
+        (OpenMP) are not touched."""
+        if self._blas is None:
+            self._blas = ThreadpoolController().select(user_api="blas")
+        return self._blas.limit(limits=1)
 
     def recording_max(self, index: int, mels: np.ndarray) -> float:
         """The largest value of recording `index` in the mel cache `mels` (the cache's top_db
@@ -420,7 +436,8 @@ class WaveAugmenter:
         wave = read_audio_span(self.paths[index], self.sample_rate, first * hop, end - first * hop)
         if rng is not None:
             wave, _ = self.augment(wave, rng)
-        mel = log_mel(wave, self.filterbank, self.n_fft, hop, None)
+        with self._one_blas_thread():
+            mel = log_mel(wave, self.filterbank, self.n_fft, hop, None)
         if self.top_db is not None:
             np.maximum(mel, max(self.recording_max(index, mels), float(mel.max())) - float(self.top_db), out=mel)
         mel = mel.astype(np.float16).astype(np.float32)
