@@ -56,6 +56,9 @@ TEACHER = {"enabled": True, "model": "birdnet", "shards": 2}
 # The teacher's share of the final rank blend: the 2026 winner's 0.2 (0.8 students + 0.2 native
 # Perch), an even blend, and a teacher-led one.
 TEACHER_BLEND_WEIGHTS = (0.2, 0.5, 0.8)
+WAVE_FULL = ("+ waveform augmentation (p 0.5: soundscape noise p 0.5 at 3-30 dB, gain +-6 dB, "
+             "coloured noise p 0.5, speech p 0.3)")
+WAVE_NOISE = "+ waveform augmentation (p 0.5: soundscape noise only, 3-30 dB)"
 
 
 def variants(base: dict) -> dict[str, dict]:
@@ -94,6 +97,13 @@ def variants(base: dict) -> dict[str, dict]:
         # normalize "sum" gives a recording at most mass 1 above its labels, which the cap never
         # lowers (the true mass is >= 1): the cap only acts on unnormalised soft labels
         SELF_DISTILL_CAP: {"pseudo": {"rounds": [{**self_distill, "normalize": "none", "label_mass_cap": True}]}},
+        # The teacher is off here: background noise is the labelled train-split soundscape windows
+        # without a label; speech the VAD's cut spans.
+        WAVE_FULL: {"train": {"wave_augment": {
+            "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 0.5, "color_noise_prob": 0.5,
+            "speech_prob": 0.3}}},
+        WAVE_NOISE: {"train": {"wave_augment": {
+            "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 1.0, "gain_db": [0.0, 0.0]}}},
     }
 
 

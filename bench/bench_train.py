@@ -17,7 +17,13 @@ power-domain mixup, spec-augment) on fold 0 of 2 and reports:
 - where the time goes: the data path alone (crops + spec-augment + collation,
   no model) and one optimizer step alone on a fixed batch.
 
-Usage: python bench/bench_train.py [--threads 1,2] [--epochs 3] [--backbones test_efficientnet]
+With ``--wave``: the cost of waveform augmentation (``train.wave_augment``), side by side in one
+run: a demo-sized set of synthetic recordings is written as Ogg Vorbis and cached with the
+pipeline's mel cache, and the same training runs with and without waveform augmentation (prob 0.5
+and 1.0, every part on: speech from a 20 s file of spans, background noise from a folder of four
+30 s Ogg files, coloured noise, gain), plus the data path alone for each.
+
+Usage: python bench/bench_train.py [--threads 1,2] [--epochs 3] [--backbones test_efficientnet] [--wave]
 Prints markdown tables (machine and date included) for bench/README.md; about a
 minute on two cores.
 """
@@ -26,15 +32,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 from benchlib import machine, markdown  # noqa: E402
 
 from birdclef.common.labels import build_targets
+from birdclef.mels import build_mel_cache
 from birdclef.train import (
     EpochBatchSampler,
     TrainSettings,
@@ -47,6 +57,13 @@ from birdclef.train import (
     validation_set,
 )
 from birdclef.train.model import build_model
+from birdclef.train.wave_augment import (
+    SegmentBank,
+    WaveAugmentSettings,
+    WaveSources,
+    colored_noise,
+    folder_bank,
+)
 
 N_CLASSES = 12
 PER_CLASS = 10
@@ -77,12 +94,15 @@ def synthetic_cache(seed: int = 0):
     return np.concatenate(chunks), index.drop(columns="fold"), index[["filename", "fold"]], classes
 
 
-def data_path_rate(mels, index, classes, settings: TrainSettings, batches: int = 16) -> float:
-    """Samples/s of the data path alone: sampler, crops, spec-augment, collation."""
+def data_path_rate(mels, index, classes, settings: TrainSettings, batches: int = 16,
+                   wave: WaveSources | None = None) -> float:
+    """Samples/s of the data path alone: sampler, crops, (waveform augmentation), spec-augment,
+    collation."""
     soft, _ = build_targets(index, classes, settings.secondary_weight)
     crop_max = int(round(settings.crop_seconds_max * FRAMES_PER_SECOND))
     dataset = TrainWindows(mels, index["offset"].to_numpy(np.int64), index["frames"].to_numpy(np.int64),
-                           soft, WINDOW_FRAMES, crop_max, settings)
+                           soft, WINDOW_FRAMES, crop_max, settings,
+                           wave=None if wave is None else wave.augmenter(index))
     sampler = EpochBatchSampler(np.ones(len(index)), 0, settings.batch_size,
                                 settings.batch_size * batches, 0.0, seed=0)
     start = time.perf_counter()
@@ -123,12 +143,98 @@ def step_rate(backbone: str, settings: TrainSettings, steps: int = 8) -> tuple[f
     return settings.batch_size / step_seconds, 100.0 * mix_seconds / step_seconds
 
 
+WAVE_MEL = {"sample_rate": 32000, "n_fft": 1024, "hop_length": 512, "n_mels": N_MELS, "fmin": 50,
+            "fmax": 14000, "top_db": 80, "window_seconds": 5, "max_seconds": 30, "rare_threshold": 0,
+            "rare_max_seconds": None}
+WAVE_ON = {"noise_source": "noise", "noise_prob": 1.0, "color_noise_prob": 0.5, "speech_prob": 0.5}
+
+
+def audio_set(folder: Path, seed: int = 0):
+    """Demo-sized synthetic recordings (a tone per class in noise, 8-20 s) as Ogg files, their mel
+    cache (the pipeline's), four 30 s noise files and one speech-like file: (mels, index, folds,
+    classes, WaveSources of prob 1)."""
+    rng = np.random.default_rng(seed)
+    sr = WAVE_MEL["sample_rate"]
+    classes = [f"sp{k:02d}" for k in range(N_CLASSES)]
+    rows = []
+    for k, label in enumerate(classes):
+        for i in range(PER_CLASS):
+            seconds = float(rng.uniform(8, 20))
+            t = np.arange(int(seconds * sr)) / sr
+            wave = 0.2 * np.sin(2 * np.pi * (600 + 500 * k) * t) * (np.sin(2 * np.pi * 0.7 * t) > 0)
+            wave = (wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+            path = folder / "audio" / label / f"XC{k}{i:02d}.ogg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wave, sr, format="OGG", subtype="VORBIS")
+            rows.append({"filename": f"{label}/XC{k}{i:02d}.ogg", "path": str(path), "audio_path": str(path),
+                         "primary_label": label, "secondary_labels": [], "collection": "XC", "rating": 4.0,
+                         "fold": i % 2})
+    catalog = pd.DataFrame(rows)
+    build_mel_cache(catalog, folder / "mels.npy", folder / "index.parquet", WAVE_MEL, progress=False)
+    mels = np.load(folder / "mels.npy", mmap_mode="r")
+    index = pd.read_parquet(folder / "index.parquet")
+    (folder / "noise").mkdir()
+    for n in range(4):
+        noise = 0.05 * colored_noise(30 * sr, -3.0 - n, rng)
+        sf.write(folder / "noise" / f"noise{n}.ogg", noise, sr, format="OGG", subtype="VORBIS")
+    speech_path = folder / "speech.flac"
+    t = np.arange(20 * sr) / sr
+    sf.write(speech_path, (0.1 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), sr)
+    noise, _ = folder_bank(folder / "noise", sr)
+    speech = SegmentBank([str(speech_path)] * 10, np.arange(10) * 2 * sr, np.full(10, int(1.5 * sr)), sr)
+    sources = WaveSources(WaveAugmentSettings(prob=1.0, **WAVE_ON), dict(zip(catalog["filename"], catalog["audio_path"],
+                                                                             strict=True)),
+                          WAVE_MEL, noise, speech)
+    return mels, index, catalog[["filename", "fold"]], classes, sources
+
+
+def wave_comparison(thread_counts: list[int], epochs: int, backbone: str) -> None:
+    """Training and data-path samples/s with and without waveform augmentation, in one run."""
+    started = dt.datetime.now().astimezone()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        mels, index, folds, classes, sources = audio_set(Path(tmp))
+        spec = {"backbone": backbone, "n_classes": N_CLASSES, "pretrained": False, "drop_rate": 0.2}
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for prob in (0.0, 0.5, 1.0):
+                wave = WaveAugmentSettings(prob=prob, **WAVE_ON) if prob else WaveAugmentSettings()
+                settings = TrainSettings(**{**DEMO_SETTINGS, "epochs": epochs}, wave_augment=wave)
+                wave_sources = WaveSources(wave, sources.audio_paths, WAVE_MEL, sources.noise, sources.speech)
+                load = os.getloadavg()[0]
+                with tempfile.TemporaryDirectory() as out:
+                    metrics = train_fold(mels, index, folds, 0, classes, spec, settings, WINDOW_FRAMES,
+                                         FRAMES_PER_SECOND, out, threads=threads, device="cpu", progress=False,
+                                         wave=wave_sources if prob else None)
+                steady = metrics["epochs"][1:] or metrics["epochs"]
+                rows.append({
+                    "threads": threads, "wave_augment_prob": prob,
+                    "train_samples_per_s": round(float(np.mean([h["samples_per_s"] for h in steady])), 1),
+                    "data_path_samples_per_s": round(data_path_rate(
+                        mels, index, classes, settings, wave=wave_sources if prob else None), 1),
+                    "load_avg_1min_at_start": round(load, 2),
+                })
+    print(f"## Waveform augmentation cost ({started:%Y-%m-%d %H:%M %Z})\n")
+    print(f"Machine: {machine()}  ")
+    print(f"torch {torch.__version__}; {backbone}; synthetic demo-sized recordings ({N_CLASSES} classes x "
+          f"{PER_CLASS}, 8-20 s, Ogg Vorbis) cached by the pipeline's mel cache ({N_MELS} mels, n_fft 1024); "
+          f"settings {DEMO_SETTINGS | {'epochs': epochs}}; wave_augment {WAVE_ON} with gain "
+          "[-6, 6] dB. Rows of one thread count ran back to back in this process; the 1-minute load "
+          "average at each row's start says how busy the shared machine was.\n")
+    print(markdown(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", default="1,2", help="torch threads to try")
     parser.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"])
     parser.add_argument("--backbones", default="test_efficientnet")
+    parser.add_argument("--wave", action="store_true", help="compare training with and without waveform augmentation")
     args = parser.parse_args()
+    if args.wave:
+        wave_comparison([int(t) for t in args.threads.split(",") if t.strip()], args.epochs,
+                        args.backbones.split(",")[0].strip())
+        return
     thread_counts = [int(t) for t in args.threads.split(",") if t.strip()]
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     mels, index, folds, classes = synthetic_cache()

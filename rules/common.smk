@@ -182,6 +182,7 @@ def train_inputs(wildcards):
         inputs["pretrain"] = (
             f"{stage_dir('pretrain', run['upstream']['pretrain'])}/best.pt"
         )
+    inputs.update(wave_augment_inputs(run["settings"].get("wave_augment")))
     if run["upstream"].get("teacher"):
         base = stage_dir("teacher", run["upstream"]["teacher"])
         inputs["teacher_embeddings"] = f"{base}/embeddings.npy"
@@ -192,6 +193,23 @@ def train_inputs(wildcards):
             f"{folder}/oof.parquet"
             for folder in fold_dirs(run["upstream"]["recording_oof"])
         ]
+    return inputs
+
+
+def wave_augment_inputs(wave):
+    """What train.wave_augment (when on) reads: the VAD catalog (each recording's audio),
+    its speech spans, and the background-noise folder or the train_soundscapes folder.
+    """
+    if not wave:
+        return {}
+    inputs = {"wave_catalog": rules.vad.output.catalog}
+    if wave.get("speech_prob"):
+        inputs["speech_spans"] = rules.vad.output.spans
+    source = wave.get("noise_source")
+    if source == "soundscapes":
+        inputs["noise_soundscapes"] = root_path("train_soundscapes")
+    elif source:
+        inputs["noise_dir"] = source
     return inputs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from birdclef import mels, xeno_canto
 from birdclef.runtime import postprocess
 from birdclef.train.model import MODEL_DEFAULTS
 from birdclef.train.settings import SPECIALIST_UPSAMPLE
+from birdclef.train.wave_augment import WaveAugmentSettings
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
 
@@ -51,3 +53,7 @@ def test_model_defaults_are_the_backbone_and_mel_defaults():
 def test_specialist_upsample_default_is_the_schemas():
     specialist = SCHEMA["properties"]["train"]["properties"]["backbones"]["items"]["properties"]["specialist"]
     assert specialist["properties"]["upsample"]["default"] == SPECIALIST_UPSAMPLE
+def test_wave_augment_defaults_are_the_schemas():
+    defaults = schema_defaults("train", "wave_augment")
+    library = dataclasses.asdict(WaveAugmentSettings())
+    assert library == defaults

@@ -48,7 +48,50 @@ def unused_option_keys(values: Mapping[str, Any]) -> list[str]:
         unused += ["filter_augment", "filter_augment_db", "filter_augment_bands"]
     if not (values.get("distill_embedding_weight", 0) > 0 or values.get("distill_logit_weight", 0) > 0):
         unused += ["distill_embedding_weight", "distill_logit_weight", "distill_temperature"]
+    if not (values.get("wave_augment") or {}).get("prob"):
+        unused.append("wave_augment")
     return [key for key in unused if key in values]
+
+
+# train.wave_augment: the [min, max] ranges, and the keys each part uses (a part whose
+# probability is 0, or background noise without a source, leaves its keys out of the tag).
+WAVE_RANGES = ("snr_db", "gain_db", "color_noise_snr_db", "color_noise_slope_db", "speech_snr_db")
+WAVE_PARTS = {
+    "noise_prob": ("noise_source", "snr_db", "empty_threshold"),
+    "color_noise_prob": ("color_noise_snr_db", "color_noise_slope_db"),
+    "speech_prob": ("speech_snr_db",),
+}
+
+
+def check_wave_augment(values: Mapping[str, Any]) -> None:
+    """Checks of a train.wave_augment block: probabilities in [0, 1], every range [min, max]
+    with min <= max; a ValueError names the setting."""
+    for key in ("prob", *WAVE_PARTS):
+        if key in values and not 0.0 <= float(values[key]) <= 1.0:
+            raise ValueError(f"train.wave_augment.{key} is {values[key]}: expected a probability in [0, 1]")
+    for key in WAVE_RANGES:
+        if key not in values:
+            continue
+        pair = values[key]
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"train.wave_augment.{key} is {pair!r}: expected [min, max]")
+        if float(pair[0]) > float(pair[1]):
+            raise ValueError(f"train.wave_augment.{key} is {list(pair)}: min {pair[0]} > max {pair[1]}, "
+                             "expected [min, max] with min <= max")
+
+
+def used_wave_augment(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a train.wave_augment block (prob above 0) its parts use: a part whose
+    probability is 0 (background noise: or whose noise_source is null) leaves its keys out."""
+    used = dict(values)
+    noise_off = not used.get("noise_source")
+    for prob, keys in WAVE_PARTS.items():
+        if not used.get(prob, 0) or (prob == "noise_prob" and noise_off):
+            for key in (prob, *keys):
+                used.pop(key, None)
+    if used.get("noise_source") != "soundscapes":
+        used.pop("empty_threshold", None)
+    return used
 
 
 class MelRegistry:
@@ -107,6 +150,9 @@ def plan_rounds(config: Mapping[str, Any], fields: Mapping[str, Any], mels: MelR
             tag, run = _pretrain_run(train_common, train["pretrain"], backbone, mels)
             pretrain_runs[tag] = run
             pretrain_tags[position] = tag
+    if "wave_augment" in train_common:
+        check_wave_augment(train["wave_augment"])
+        train_common["wave_augment"] = used_wave_augment(train["wave_augment"])
     rounds = config["pseudo"]["rounds"]
     pseudo_oof = bool(config["pseudo"].get("oof_by_soundscape", False))
     train_runs: dict[str, dict[str, Any]] = {}
@@ -238,6 +284,7 @@ def _train_run(
         settings["self_distill_power"] = round_settings.get("recordings_power", 2.0)
         settings["self_distill_normalize"] = round_settings.get("normalize") or "sum"
         settings["self_distill_mass_cap"] = bool(round_settings.get("label_mass_cap", False))
+    wave_teacher = _check_wave_sources(config, fields, settings.get("wave_augment"))
     if round_ > 0 and pseudo_oof:
         # Which soundscapes each fold leaves out (birdclef.pseudo.soundscape_folds).
         settings["oof_by_soundscape"] = True
@@ -249,7 +296,7 @@ def _train_run(
         "soundscape_mels": backbone_soundscape_tag,
         "pseudo": pseudo_tag,
         "soundscape_labels": fields["soundscape_labels_tag"],
-        **({"teacher": fields["teacher_tag"]} if distills else {}),
+        **({"teacher": fields["teacher_tag"]} if distills or wave_teacher else {}),
         **({"pretrain": pretrain_tag} if pretrain_tag else {}),
         **({"recording_oof": recording_oof} if recording_oof else {}),
     }
@@ -300,6 +347,24 @@ def _pretrain_run(
         prefix=f"{backbone['name']}-pt",
     )
     return tag, {"backbone": dict(backbone), "settings": settings, "mel": mel, "upstream": upstream}
+def _check_wave_sources(config: Mapping[str, Any], fields: Mapping[str, Any],
+                        wave: Mapping[str, Any] | None) -> bool:
+    """The sources a train.wave_augment block (on) needs exist; whether its background noise
+    comes from the teacher's empty train_soundscapes windows (then the teacher tag is upstream)."""
+    if not wave:
+        return False
+    if wave.get("speech_prob") and not config["vad"]["enabled"]:
+        raise ValueError(
+            f"train.wave_augment.speech_prob is {wave['speech_prob']} but vad.enabled is false: the speech "
+            "clips are the spans the VAD cuts out; expected vad.enabled: true or speech_prob: 0")
+    if wave.get("noise_source") != "soundscapes":
+        return False
+    if not fields["teacher_tag"] and not fields["labels_file"]:
+        raise ValueError(
+            "train.wave_augment.noise_source is 'soundscapes' but teacher.enabled is false and "
+            "soundscape_labels.file is null: expected the teacher (its empty windows) or the 2026 "
+            "labels (the labelled train windows without a label), or a noise folder path")
+    return bool(fields["teacher_tag"])
 
 
 def check_backbone_labels(backbones: Sequence[Mapping[str, Any]]) -> None:

@@ -145,3 +145,35 @@ def write_ogg(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> No
         # about 2**21 frames: write in blocks.
         for start in range(0, len(wave), OGG_WRITE_BLOCK):
             handle.write(wave[start : start + OGG_WRITE_BLOCK])
+
+
+def read_audio_span(
+    path: str | os.PathLike,
+    sample_rate: int,
+    start_sample: int,
+    n_samples: int,
+) -> np.ndarray:
+    """Mono float32 samples `start_sample` .. `start_sample + n_samples` of `path` at `sample_rate`.
+
+    The same samples as ``read_audio(path, sample_rate)[start:start + n]`` (shorter at the
+    file's end): a file at `sample_rate` is read from a seek, any other is decoded from its
+    start and resampled (`decode_audio`, the mel cache's path), so resampled spans match the
+    cache only where soxr's output does not depend on where decoding stopped. Raises
+    `BadAudioError` naming the file.
+    """
+    start, count = max(0, int(start_sample)), max(0, int(n_samples))
+    try:
+        with sf.SoundFile(path) as handle:
+            native = int(handle.samplerate) == int(sample_rate)
+            if native:
+                handle.seek(min(start, handle.frames))
+                wave = handle.read(frames=count, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+        raise _open_error(path, error, "cannot decode audio") from error
+    if not native:
+        mono = decode_audio(path, sample_rate, max_seconds=(start + count) / sample_rate)[0]
+        return np.ascontiguousarray(mono[start : start + count])
+    mono = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else np.ascontiguousarray(wave[:, 0])
+    if not np.isfinite(mono).all():
+        raise BadAudioError(path, "audio contains NaN or infinite samples")
+    return mono

@@ -11,10 +11,14 @@
   pseudo labels are already soft.
 - FilterAugment (setting ``filter_augment``, function `filter_augment`) draws from its own stream of
   the example's seed, so crops and masks are those of the same run without it.
+- Waveform augmentation (setting ``wave_augment``, `birdclef.train.wave_augment`) replaces a
+  recording crop's cached log-mel by one computed from its augmented audio, drawn from a third
+  stream of the example's seed; it comes before FilterAugment and the masks.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -25,8 +29,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from birdclef.common.labels import PRETRAIN_ONLY_FOLD
+from birdclef.runtime.audio import BadAudioError
 from birdclef.train.distill import TeacherTargets
 from birdclef.train.settings import TrainSettings
+from birdclef.train.wave_augment import WAVE_STREAM, WaveAugmenter
+
+log = logging.getLogger(__name__)
 
 
 def tiled_window(frames: np.ndarray, start: int, size: int) -> np.ndarray:
@@ -127,6 +135,7 @@ class TrainWindows(Dataset):
         labelled_mels: np.ndarray | None = None,
         labelled_targets: np.ndarray | None = None,
         teacher: TeacherTargets | None = None,
+        wave: WaveAugmenter | None = None,
     ) -> None:
         self.source = _MelSource(mels)
         self.offsets = np.asarray(offsets, dtype=np.int64)
@@ -149,6 +158,9 @@ class TrainWindows(Dataset):
         self.labelled_targets = None if labelled_targets is None else np.array(
             labelled_targets, dtype=np.float32)
         self.teacher = teacher
+        self.wave = wave  # waveform augmentation of recording crops (None: off)
+        self.wave_prob = float(settings.wave_augment.prob) if wave is not None else 0.0
+        self.wave_failed = 0  # crops whose audio could not be read (the cached crop is used)
 
     def __len__(self) -> int:
         return (len(self.offsets) + (0 if self.pseudo_mels is None else len(self.pseudo_mels))
@@ -166,6 +178,20 @@ class TrainWindows(Dataset):
         start = int(rng.integers(0, usable - self.window_frames + 1)) if (
             usable > self.window_frames) else 0
         return np.asarray(tiled_window(frames, start, self.window_frames), dtype=np.float32).T, start
+
+    def wave_crop(self, mel: np.ndarray, index: int, start: int, seed: int) -> np.ndarray:
+        """The crop of recording `index` at frame `start` computed from its audio, augmented, with
+        probability ``wave_augment.prob`` (else, or when its audio cannot be read, `mel`)."""
+        wave_rng = np.random.default_rng([seed, WAVE_STREAM])
+        if wave_rng.random() >= self.wave_prob:
+            return mel
+        usable = int(min(self.lengths[index], self.crop_frames_max))
+        try:
+            return self.wave.window(self.source.mels, index, start, usable, self.window_frames, wave_rng)
+        except BadAudioError as error:
+            self.wave_failed += 1
+            log.warning("wave_augment: keeping the cached crop of an unreadable recording: %s", error)
+            return mel
 
     def augment(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Spec-augment: two time masks and two frequency masks, filled with the mean."""
@@ -188,6 +214,8 @@ class TrainWindows(Dataset):
         start = 0
         if source == 0:
             mel, start = self.crop_at(index, rng)
+            if self.wave_prob > 0:
+                mel = self.wave_crop(mel, index, start, seed)
             target = self.targets[index]
             weight = 1.0
         elif source == 1:

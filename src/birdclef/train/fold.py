@@ -40,6 +40,7 @@ from birdclef.train.outputs import (
 )
 from birdclef.train.run import FoldRun, seed_and_device
 from birdclef.train.settings import TrainSettings
+from birdclef.train.wave_augment import WaveSources
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def train_fold(
     specialist: tuple[Sequence[int], float] | None = None,
     recording_pseudo: pd.DataFrame | None = None,
     label_mass_cap: bool = False,
+    wave: WaveSources | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
@@ -129,6 +131,8 @@ def train_fold(
     `recording_pseudo` (self-distillation: filename and one column per class, the previous
     round's power-scaled OOF soft labels) turns each training recording's target into
     `birdclef.pseudo.self_distill_targets` of its true labels, capped with `label_mass_cap`.
+    `wave` (the recordings' audio, noise and speech) is used when
+    ``settings.wave_augment.prob`` is above 0 (`birdclef.train.wave_augment`).
     Returns the metrics dict also written to `out_dir/metrics.json`.
     """
     out_dir = Path(out_dir)
@@ -148,8 +152,11 @@ def train_fold(
     if settings.distills and teacher is None:
         raise ValueError("train.distill weights are above 0 but no teacher artifact was given: "
                          "expected teacher.enabled: true (the workflow passes its outputs)")
+    if settings.wave_augment.prob > 0 and wave is None:
+        raise ValueError("train.wave_augment.prob is above 0 but no audio sources were given: expected "
+                         "the workflow's wave_catalog input (birdclef.train.wave_augment.load_wave_sources)")
     data = fold_data(run, mels, mel_index, folds, soundscape_mels, soundscape_index, pseudo_mels,
-                     pseudo_labels, labelled_windows, teacher, recording_pseudo, label_mass_cap)
+                     pseudo_labels, labelled_windows, teacher, recording_pseudo, label_mass_cap, wave)
     batches = build_batches(run, data)
     opt = build_optimization(model_spec, settings, dev, amp_dtype, batches.steps_per_epoch,
                              *((data.teacher.embedding_dim, distilled_classes(data.teacher.class_mask, columns))

@@ -29,6 +29,7 @@ from birdclef.train.data import (
 from birdclef.train.distill import TeacherCache, TeacherTargets
 from birdclef.train.run import FoldRun
 from birdclef.train.validation import ValidationSet, validation_set
+from birdclef.train.wave_augment import WaveAugmenter, WaveSources
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class FoldData:
     labelled_targets: np.ndarray | None
     teacher: TeacherTargets | None = None
     self_distill: dict[str, Any] | None = None
+    wave: WaveAugmenter | None = None
 
     @property
     def val_table(self) -> pd.DataFrame:
@@ -113,10 +115,12 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
               soundscape_mels: np.ndarray | None, soundscape_index: pd.DataFrame | None,
               pseudo_mels: np.ndarray | None, pseudo_labels: np.ndarray | None,
               labelled_windows: pd.DataFrame | None, teacher: TeacherCache | None = None,
-              recording_pseudo: pd.DataFrame | None = None, label_mass_cap: bool = False) -> FoldData:
+              recording_pseudo: pd.DataFrame | None = None, label_mass_cap: bool = False,
+              wave: WaveSources | None = None) -> FoldData:
     """Split the recordings of `run.fold`, build their targets (with `recording_pseudo`, the
     self-distillation targets: `recording_targets`), gather the soundscape windows and,
-    when the run distils (`teacher`), each example's teacher window."""
+    when the run distils (`teacher`), each example's teacher window; with waveform augmentation
+    (`wave`), the augmenter of the training recordings."""
     fold, settings = run.fold, run.settings
     train_table, val_table = split_fold(mel_index, folds, fold)
     if fold != -1 and val_table.empty:
@@ -142,8 +146,9 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
                                   _window_ids(pseudo_mels, soundscape_index),
                                   _window_ids(labelled_mels, soundscape_index), run.frames_per_second)
         log.info("distillation: teacher windows for %s", {k: round(v, 3) for k, v in targets.coverage.items()})
+    augmenter = wave.augmenter(train_table) if wave is not None and settings.wave_augment.prob > 0 else None
     return FoldData(mels, train_table, train_soft, train_usable, validation, pseudo_mels,
-                    pseudo_labels, labelled_mels, labelled_targets, targets, self_distill)
+                    pseudo_labels, labelled_mels, labelled_targets, targets, self_distill, augmenter)
 
 
 def recording_targets(train_table: pd.DataFrame, true: np.ndarray, recording_pseudo: pd.DataFrame,
@@ -204,7 +209,7 @@ def build_batches(run: FoldRun, data: FoldData) -> Batches:
     dataset = TrainWindows(data.mels, train_table["offset"].to_numpy(np.int64), data.train_usable,
                            data.train_soft, run.window_frames, int(data.train_usable.max(initial=0)),
                            settings, data.pseudo_mels, data.pseudo_labels, data.labelled_mels,
-                           data.labelled_targets, data.teacher)
+                           data.labelled_targets, data.teacher, data.wave)
     workers = loader_workers(run.threads, run.dev)
     loader = DataLoader(
         dataset,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from birdclef.common.plan_rounds import unused_option_keys
+from birdclef.train.wave_augment import WaveAugmentSettings
 
 LOSSES = ("bce", "focal", "bce+focal", "soft_auc", "bce+soft_auc", "asl")
 OPTIMIZERS = ("adamw", "radam")
@@ -46,6 +47,8 @@ class TrainSettings:
     filter_augment: float = 0.0  # probability of random band gains per example (0: off)
     filter_augment_db: float = 6.0  # largest gain, +- dB
     filter_augment_bands: list[int] = field(default_factory=lambda: [3, 6])  # [min, max] bands
+    # waveform augmentation of recording crops (birdclef.train.wave_augment; prob 0: off)
+    wave_augment: WaveAugmentSettings = field(default_factory=WaveAugmentSettings)
     crop_seconds_max: float = 30.0  # random crops come from the first N seconds
     samples_per_epoch: int | None = None  # default: number of training recordings
     class_balance_power: float = -0.5  # sampling weight ~ class frequency ** power
@@ -81,7 +84,7 @@ class TrainSettings:
         self._check_recipe()
 
     def _check_recipe(self) -> None:
-        """The recipe options' ranges (soft-AUC, ASL, FilterAugment)."""
+        """The recipe options' ranges (soft-AUC, ASL, FilterAugment, waveform augmentation)."""
         if not 0.0 <= self.soft_auc_weight <= 1.0:
             raise ValueError(f"soft_auc_weight {self.soft_auc_weight} must lie in [0, 1]")
         if min(self.asl_gamma_neg, self.asl_gamma_pos) < 0 or not 0.0 <= self.asl_clip < 1.0:
@@ -92,6 +95,8 @@ class TrainSettings:
         if len(bands) != 2 or not 1 <= bands[0] <= bands[1]:
             raise ValueError(f"train filter_augment_bands {bands} must be [min, max] with 1 <= min <= max")
         self.filter_augment_bands = [int(bands[0]), int(bands[1])]
+        if not isinstance(self.wave_augment, WaveAugmentSettings):
+            self.wave_augment = WaveAugmentSettings.from_dict(self.wave_augment)
 
     def unused_keys(self) -> list[str]:
         """The option keys (recipe, distillation) the chosen options do not use: left out of tags and resume checks,

@@ -20,6 +20,7 @@ from birdclef.train.distill import TeacherCache
 from birdclef.train.fold import train_fold
 from birdclef.train.model import MODEL_DEFAULTS
 from birdclef.train.settings import SPECIALIST_UPSAMPLE, settings_from_config
+from birdclef.train.wave_augment import WaveSources, load_wave_sources
 
 
 def _output_dir(outputs: Mapping[str, str]) -> Path:
@@ -108,6 +109,18 @@ def _paths(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
+def _wave_sources(inputs: Mapping[str, str], settings, mel: Mapping[str, Any], classes: list[str],
+                  labelled: pd.DataFrame | None) -> WaveSources | None:
+    """The waveform augmentation's sources (None when ``wave_augment.prob`` is 0); its noise
+    comes from the teacher's empty windows when the rule passes the teacher's artifact."""
+    wave = settings.wave_augment
+    if wave.prob <= 0:
+        return None
+    teacher_index = teacher_logits = None
+    if wave.noise_source == "soundscapes" and inputs.get("teacher_index"):
+        teacher_index = pd.read_parquet(inputs["teacher_index"])
+        teacher_logits = np.load(inputs["teacher_logits"], mmap_mode="r")
+    return load_wave_sources(wave, inputs, mel, classes, labelled, teacher_index, teacher_logits)
 
 
 def _headline(manifest: StageManifest, metrics: Mapping[str, Any]) -> None:
@@ -174,6 +187,9 @@ def train_stage(
         pseudo_mels, pseudo_labels, seen_soundscapes = _pseudo_windows(
             inputs, settings, fold, classes, soundscape_mels, soundscape_index, manifest)
     recording_pseudo = _recording_pseudo(inputs, settings, classes)
+    wave = _wave_sources(inputs, train_settings, mel, classes, labelled)
+    if wave is not None:
+        manifest.headline["wave_augment"] = wave.stats
     metrics = train_fold(
         mels, mel_index, folds, int(fold), classes, model_spec, train_settings,
         window_frames=mel_window_frames(mel),
@@ -187,6 +203,7 @@ def train_stage(
         specialist=specialist,
         recording_pseudo=recording_pseudo,
         label_mass_cap=bool(settings.get("self_distill_mass_cap", False)),
+        wave=wave,
     )
     _headline(manifest, metrics)
     manifest.write(outputs["manifest"])
