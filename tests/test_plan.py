@@ -76,7 +76,7 @@ PINNED = {
         "submission": "9b392247ae",
     },
     # + config/birdclef2025.yaml (data.root /data/birdclef-2025): two backbones, two mel
-    # configurations, no pseudo round, no labelled soundscapes.
+    # configurations, an amphibian/insect specialist, no pseudo round, no labelled soundscapes.
     ('config/birdclef2025.yaml',): {
         "xc_scrape": None,
         "catalog": "9e20214454",
@@ -86,14 +86,15 @@ PINNED = {
         "soundscape_mels": "81a38e18d9",
         "soundscape_labels": None,
         "folds": "65a8ec6523",
-        "train": [["tf_efficientnet_b0-r0-48aa06f22c", "eca_nfnet_l0-r0-267b5556b5"]],
+        "train": [["tf_efficientnet_b0-r0-48aa06f22c", "eca_nfnet_l0-r0-267b5556b5",
+                   "tf_efficientnet_b0-r0-6ef1ed5b1b"]],
         "pseudo": [],
-        "ensemble": "67e0bcc942",
-        "export": "9470d57058",
-        "submission": "e7b4abf3b9",
+        "ensemble": "c70114c5f7",
+        "export": "f71e4f2fb8",
+        "submission": "46755cd6dc",
     },
     # + config/birdclef2026.yaml (data.root /data/birdclef-2026): two backbones, two mel
-    # configurations, no pseudo round, labelled soundscapes.
+    # configurations, an amphibian/insect specialist, no pseudo round, labelled soundscapes.
     ('config/birdclef2026.yaml',): {
         "xc_scrape": None,
         "catalog": "8033873f76",
@@ -103,11 +104,12 @@ PINNED = {
         "soundscape_mels": "e65d3c00e5",
         "soundscape_labels": "8fe14c138e",
         "folds": "5bad4aa583",
-        "train": [["tf_efficientnet_b0-r0-171947fd1c", "eca_nfnet_l0-r0-82eb3e8cca"]],
+        "train": [["tf_efficientnet_b0-r0-171947fd1c", "eca_nfnet_l0-r0-82eb3e8cca",
+                   "tf_efficientnet_b0-r0-cdd0fecf80"]],
         "pseudo": [],
-        "ensemble": "c1c0966ee8",
-        "export": "0c723ea070",
-        "submission": "70bfc305df",
+        "ensemble": "43a000fe09",
+        "export": "5321b3acc7",
+        "submission": "25d50576c7",
     },
 }
 
