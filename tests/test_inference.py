@@ -470,7 +470,7 @@ def test_rank_combine_and_power_adjust_match_a_hand_computation(exported, sounds
     }
     source = with_postprocess(exported["int8"], tmp_path / "rank", postprocess, combine="rank")
     bundle = load_bundle(source, threads=2)
-    assert bundle.combine == "rank" and bundle.postprocess == postprocess
+    assert bundle.combine == "rank" and bundle.postprocess == {**postprocess, "sonotype_max_pool": False}
     # the corrupt file's rows are 0 and take no part in the ranks
     names = ["normal", "short", "corrupt", "stereo48k", "silent"]
     frame = predict_soundscapes([soundscapes[n] for n in names], bundle, progress=False)

@@ -145,5 +145,6 @@ def test_recipe_keys_change_tags_only_when_used():
     built = settings_from_config(settings)  # TrainSettings fills what the plan leaves out
     assert built.asl_clip == 0.05 and built.filter_augment == 0.5
     assert built.unused_keys() == ["soft_auc_weight", "asl_gamma_neg", "asl_gamma_pos", "asl_clip",
-                                   "distill_embedding_weight", "distill_logit_weight", "distill_temperature"]
+                                   "distill_embedding_weight", "distill_logit_weight", "distill_temperature",
+                                   "wave_augment"]
     assert tags(filtered)["train"] != tags(plan_of())["train"]

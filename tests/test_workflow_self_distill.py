@@ -73,8 +73,11 @@ def check_sonotype_pooling(workdir: Path) -> list[list[str]]:
 def demo_config(workdir: Path) -> dict:
     """The demo config with the self-distillation round and sonotype max-pooling on."""
     config = load_config(workdir)
-    # the plumbing, not the quality: two short epochs per fold and round
+    # the plumbing, not the quality: a smaller demo, two short epochs per fold and round
+    config["data"]["demo"].update(
+        {"n_species": 10, "recordings_per_species": 5, "n_train_soundscapes": 4, "n_test_soundscapes": 2})
     config["train"].update({"epochs": 2, "samples_per_epoch": 128})
+    config["export"].update({"calibration_size": 16})
     config["pseudo"]["rounds"] = [ROUND]
     config["ensemble"]["postprocess"] = {"sonotype_max_pool": True}
     return config
