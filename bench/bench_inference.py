@@ -470,6 +470,11 @@ def print_teacher(result: dict) -> None:
     print(markdown([{"target": target, "measured": value, "": verdict} for target, value, verdict in checks]))
 
 
+def kaggle_minutes(per_core: float) -> float:
+    """Minutes for KAGGLE_MINUTES one-minute soundscapes on KAGGLE_CORES cores at `per_core` x realtime per core."""
+    return KAGGLE_MINUTES * 60 / (per_core * KAGGLE_CORES) / 60
+
+
 BLEND_TEACHER_WEIGHT = 0.2  # the 2026 winner's share of native Perch in the final rank blend
 BLEND_TARGET_MINUTES = 15.0  # issue 16: 10 students + teacher through 700 one-minute soundscapes on 4 cores
 
@@ -547,7 +552,7 @@ def print_blend(result: dict) -> None:
     rows = []
     for row in result["rows"]:
         r = row["rate"]
-        kaggle_min = KAGGLE_MINUTES * 60 / (r["per_core"] * KAGGLE_CORES) / 60
+        kaggle_min = kaggle_minutes(r["per_core"])
         rows.append({
             "pipeline": row["name"], "threads": row["layout"], "soundscapes": str(result["soundscapes"]),
             "load before / other processes' CPU during (cores)": f"{r['load']:.2f} / {others_text(r)}",
@@ -558,7 +563,7 @@ def print_blend(result: dict) -> None:
     print(markdown(rows))
     checks = []
     for row in result["rows"][1:]:
-        minutes = KAGGLE_MINUTES * 60 / (row["rate"]["per_core"] * KAGGLE_CORES) / 60
+        minutes = kaggle_minutes(row["rate"]["per_core"])
         checks.append({"target": f"{result['members']} students + teacher ({row['teacher']} IR) through {KAGGLE_MINUTES}"
                                  f" one-minute soundscapes on {KAGGLE_CORES} cores < {BLEND_TARGET_MINUTES:g} min"
                                  " (extrapolated per core)",
@@ -648,12 +653,9 @@ def main() -> None:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - bench_start:6.1f} s] {message}", file=sys.stderr)
 
-    # --- soundscapes, calibration windows, models, export
-    paths, origin = make_soundscapes(workdir / "soundscapes", args.soundscapes, args.real_audio)
-    log(f"{len(paths)} soundscapes: {origin}")
-    if args.only_teacher:
-        teacher = run_teacher(paths, workdir, threads, args.teacher_batch, args.teacher_windows, log)
-        print("## Inference benchmark (bench/bench_inference.py --only-teacher)\n")
+    def print_header(mode: str, rows: list[list[str]]) -> None:
+        """The run's title and settings table: machine, date, load, versions, threads, soundscapes, `rows`."""
+        print(f"## Inference benchmark (bench/bench_inference.py{mode})\n")
         print(markdown([{"setting": name, "value": value} for name, value in [
             ["machine", machine()],
             ["date", f"{started:%Y-%m-%d %H:%M %Z} (run took {time.perf_counter() - bench_start:.0f} s)"],
@@ -661,7 +663,15 @@ def main() -> None:
             ["versions", versions()],
             ["threads (= cores in every per-core number)", f"{threads} (process pinned to CPUs {cpus})"],
             ["soundscapes", f"{len(paths)} x 60 s, 32 kHz mono Ogg Vorbis, {origin}"],
+            *rows,
         ]]))
+
+    # --- soundscapes, calibration windows, models, export
+    paths, origin = make_soundscapes(workdir / "soundscapes", args.soundscapes, args.real_audio)
+    log(f"{len(paths)} soundscapes: {origin}")
+    if args.only_teacher:
+        teacher = run_teacher(paths, workdir, threads, args.teacher_batch, args.teacher_windows, log)
+        print_header(" --only-teacher", [])
         print_teacher(teacher)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -713,16 +723,8 @@ def main() -> None:
     }
     if args.blend:
         blend = run_blend(paths, workdir, bundles[("int8", largest)], largest, threads, args, log)
-        print("## Inference benchmark (bench/bench_inference.py --blend)\n")
-        print(markdown([{"setting": name, "value": value} for name, value in [
-            ["machine", machine()],
-            ["date", f"{started:%Y-%m-%d %H:%M %Z} (run took {time.perf_counter() - bench_start:.0f} s)"],
-            ["load average (1, 5, 15 min) at start / end", f"{load_start} / {load_average()}"],
-            ["versions", versions()],
-            ["threads (= cores in every per-core number)", f"{threads} (process pinned to CPUs {cpus})"],
-            ["soundscapes", f"{len(paths)} x 60 s, 32 kHz mono Ogg Vorbis, {origin}"],
-            ["students", f"{largest} distinct {BACKBONE} SED models, int8 IR ({ir_mb['int8']:.1f} MB each), 128 x 313 log-mel"],
-        ]]))
+        print_header(" --blend", [["students", f"{largest} distinct {BACKBONE} SED models, int8 IR "
+                                                f"({ir_mb['int8']:.1f} MB each), 128 x 313 log-mel"]])
         print_blend(blend)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -823,14 +825,7 @@ def main() -> None:
 
     # --- report
     finished = dt.datetime.now().astimezone()
-    print("## Inference benchmark (bench/bench_inference.py)\n")
     settings = [
-        ["machine", machine()],
-        ["date", f"{started:%Y-%m-%d %H:%M %Z} (run took {time.perf_counter() - bench_start:.0f} s)"],
-        ["load average (1, 5, 15 min) at start / end", f"{load_start} / {load_average()}"],
-        ["versions", versions()],
-        ["threads (= cores in every per-core number)", f"{threads} (process pinned to CPUs {cpus})"],
-        ["soundscapes", f"{len(paths)} x 60 s, 32 kHz mono Ogg Vorbis, {origin}"],
         ["model", f"{BACKBONE} SED (timm, random init, BN statistics from real windows), {N_CLASSES} classes, input 1 x 128 x 313 log-mel dB"],
         ["mel", ", ".join(f"{k} {v}" for k, v in MEL.items()) + "; 5 s windows, 12 per soundscape"],
         ["IR", f"f32 {ir_mb['f32']:.1f} MB, int8 {ir_mb['int8']:.1f} MB per member (NNCF {report.get('preset')}, {report['calibration_windows'][0]} real calibration windows); every member a distinct model (its own random init and BN statistics)"],
@@ -838,7 +833,7 @@ def main() -> None:
     ]
     if batch != BATCH_WINDOWS:
         settings.append(["batch", f"{batch} windows per OpenVINO infer call (--batch-windows; default {BATCH_WINDOWS})"])
-    print(markdown([{"setting": name, "value": value} for name, value in settings]))
+    print_header("", settings)
     print("\nRates are seconds of audio per wall-clock second per core (`x realtime per core`,"
           " cores = threads); `per CPU-s` divides by the process's CPU seconds instead"
           " (less sensitive to other load on the machine); `CPU busy` = CPU seconds /"
@@ -857,7 +852,7 @@ def main() -> None:
     print("\n### End to end (decode + mel + every member + ensemble mean + submission frame)\n")
     rows = []
     for name, n, prec, layout, count, r in e2e:
-        kaggle_min = KAGGLE_MINUTES * 60 / (r["per_core"] * KAGGLE_CORES) / 60
+        kaggle_min = kaggle_minutes(r["per_core"])
         versus = f"{r['per_core'] / torch_one:.1f}x" if n == "1" else ""
         rows.append({
             "pipeline": name, "members": n, "precision": prec, "threads": layout, "soundscapes": count,
