@@ -26,9 +26,11 @@ report: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) submission report_figures
 	$(BIN)/snakemake --report results/report.html report_figures
 
-## make test: linters, then the unit and workflow tests
+## make test: linters, then the unit and workflow tests, test files spread over TEST_WORKERS
+## pytest-xdist workers (a file's tests stay together on one worker, in order)
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests workflow_scripts bench

@@ -159,3 +159,28 @@ def test_the_ensemble_takes_a_specialists_columns_from_it():
                                          member_classes=[None, ["b"]])
     np.testing.assert_allclose(predictions["a"], generalist["a"])
     np.testing.assert_allclose(predictions["b"], specialist["b"])
+
+
+def test_fit_weights_never_leaves_a_class_to_no_member_and_raises_other_errors():
+    """The weight search skips a weighting that leaves a class without a generalist or specialist
+    (zeroing the generalist here), and an error of another kind is raised, not scored away."""
+    from birdclef.ensemble.definition import fit_weights
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    files = [f"r{k}" for k in range(40)]
+    truth = pd.DataFrame(rng.random((40, 3)) < 0.3, index=files, columns=classes).astype(float)
+    generalist = (truth * 0.6 + rng.random((40, 3)) * 0.4).rename_axis("filename")
+    specialist = (truth * 0.9 + rng.random((40, 3)) * 0.1).rename_axis("filename")  # better on c
+    tables = {"gen": generalist, "spec": specialist}
+
+    def targets_of(names):
+        return truth.loc[names, classes].to_numpy()
+
+    weights = fit_weights(tables, targets_of, "mean", classes, {"gen": 1.0, "spec": 1.0},
+                          specialists={"gen": None, "spec": ["c"]})
+    assert weights["gen"] > 0 and weights["spec"] > 0, weights  # zeroing either is worse or uncovered
+    # a specialist class outside the classes is a ValueError that the search used to score as -1
+    with pytest.raises(ValueError, match="not among"):
+        fit_weights(tables, targets_of, "mean", classes, {"gen": 1.0, "spec": 1.0},
+                    specialists={"gen": None, "spec": ["zzz"]})

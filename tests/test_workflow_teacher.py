@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 from teacher_standin import build_perch_standin, standin_names, write_perch_labels
-from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+from workflow_utils import copy_run, load_config, new_runs, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
+def teacher_run(demo_base, tmp_path_factory):
     """The demo with a Perch stand-in teacher (knowing half of the demo's species), 2 shards,
     embedding and logit distillation, a short schedule."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("teacher_workflow"))
-    snakemake(workdir, "--cores", "2", "demo_data")
+    # a copy of the session's demo run: its data and caches are reused
+    workdir = copy_run(demo_base, tmp_path_factory.mktemp("teacher_workflow") / "wf")
     taxonomy = pd.read_csv(workdir / "resources/demo/taxonomy.csv", dtype=str)
     known = taxonomy["scientific_name"].tolist()[::2]
     names = standin_names()
@@ -63,10 +63,10 @@ def test_the_teacher_artifact_covers_every_window_and_maps_by_name(teacher_run):
     assert headline["shards"] == 2 and headline["runtime"] == "openvino"
 
 
-def test_students_learned_from_the_teacher(teacher_run):
+def test_students_learned_from_the_teacher(teacher_run, demo_base):
     workdir, _, _, _ = teacher_run
     (teacher,) = (p.name for p in (workdir / "results/teacher").iterdir())
-    manifests = list((workdir / "results/train").glob("*/fold*/manifest.json"))
+    manifests = [path for run in new_runs(workdir, demo_base, "train") for path in run.glob("fold*/manifest.json")]
     assert manifests
     for path in manifests:
         manifest = json.loads(path.read_text())

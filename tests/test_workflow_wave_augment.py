@@ -7,20 +7,21 @@ import json
 
 import numpy as np
 import pytest
-from workflow_utils import copy_workflow, load_config, snakemake, write_config
+from workflow_utils import copy_run, load_config, new_runs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
 
-def test_training_with_waveform_augmentation(tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
+def test_training_with_waveform_augmentation(demo_base, tmp_path):
+    workdir = copy_run(demo_base, tmp_path / "wf")  # the demo run: only training runs again
     config = load_config(workdir)
     config["train"].update({"epochs": 2, "samples_per_epoch": 128, "folds": [0],
                             "wave_augment": {"prob": 0.8, "noise_source": "soundscapes", "noise_prob": 0.8,
                                              "color_noise_prob": 0.5, "speech_prob": 0.5}})
     path = write_config(workdir, "wave.yaml", config)
     snakemake(workdir, "--cores", "2", "submission", "--until", "train", "--configfile", str(path))
-    (manifest_path,) = workdir.glob("results/train/*/fold0/manifest.json")
+    (run,) = new_runs(workdir, demo_base, "train")
+    manifest_path = run / "fold0/manifest.json"
     manifest = json.loads(manifest_path.read_text())
     stats = manifest["headline"]["wave_augment"]
     assert stats["noise_from"] == "labelled train-split soundscape windows without a label"

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The stages before training: a change of training or later settings never reruns them.
+COMPUTE_STAGES = {"catalog", "vad", "mels", "soundscape_mels", "folds"}
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "schemas", "rules", "workflow_scripts", "profiles", "envs", "report")
 
 
@@ -27,6 +29,19 @@ def copy_workflow(destination: Path) -> Path:
         else:
             shutil.copy2(source, destination / name)
     return destination
+
+
+def copy_run(base: Path, destination: Path) -> Path:
+    """Copy a workdir that Snakemake has run in (workflow, results, .snakemake metadata) to
+    `destination`, modification times kept: Snakemake there finds the same artifacts up to date."""
+    shutil.copytree(base, destination, symlinks=True)
+    return destination
+
+
+def new_runs(workdir: Path, base: Path, stage: str) -> list[Path]:
+    """The artifact folders of `stage` in `workdir` that its copy source `base` does not have."""
+    before = {p.name for p in (base / "results" / stage).iterdir()} if (base / "results" / stage).is_dir() else set()
+    return sorted(p for p in (workdir / "results" / stage).iterdir() if p.is_dir() and p.name not in before)
 
 
 def load_config(workdir: Path) -> dict:
@@ -89,3 +104,9 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 jobs[parts[0]] = int(parts[1])
     return jobs
+
+
+def expected_rows(workdir: Path) -> list[str]:
+    """Every 5 s window of every demo test soundscape, files in name order (60 s each)."""
+    stems = sorted(p.stem for p in (workdir / "resources/demo/test_soundscapes").glob("*.ogg"))
+    return [f"{stem}_{end}" for stem in stems for end in range(5, 61, 5)]

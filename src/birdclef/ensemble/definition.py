@@ -100,13 +100,20 @@ def fit_weights(
     if len(weights) < 2:
         return weights
 
+    def covers_every_class(w: Mapping[str, float]) -> bool:
+        """Some backbone with a positive weight predicts every class (a weight of 0 can leave a
+        class to specialists only, or to no member)."""
+        covered: set[str] = set()
+        for backbone, weight in w.items():
+            if weight > 0:
+                subset = (specialists or {}).get(backbone)
+                covered.update(classes if subset is None else (str(label) for label in subset))
+        return covered >= {str(label) for label in classes}
+
     def score(w: Mapping[str, float]) -> float:
-        if sum(w.values()) <= 0:
+        if not covers_every_class(w):
             return -1.0
-        try:
-            filenames, preds = ensemble_oof(per_backbone, w, method, classes, specialists)
-        except ValueError:  # a weight of 0 left some class without any member
-            return -1.0
+        filenames, preds = ensemble_oof(per_backbone, w, method, classes, specialists)
         value = macro_roc_auc(targets_of(filenames), preds) if filenames else None
         return -1.0 if value is None else float(value)
 
