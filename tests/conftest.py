@@ -39,20 +39,20 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
 
 
-# The demo config as the workflow tests run it (written into the copy's config.yaml): every stage
-# and contract the same, fewer recordings and test soundscapes and a shorter schedule. Fewer
-# validation recordings make the int8 gate's AUC noisier, hence its wider bound here. The demo's
-# full-size quality is measured by bench/bench_pipeline.py, not by the tests.
-TEST_DEMO_SIZES = {
-    "data": {"demo": {"recordings_per_species": 6, "n_test_soundscapes": 4}},
-    "train": {"epochs": 6, "samples_per_epoch": 512},
-    "export": {"calibration_size": 32, "max_auc_drop": 0.02},
-}
+def size_for_tests(config: dict) -> dict:
+    """The demo config as the workflow tests run it (written into the copy's config.yaml): every
+    stage and contract the same, fewer recordings and test soundscapes and a shorter schedule.
+    Fewer validation recordings make the int8 gate's AUC noisier, hence its wider bound here.
+    The demo's full-size quality is measured by bench/bench_pipeline.py, not by the tests."""
+    config["data"]["demo"].update(recordings_per_species=6, n_test_soundscapes=4)
+    config["train"].update(epochs=6, samples_per_epoch=512)
+    config["export"].update(calibration_size=32, max_auc_drop=0.02)
+    return config
 
 
 @pytest.fixture(scope="session")
 def demo_base(tmp_path_factory) -> Path:
-    """The demo config (TEST_DEMO_SIZES) run end to end once per test session (`snakemake
+    """The demo config (size_for_tests) run end to end once per test session (`snakemake
     submission` in a copy of the workflow); workflow tests start from a copy of it
     (workflow_utils.copy_run) and find its config in the copy's config.yaml.
 
@@ -64,24 +64,14 @@ def demo_base(tmp_path_factory) -> Path:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # this session's root, above the workers' own folders
     base, done = shared / "demo-base", shared / "demo-base.done"
-    with (shared / "demo-base.lock").open("w") as lock:
+    with (shared / "demo-base.lock").open("w") as lock:  # closing it releases the lock
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not done.exists():
-                shutil.rmtree(base, ignore_errors=True)  # an earlier worker's failed attempt
-                workdir = copy_workflow(base)
-                config = load_config(workdir)
-                for section, values in TEST_DEMO_SIZES.items():
-                    for key, value in values.items():
-                        if isinstance(value, dict):
-                            config[section][key].update(value)
-                        else:
-                            config[section][key] = value
-                write_config(workdir, "config.yaml", config)
-                snakemake(workdir, "--cores", "2", "submission")
-                done.touch()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        if not done.exists():
+            shutil.rmtree(base, ignore_errors=True)  # an earlier worker's failed attempt
+            workdir = copy_workflow(base)
+            write_config(workdir, "config.yaml", size_for_tests(load_config(workdir)))
+            snakemake(workdir, "--cores", "2", "submission")
+            done.touch()
     return base
 
 

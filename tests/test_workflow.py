@@ -59,7 +59,7 @@ def test_full_run_writes_a_scored_submission(demo_run):
     manifests = list((workdir / "results/submission").glob("*/manifest.json"))
     assert len(manifests) == 1
     headline = json.loads(manifests[0].read_text())["headline"]
-    assert headline["macro_roc_auc"] >= 0.75, headline  # the demo sized for tests (conftest.TEST_DEMO_SIZES)
+    assert headline["macro_roc_auc"] >= 0.75, headline  # the demo sized for tests (conftest.size_for_tests)
     log = next((workdir / "results/logs/submission").glob("*.log")).read_text()
     assert "macro ROC-AUC" in log and "precision f32" in log
 

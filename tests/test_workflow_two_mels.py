@@ -70,7 +70,7 @@ def test_two_mel_configurations_in_one_ensemble(demo_base, tmp_path):
 
     manifests = sorted((workdir / "results/submission").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
     headline = json.loads(manifests[-1].read_text())["headline"]
-    assert headline["macro_roc_auc"] >= 0.75, headline  # the demo sized for tests (conftest.TEST_DEMO_SIZES)
+    assert headline["macro_roc_auc"] >= 0.75, headline  # the demo sized for tests (conftest.size_for_tests)
     submission = pd.read_csv(workdir / "results/submission.csv")
     assert submission["row_id"].tolist() == expected_rows(workdir)
 

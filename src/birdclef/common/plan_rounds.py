@@ -8,6 +8,7 @@ pseudo-label round: a pseudo run (from round 1) and one train run per backbone;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,17 @@ SOUNDSCAPE_EXCLUDED_KEYS = (
 # pseudo.rounds[] keys of self-distillation on the training recordings: read by the
 # train runs (only when `recordings` is on), never by the pseudo stage.
 RECORDING_KEYS = ("recordings", "recordings_power", "label_mass_cap")
+
+
+def dataclass_from_mapping(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
+    """`cls(**values)` for a settings dataclass (missing keys: its defaults); keys that are not
+    fields raise a ValueError naming `what` (the config section) and the known keys."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} settings {unknown}; known: {sorted(known)}")
+    return cls(**values)
 
 
 def unused_option_keys(values: Mapping[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from birdclef.common.plan_rounds import unused_option_keys
+from birdclef.common.plan_rounds import dataclass_from_mapping, unused_option_keys
 from birdclef.train.wave_augment import WaveAugmentSettings
 
 LOSSES = ("bce", "focal", "bce+focal", "soft_auc", "bce+soft_auc", "asl")
@@ -112,12 +112,7 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> TrainSettings:
         """Build settings from a (config) mapping; unknown keys raise a ValueError."""
-        values = dict(values or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown train settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_mapping(cls, values, "train")
 
 
 def settings_from_config(values: Mapping[str, Any]) -> TrainSettings:

@@ -40,7 +40,7 @@ import pandas as pd
 import scipy.fft
 from threadpoolctl import ThreadpoolController
 
-from birdclef.common.plan_rounds import check_wave_augment
+from birdclef.common.plan_rounds import check_wave_augment, dataclass_from_mapping
 from birdclef.runtime.audio import AUDIO_SUFFIXES, BadAudioError, audio_seconds, read_audio_span
 from birdclef.runtime.features import log_mel, mel_filterbank
 
@@ -72,12 +72,7 @@ class WaveAugmentSettings:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> WaveAugmentSettings:
         """From a train.wave_augment mapping (missing keys: defaults); unknown keys raise."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown train.wave_augment settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_mapping(cls, values, "train.wave_augment")
 
     @property
     def noise_on(self) -> bool:
