@@ -9,9 +9,9 @@ from pathlib import Path
 
 # Test files run on two pytest-xdist workers (`make test`) and so do their Snakemake jobs: with
 # both cores busy, OpenMP threads that spin while waiting (libgomp's default, which torch uses)
-# slow training 3-4x more than sharing the cores does (measured: two 2-thread timm trainings,
-# 7.9 s/it each spinning, 2.7 s/it passive, 1.7-1.8 s/it alone either way). Set before torch loads;
-# jobs inherit it.
+# slow training far more than sharing the cores does (bench/bench_omp_wait.py: two 2-thread timm
+# trainings at 5.0-5.5 s/step each spinning, 2.8-3.0 passive, 1.5-1.6 alone). Set before torch
+# loads; jobs inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
