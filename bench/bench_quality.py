@@ -59,6 +59,9 @@ TEACHER_BLEND_WEIGHTS = (0.2, 0.5, 0.8)
 WAVE_FULL = ("+ waveform augmentation (p 0.5: soundscape noise p 0.5 at 3-30 dB, gain +-6 dB, "
              "coloured noise p 0.5, speech p 0.3)")
 WAVE_NOISE = "+ waveform augmentation (p 0.5: soundscape noise only, 3-30 dB)"
+CONTEXT_10 = "10 s windows instead of 5 s (context_seconds 10, spread back to the 5 s rows)"
+CONTEXT_20 = "20 s windows instead of 5 s (context_seconds 20, spread back to the 5 s rows)"
+CONTEXT_PAIR = "+ a 10 s model beside the 5 s one (two backbone entries)"
 
 
 def variants(base: dict) -> dict[str, dict]:
@@ -104,6 +107,11 @@ def variants(base: dict) -> dict[str, dict]:
             "speech_prob": 0.3}}},
         WAVE_NOISE: {"train": {"wave_augment": {
             "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 1.0, "gain_db": [0.0, 0.0]}}},
+        # Longer windows: the same backbone sees 10 or 20 s per example (same examples per epoch).
+        CONTEXT_10: {"train": {"backbones": [{**b, "context_seconds": 10} for b in base["train"]["backbones"]]}},
+        CONTEXT_20: {"train": {"backbones": [{**b, "context_seconds": 20} for b in base["train"]["backbones"]]}},
+        CONTEXT_PAIR: {"train": {"backbones": [*base["train"]["backbones"], {
+            **base["train"]["backbones"][0], "label": "context-10s", "context_seconds": 10}]}},
     }
 
 

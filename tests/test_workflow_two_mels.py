@@ -1,4 +1,5 @@
-"""Two mel configurations in one ensemble on the demo, the second entry a taxon specialist:
+"""Two mel configurations in one ensemble on the demo, the second entry a taxon specialist that
+sees 10 s at once (context_seconds: two 5 s rows joined, its predictions spread back to the rows):
 a copy of the session's demo run (conftest.demo_base) gains the second backbone entry, trained
 on fold 0 only (train.folds: [0]; the first entry's fold 0 is reused)."""
 
@@ -22,12 +23,14 @@ pytestmark = pytest.mark.workflow
 
 
 def test_two_mel_configurations_in_one_ensemble(demo_base, tmp_path):
-    """Two mel configurations in one ensemble; the second entry is also a taxon specialist."""
+    """Two mel configurations in one ensemble; the second entry is also a taxon specialist with
+    10 s windows."""
     workdir = copy_run(demo_base, tmp_path / "wf")
     config = load_config(workdir)
     base = config["train"]["backbones"][0]
     other = {**base, "label": f"{base['name']}-48mels", "mels": {"n_mels": 48, "n_fft": 512, "hop_length": 400},
-             "specialist": {"classes": {"class_name": ["Amphibia", "Insecta"]}, "upsample": 3.0}}
+             "specialist": {"classes": {"class_name": ["Amphibia", "Insecta"]}, "upsample": 3.0},
+             "context_seconds": 10}
     config["train"]["backbones"] = [base, other]
     config["pseudo"]["rounds"] = []
     config["train"]["folds"] = [0]
@@ -56,11 +59,19 @@ def test_two_mel_configurations_in_one_ensemble(demo_base, tmp_path):
         assert member.get("specialist_classes") == (specialist if member["mel_group"] == 1 else None), member
     trained = [json.loads(path.read_text())["headline"] for path in (workdir / "results/train").glob("*/fold*/manifest.json")]
     assert sum(h.get("specialist") == {"classes": specialist, "upsample": 3.0} for h in trained) == 1
+    specs = [json.loads(path.read_text())["model_spec"] for path in (workdir / "results/train").glob("*/fold0/metrics.json")]
+    assert sorted(spec["context_windows"] for spec in specs) == [1, 2], specs
+    longer = next(path for path in (workdir / "results/train").glob("*/fold0/soundscape_preds.parquet")
+                  if json.loads((path.parent / "metrics.json").read_text())["model_spec"]["context_windows"] == 2)
+    preds = pd.read_parquet(longer)
+    index = pd.read_parquet(next((workdir / "results/soundscape_mels").glob("*/index.parquet")))
+    assert preds["row_id"].tolist() == index["row_id"].tolist()  # one prediction per 5 s row
 
     exports = sorted((workdir / "results/export").glob("*/bundle.json"), key=lambda p: p.stat().st_mtime)
     bundle = json.loads(exports[-1].read_text())
     assert [g["n_mels"] for g in bundle["mel_groups"]] == [64, 48]
     assert [m.get("specialist_classes") for m in bundle["members"]] == [None, specialist]
+    assert [m["context_windows"] for m in bundle["members"]] == [1, 2]
     for group in bundle["mel_groups"]:
         filterbank = np.load(exports[-1].parent / group["filterbank"])
         assert filterbank.shape == (group["n_mels"], group["n_fft"] // 2 + 1)

@@ -25,6 +25,26 @@ SOUNDSCAPE_EXCLUDED_KEYS = (
 )
 
 
+# Windows (rows of mels.window_seconds) a model may see at once (train.backbones[].context_seconds):
+# 5, 10 or 20 s with 5 s rows.
+CONTEXT_WINDOWS = (1, 2, 4)
+
+
+def context_windows(backbone: Mapping[str, Any], window_seconds: float) -> int:
+    """Windows a ``train.backbones`` entry sees at once: its ``context_seconds`` (absent or null: one
+    window) over `window_seconds` (``mels.window_seconds``), which must give 1, 2 or 4 windows."""
+    seconds = backbone.get("context_seconds")
+    if seconds is None:
+        return 1
+    ratio = float(seconds) / float(window_seconds)
+    if abs(ratio - round(ratio)) > 1e-9 or int(round(ratio)) not in CONTEXT_WINDOWS:
+        raise ValueError(
+            f"train.backbones {backbone_label(backbone)!r} has context_seconds {seconds}; expected one of "
+            f"{[m * window_seconds for m in CONTEXT_WINDOWS]} (1, 2 or 4 windows of mels.window_seconds "
+            f"= {window_seconds}) or null")
+    return int(round(ratio))
+
+
 # pseudo.rounds[] keys of self-distillation on the training recordings: read by the
 # train runs (only when `recordings` is on), never by the pseudo stage.
 RECORDING_KEYS = ("recordings", "recordings_power", "label_mass_cap")
@@ -271,6 +291,7 @@ def _train_run(
     """
     soundscape_labels = config["soundscape_labels"]
     mel, backbone_mels_tag, backbone_soundscape_tag = mels.configuration(backbone.get("mels"))
+    context_windows(backbone, mel["window_seconds"])  # checked here, at parse time
     settings = {
         **train_common,
         "round": round_,

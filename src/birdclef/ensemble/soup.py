@@ -57,12 +57,14 @@ def fold_validation(
     settings: TrainSettings,
     window_frames: int,
     frames_per_second: float,
+    context_windows: int = 1,
 ) -> ValidationSet:
-    """The fold's validation windows and targets, exactly as `train.train_fold` scores them."""
+    """The fold's validation windows and targets, exactly as `train.train_fold` scores them
+    (for a model that joins `context_windows` windows)."""
     _, val = split_fold(mel_index, folds, fold)
     if val.empty:
         raise ValueError(f"fold {fold} has no validation recordings: a soup cannot be scored")
-    return validation_set(mels, val, classes, settings, window_frames, frames_per_second)
+    return validation_set(mels, val, classes, settings, window_frames, frames_per_second, context_windows)
 
 
 def score_state(

@@ -19,6 +19,7 @@ from birdclef.ensemble.soup import fold_validation, greedy_soup
 from birdclef.runtime.features import MEL_KEYS, frames_per_second, window_frames
 from birdclef.runtime.postprocess import postprocess_settings
 from birdclef.soundscapes import soundscape_score
+from birdclef.train.model import checkpoint_context
 from birdclef.train.settings import settings_from_config
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,8 @@ def _soup_members(
         group = int(member["mel_group"])
         mel = groups[group]
         validation = fold_validation(caches[group], indexes[group], folds, int(member["fold"]), classes,
-                                     tsettings, window_frames(mel), frames_per_second(mel))
+                                     tsettings, window_frames(mel), frames_per_second(mel),
+                                     checkpoint_context(ingredients[0]))
         name = f"{member['backbone']}-fold{member['fold']}.pt"
         subset = member.get("specialist_classes")
         columns = None if subset is None else np.array([list(classes).index(label) for label in subset])

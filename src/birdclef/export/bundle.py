@@ -44,6 +44,7 @@ def _bundle_definition(ensemble: Mapping[str, Any], report: Mapping[str, Any], u
             "weight": float(member.get("weight", 1.0)),
             "ir": entry["ir"],
             "ir_f32": entry["ir_f32"],
+            "context_windows": int(entry.get("context_windows", 1)),
         }
         for member, entry in zip(ensemble["members"], report["members"], strict=True)
     ]

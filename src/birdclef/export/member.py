@@ -25,6 +25,11 @@ def _load_member(member: Mapping[str, Any], classes: list[str], group: Mapping[s
     return InferenceWrapper(model).eval()
 
 
+def member_context(wrapper) -> int:
+    """Windows the member's model joins (``context_windows``; 1: each window alone)."""
+    return int(wrapper.model.context_windows)
+
+
 def _write_irs(
     ov_model,
     member: Mapping[str, Any],
@@ -34,14 +39,20 @@ def _write_irs(
     precision: str,
     calibration_size: int,
     preset: str,
+    context_windows: int = 1,
 ) -> dict[str, Any]:
-    """Save the f32 IR (and the fp16 or int8 one) in `member_dir`; the member's report entry."""
+    """Save the f32 IR (and the fp16 or int8 one) in `member_dir`; the member's report entry.
+
+    With `context_windows` m > 1 the calibration windows come in runs of m consecutive windows
+    (`birdclef.export.windows.calibration_windows` with a block of a multiple of m) and each
+    calibration sample is one run."""
     member_dir.mkdir(parents=True)
     ov.save_model(ov_model, member_dir / "model_f32.xml", compress_to_fp16=False)
     entry: dict[str, Any] = {
         "name": member["name"],
         "mel_group": member["mel_group"],
         "weight": float(member.get("weight", 1.0)),
+        "context_windows": int(context_windows),
         "ir_f32": f"members/{index}/model_f32.xml",
         "ir_bytes": {"f32": _ir_bytes(member_dir / "model_f32.xml")},
     }
@@ -50,7 +61,7 @@ def _write_irs(
         entry["ir_bytes"]["fp16"] = _ir_bytes(member_dir / "model_fp16.xml")
     elif precision == "int8":
         t_quant = time.perf_counter()
-        quantized = _quantize(ov_model, calibration, calibration_size, preset)
+        quantized = _quantize(ov_model, calibration, calibration_size, preset, context_windows)
         ov.save_model(quantized, member_dir / "model_int8.xml", compress_to_fp16=False)
         entry["ir_bytes"]["int8"] = _ir_bytes(member_dir / "model_int8.xml")
         entry["quantize_seconds"] = round(time.perf_counter() - t_quant, 2)
@@ -76,9 +87,13 @@ def _export_member(
     `group`, `n_mels`, `frames` and `calibration` are those of the member's mel group.
     """
     wrapper = _load_member(member, classes, group, frames)
-    ov_model = _convert(wrapper, calibration[: min(2, len(calibration))], n_mels, frames)
+    context = member_context(wrapper)
+    if len(calibration) % context:
+        raise ValueError(f"member {member['name']!r} joins {context} consecutive windows, but its mel group has "
+                         f"{len(calibration)} calibration windows: expected runs of a multiple of {context}")
+    ov_model = _convert(wrapper, calibration[: min(max(2, context), len(calibration))], n_mels, frames)
     entry = _write_irs(
-        ov_model, member, index, member_dir, calibration, precision, calibration_size, preset
+        ov_model, member, index, member_dir, calibration, precision, calibration_size, preset, context
     )
     return wrapper, ov_model, entry
 

@@ -17,7 +17,7 @@ from birdclef.common.metrics import macro_roc_auc
 from birdclef.runtime.postprocess import combine_members, member_class_weights
 
 INFERENCE_PRECISION_HINT = "f32"
-EVAL_BATCH = 64
+EVAL_BATCH = 64  # a multiple of every context_windows (1, 2, 4): batches hold whole runs
 
 
 def _compile(core, model_or_path, threads: int):
@@ -32,7 +32,7 @@ def _compile(core, model_or_path, threads: int):
 def _run_openvino(compiled, mels: np.ndarray) -> tuple[np.ndarray, float]:
     """Probabilities for `mels` in batches, and the throughput in windows per second."""
     request = compiled.create_infer_request()
-    request.infer({0: mels[:1]})  # warm-up, not timed
+    request.infer({0: mels[:EVAL_BATCH]})  # warm-up, not timed (whole runs of a context member's windows)
     outputs = []
     start = time.perf_counter()
     for begin in range(0, len(mels), EVAL_BATCH):
@@ -72,14 +72,16 @@ def _auc(targets: np.ndarray, probabilities: np.ndarray) -> float | None:
 
 
 def score_bundle_windows(
-    bundle_dir: str | os.PathLike, mels: Sequence[np.ndarray], targets: np.ndarray, threads: int = 2
+    bundle_dir: str | os.PathLike, mels: Sequence[np.ndarray], targets: np.ndarray, threads: int = 2,
+    keep: np.ndarray | None = None,
 ) -> dict[str, float | None]:
     """Macro ROC-AUC of the exported ensemble on windows `mels` (one array per mel group).
 
     Runs each member's f32 IR and the IR the bundle uses (OpenVINO,
     INFERENCE_PRECISION_HINT=f32), combines by the weighted mean (as the gate
     does) and scores against `targets`. Returns ``{"openvino_f32": auc,
-    "openvino_<precision>": auc}``.
+    "openvino_<precision>": auc}``. With `keep` (a bool mask over the windows: padding runs
+    for members that join windows) only the kept windows are scored; `targets` has their rows.
     """
     bundle_dir = Path(bundle_dir)
     bundle = read_json(bundle_dir / "bundle.json")
@@ -92,5 +94,6 @@ def score_bundle_windows(
         for member in bundle["members"]:
             compiled = _compile(core, bundle_dir / member[key], threads)
             probabilities.append(_run_openvino(compiled, mels[int(member["mel_group"])])[0])
-        scores[name] = _auc(targets, _weighted_mean(probabilities, weights))
+        combined = _weighted_mean(probabilities, weights)
+        scores[name] = _auc(targets, combined if keep is None else combined[keep])
     return scores

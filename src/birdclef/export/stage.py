@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from birdclef.export.windows import (
     labelled_soundscape_windows,
 )
 from birdclef.runtime.teacher.perch import PERCH_RATE
+from birdclef.train.model import checkpoint_context
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +98,12 @@ def export_stage(
     folds = pd.read_parquet(folds_path)
     rng = np.random.default_rng(seed)
 
-    calibration = calibration_windows(mels, indexes, frames, int(settings["calibration_size"]), rng)
-    eval_rows, eval_starts = gate_windows(indexes, folds, groups, ensemble["window_seconds"])
+    # members that join consecutive windows (context_windows) get them in whole runs
+    multiple = math.lcm(*(checkpoint_context(member["checkpoint"]) for member in ensemble["members"]))
+    calibration = calibration_windows(mels, indexes, frames, int(settings["calibration_size"]), rng,
+                                      multiple)
+    eval_rows, eval_starts = gate_windows(indexes, folds, groups, ensemble["window_seconds"],
+                                          multiple=multiple)
     eval_mels = [
         cache_windows(array, index, starts, rows, group_window)
         for array, index, starts, rows, group_window in zip(
@@ -132,7 +138,7 @@ def export_stage(
     )
     if labelled_path and soundscape_mels_paths and soundscape_index_paths:
         _score_soundscapes(report, out_bundle, soundscape_mels_paths, soundscape_index_paths,
-                           labelled_path, ensemble["classes"], threads)
+                           labelled_path, ensemble["classes"], threads, multiple)
     manifest.headline.update(report)
     manifest.write(out_manifest)
     logger.info(
@@ -190,12 +196,13 @@ def _score_soundscapes(
     labelled_path: str,
     classes: Sequence[str],
     threads: int,
+    multiple: int = 1,
 ) -> None:
     """Score the written bundle on the held-out labelled soundscape windows, into `report`."""
-    windows, targets = labelled_soundscape_windows(
-        soundscape_mels_paths, soundscape_index_paths, labelled_path, classes)
+    windows, targets, keep = labelled_soundscape_windows(
+        soundscape_mels_paths, soundscape_index_paths, labelled_path, classes, multiple)
     report["soundscape_auc"] = (
-        score_bundle_windows(Path(out_bundle).parent, windows, targets, threads) if len(targets)
+        score_bundle_windows(Path(out_bundle).parent, windows, targets, threads, keep) if len(targets)
         else None)
     report["soundscape_windows_scored"] = int(len(targets))
     logger.info("export: labelled-soundscape AUC %s on %d held-out windows",

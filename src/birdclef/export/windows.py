@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from birdclef.common.labels import targets_of
+from birdclef.runtime.features import chunk_positions
 from birdclef.runtime.features import window_frames as group_frames
 from birdclef.soundscapes import validation_windows, window_positions
 
@@ -21,13 +22,17 @@ def cache_windows(
     """(n, 1, n_mels, frames) float32 windows cut from the training mel cache.
 
     `rows` pick recordings of `index`, `starts` the first frame within each;
-    windows running past a recording's end are zero-padded with its minimum.
+    windows running past a recording's end are zero-padded with its minimum, and a start
+    at or past the end wraps to the recording's start (modulo its frames: runs of a context
+    member's windows on a short recording tile it, as training does).
     """
     n_mels = mels.shape[1]
     out = np.empty((len(rows), 1, n_mels, frames), dtype=np.float32)
     offsets = index["offset"].to_numpy()
     lengths = index["frames"].to_numpy()
     for k, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        if lengths[row] > 0 and start >= lengths[row]:
+            start = int(start) % int(lengths[row])
         begin = int(offsets[row] + start)
         take = int(min(frames, lengths[row] - start))
         piece = np.asarray(mels[begin : begin + take], dtype=np.float32).T
@@ -42,18 +47,25 @@ def calibration_windows(
     frames: Sequence[int],
     calibration_size: int,
     rng: np.random.Generator,
+    block: int = 1,
 ) -> list[np.ndarray]:
     """Calibration windows of every mel group, drawn at random (`rng`) from its cache.
 
     Per group min(`calibration_size`, 4 x the recordings in its index, at
     least 1) windows of random recordings, each at a random start within it.
+    With `block` b > 1 (members that join b consecutive windows) the draws are runs of b
+    consecutive windows (a span of b windows cut into its windows), rounded up to whole runs.
     """
     calibration = []
     for array, index, group_window in zip(mels, indexes, frames, strict=True):
         size = min(calibration_size, max(1, len(index) * 4))
-        rows = rng.integers(0, len(index), size=size)
-        spare = np.maximum(index["frames"].to_numpy()[rows] - group_window, 0)
-        starts = (rng.random(size) * (spare + 1)).astype(np.int64)
+        runs = -(-size // block)
+        rows = rng.integers(0, len(index), size=runs)
+        spare = np.maximum(index["frames"].to_numpy()[rows] - group_window * block, 0)
+        starts = (rng.random(runs) * (spare + 1)).astype(np.int64)
+        if block > 1:  # window j of a run starts j windows after the run
+            rows = np.repeat(rows, block)
+            starts = (starts[:, None] + group_window * np.arange(block)).reshape(-1)
         calibration.append(cache_windows(array, index, starts, rows, group_window))
     return calibration
 
@@ -103,6 +115,7 @@ def gate_windows(
     groups: Sequence[Mapping[str, Any]],
     window_seconds: float,
     max_windows: int = MAX_EVAL_WINDOWS,
+    multiple: int = 1,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Windows the accuracy gate scores, aligned across mel groups: (rows, start frames) per group.
 
@@ -117,7 +130,10 @@ def gate_windows(
     At most `max_windows` windows, taken evenly across the list, the same ones
     in every group. Returns (rows, starts): one int64 array per group, rows of
     that group's index and start frames within the recording; entry i of every
-    group is the same recording and span of time.
+    group is the same recording and span of time. With `multiple` m > 1 (members that join m
+    consecutive windows) each recording's count is rounded up to a multiple of m (the extra
+    windows run past the cached frames: `cache_windows` pads or wraps them) and the windows
+    are taken in whole runs of m.
     """
     names = _gate_recordings(indexes, folds, groups)
     counts = None
@@ -131,10 +147,14 @@ def gate_windows(
         recording_rows.append(rows)
         steps.append(step)
     counts = np.maximum(1, counts)
+    multiple = max(1, int(multiple))
+    counts = -(-counts // multiple) * multiple
     first = np.cumsum(counts) - counts
     k = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)
     if len(k) > max_windows:
-        pick = np.linspace(0, len(k) - 1, max_windows).round().astype(np.int64)
+        n_runs = len(k) // multiple
+        runs = np.linspace(0, n_runs - 1, max(1, max_windows // multiple)).round().astype(np.int64)
+        pick = (runs[:, None] * multiple + np.arange(multiple)).reshape(-1)
     else:
         pick = np.arange(len(k))
     rows = [np.repeat(r, counts)[pick] for r in recording_rows]
@@ -157,17 +177,24 @@ def labelled_soundscape_windows(
     soundscape_index_paths: Sequence[str],
     labelled_path: str,
     classes: Sequence[str],
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """The held-out labelled soundscape windows of every mel group, and their targets.
+    multiple: int = 1,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The held-out labelled soundscape windows of every mel group, their targets, and which to score.
 
     One (n, 1, n_mels, frames) float32 array per group (that group's
     soundscape cache, matched by row_id, so window i is the same span of
-    audio in every group) and the (n, n_classes) 0/1 targets.
+    audio in every group), the (n_held, n_classes) 0/1 targets and a bool mask of the n
+    windows that are scored (n_held True). Each soundscape's windows are in time order and,
+    for members that join windows (`multiple` > 1: the members' context_windows), repeated
+    from its start up to a multiple of `multiple` (`runtime.features.chunk_positions`).
     """
     held = validation_windows(pd.read_parquet(labelled_path))
+    if len(held):
+        held = held.sort_values(["soundscape", "end_s"], kind="stable").reset_index(drop=True)
+    positions, keep = chunk_positions(held["soundscape"].astype(str).to_numpy() if len(held) else [], multiple)
     arrays = []
     for mels_path, index_path in zip(soundscape_mels_paths, soundscape_index_paths, strict=True):
         rows = window_positions(pd.read_parquet(index_path), held["row_id"], index_path)
         cache = np.load(mels_path, mmap_mode="r")
-        arrays.append(np.asarray(cache[rows], dtype=np.float32)[:, None])
-    return arrays, held[list(classes)].to_numpy(np.float32)
+        arrays.append(np.asarray(cache[rows[positions]], dtype=np.float32)[:, None])
+    return arrays, held[list(classes)].to_numpy(np.float32), keep

@@ -289,3 +289,29 @@ def window_waves(wave: np.ndarray, sample_rate: int, window_seconds: float, n_wi
     out = np.zeros(total, dtype=np.float32)
     out[: min(total, wave.size)] = wave[:total]
     return out.reshape(n_windows, size)
+
+
+def chunk_positions(groups: Sequence[Any] | np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions that give every run of equal `groups` values a multiple of `multiple` rows.
+
+    `groups` names each row's recording or soundscape; a run is a maximal stretch of
+    consecutive rows with one name (its windows in time order). A run of n rows is
+    extended to the next multiple of `multiple` by repeating its own rows from its
+    start (tiling, as training tiles a short recording). Returns (positions into the
+    rows, a bool mask that is True exactly once per row: the predictions to keep), so
+    ``predict(rows[positions])[keep]`` has one prediction per row in order. Models with
+    ``context_windows`` m > 1 join each m consecutive rows (`SEDModel.forward_rows`),
+    which this keeps inside one recording.
+    """
+    names = np.asarray(groups)
+    multiple = max(1, int(multiple))
+    if multiple == 1 or len(names) == 0:
+        return np.arange(len(names), dtype=np.int64), np.ones(len(names), dtype=bool)
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+    lengths = np.diff(np.r_[starts, len(names)])
+    positions, keep = [], []
+    for start, length in zip(starts, lengths, strict=True):
+        padded = -(-int(length) // multiple) * multiple
+        positions.append(start + np.arange(padded) % length)
+        keep.append(np.arange(padded) < length)
+    return np.concatenate(positions).astype(np.int64), np.concatenate(keep)

@@ -11,6 +11,12 @@
   pseudo labels are already soft.
 - FilterAugment (setting ``filter_augment``, function `filter_augment`) draws from its own stream of
   the example's seed, so crops and masks are those of the same run without it.
+- With ``context_windows`` m > 1 (``train.backbones[].context_seconds``, 10 or 20 s with
+  5 s rows) an example is m rows long: a recording crop of m x ``window_frames`` frames, and a
+  soundscape window joined with its neighbours into the chunk of m consecutive windows that
+  holds it on the grid inference uses (chunk j = windows jm .. jm + m - 1 of its file;
+  `context_chunks`), whose target is the element-wise maximum of the m windows' labels (the
+  labels' union, as for a recording's clip).
 - Waveform augmentation (setting ``wave_augment``, `birdclef.train.wave_augment`) replaces a
   recording crop's cached log-mel by one computed from its augmented audio, drawn from a third
   stream of the example's seed; it comes before FilterAugment and the masks.
@@ -110,6 +116,25 @@ class RowView:
         return self.array[self.rows[index]]
 
 
+def context_chunks(soundscapes: np.ndarray, positions: np.ndarray, context_windows: int) -> np.ndarray:
+    """(n, m) rows of the chunk of m = `context_windows` consecutive windows holding each window.
+
+    Window i is window ``positions[i]`` (0, 1, ...) of soundscape ``soundscapes[i]``; its chunk is
+    windows m * (positions[i] // m) .. + m - 1 of that soundscape (the grid inference cuts), each
+    given as its row in these arrays, or row i itself where the set lacks that window (e.g. the
+    end of a file whose length is not a multiple of m).
+    """
+    names = np.asarray(soundscapes).astype(str)
+    positions = np.asarray(positions, dtype=np.int64)
+    m = int(context_windows)
+    where = {(name, int(k)): i for i, (name, k) in enumerate(zip(names, positions, strict=True))}
+    chunks = np.empty((len(names), m), dtype=np.int64)
+    for i, (name, k) in enumerate(zip(names, positions, strict=True)):
+        first = int(k) - int(k) % m
+        chunks[i] = [where.get((name, first + j), i) for j in range(m)]
+    return chunks
+
+
 class TrainWindows(Dataset):
     """Training examples, addressed by keys ``(source, index, seed)`` from `EpochBatchSampler`.
 
@@ -136,13 +161,22 @@ class TrainWindows(Dataset):
         labelled_targets: np.ndarray | None = None,
         teacher: TeacherTargets | None = None,
         wave: WaveAugmenter | None = None,
+        context_windows: int = 1,
+        pseudo_chunks: np.ndarray | None = None,
+        labelled_chunks: np.ndarray | None = None,
     ) -> None:
         self.source = _MelSource(mels)
+        self.context_windows = int(context_windows)
+        if self.context_windows > 1 and ((pseudo_mels is not None and pseudo_chunks is None) or (
+                labelled_mels is not None and labelled_chunks is None)):
+            raise ValueError("context_windows > 1 needs the chunks of the soundscape windows (context_chunks)")
+        self.pseudo_chunks = pseudo_chunks
+        self.labelled_chunks = labelled_chunks
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         eps = settings.label_smoothing
         self.targets = (targets * (1.0 - eps) + eps / 2.0).astype(np.float32)
-        self.window_frames = int(window_frames)
+        self.window_frames = int(window_frames) * self.context_windows  # one example's frames
         self.crop_frames_max = max(int(crop_frames_max), self.window_frames)
         self.spec_augment = settings.spec_augment
         self.filter_prob = float(settings.filter_augment)
@@ -193,6 +227,16 @@ class TrainWindows(Dataset):
             log.warning("wave_augment: keeping the cached crop of an unreadable recording: %s", error)
             return mel
 
+    def window_example(self, mels, targets: np.ndarray, chunks: np.ndarray | None,
+                       index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Soundscape window `index` (its chunk of m windows, joined in time, when m > 1) and target."""
+        if self.context_windows == 1:
+            return np.asarray(mels[index], dtype=np.float32), targets[index]
+        rows = chunks[index]
+        windows = np.asarray(mels[rows], dtype=np.float32)  # (m, n_mels, frames)
+        mel = windows.transpose(1, 0, 2).reshape(windows.shape[1], -1)
+        return mel, targets[rows].max(axis=0)
+
     def augment(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Spec-augment: two time masks and two frequency masks, filled with the mean."""
         mel = mel.copy()
@@ -219,12 +263,11 @@ class TrainWindows(Dataset):
             target = self.targets[index]
             weight = 1.0
         elif source == 1:
-            mel = np.asarray(self.pseudo_mels[index], dtype=np.float32)
-            target = self.pseudo_labels[index]
+            mel, target = self.window_example(self.pseudo_mels, self.pseudo_labels, self.pseudo_chunks, index)
             weight = self.pseudo_weight
         else:
-            mel = np.asarray(self.labelled_mels[index], dtype=np.float32)
-            target = self.labelled_targets[index]
+            mel, target = self.window_example(self.labelled_mels, self.labelled_targets,
+                                              self.labelled_chunks, index)
             weight = self.labelled_weight
         if self.filter_prob > 0:
             filter_rng = np.random.default_rng([seed, FILTER_STREAM])
@@ -235,6 +278,9 @@ class TrainWindows(Dataset):
         item = (torch.from_numpy(np.ascontiguousarray(mel))[None], torch.from_numpy(target), weight)
         if self.teacher is None:
             return item
+        if source != 0 and self.context_windows > 1:  # the window holding the chunk's centre
+            chunks = self.pseudo_chunks if source == 1 else self.labelled_chunks
+            index = int(chunks[index][self.context_windows // 2])
         embedding, logits, has = self.teacher.get(self.teacher.row(source, index, start, self.window_frames))
         return (*item, torch.from_numpy(embedding), torch.from_numpy(logits), has)
 

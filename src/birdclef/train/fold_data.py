@@ -20,6 +20,7 @@ from birdclef.train.data import (
     RowView,
     TrainWindows,
     collate,
+    context_chunks,
     crop_frames,
     loader_workers,
     split_fold,
@@ -79,6 +80,8 @@ class FoldData:
     teacher: TeacherTargets | None = None
     self_distill: dict[str, Any] | None = None
     wave: WaveAugmenter | None = None
+    pseudo_chunks: np.ndarray | None = None  # context_windows > 1: each window's chunk (context_chunks)
+    labelled_chunks: np.ndarray | None = None
 
     @property
     def val_table(self) -> pd.DataFrame:
@@ -137,7 +140,7 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
     crop_frames_max = crop_frames(settings, run.window_frames, run.frames_per_second)
     train_usable = usable_frames(train_table, crop_frames_max)
     validation = validation_set(mels, val_table, run.classes, settings, run.window_frames,
-                                run.frames_per_second)
+                                run.frames_per_second, run.context_windows)
     labelled_mels, labelled_targets = _labelled_train_windows(run, labelled_windows,
                                                               soundscape_mels, soundscape_index)
     targets = None
@@ -147,8 +150,25 @@ def fold_data(run: FoldRun, mels: np.ndarray, mel_index: pd.DataFrame, folds: pd
                                   _window_ids(labelled_mels, soundscape_index), run.frames_per_second)
         log.info("distillation: teacher windows for %s", {k: round(v, 3) for k, v in targets.coverage.items()})
     augmenter = wave.augmenter(train_table) if wave is not None and settings.wave_augment.prob > 0 else None
+    chunks = [_chunks(windows, soundscape_index, run.context_windows, name)
+              for windows, name in ((pseudo_mels, "pseudo"), (labelled_mels, "labelled"))]
     return FoldData(mels, train_table, train_soft, train_usable, validation, pseudo_mels,
-                    pseudo_labels, labelled_mels, labelled_targets, targets, self_distill, augmenter)
+                    pseudo_labels, labelled_mels, labelled_targets, targets, self_distill, augmenter,
+                    *chunks)
+
+
+def _chunks(windows, soundscape_index: pd.DataFrame | None, context_windows: int,
+            name: str) -> np.ndarray | None:
+    """`context_chunks` of soundscape windows given as a `RowView` of the soundscape cache
+    (None when a model sees one window, or there are no such windows)."""
+    if context_windows == 1 or windows is None or len(windows) == 0:
+        return None
+    if not isinstance(windows, RowView) or soundscape_index is None:
+        raise ValueError(f"a model with context_windows {context_windows} needs its {name} windows as rows "
+                         "of the soundscape cache (a RowView and the cache index) to find their neighbours")
+    names = soundscape_index["soundscape"].astype(str)
+    positions = names.groupby(names, sort=False).cumcount().to_numpy(np.int64)
+    return context_chunks(names.to_numpy()[windows.rows], positions[windows.rows], context_windows)
 
 
 def recording_targets(train_table: pd.DataFrame, true: np.ndarray, recording_pseudo: pd.DataFrame,
@@ -209,7 +229,8 @@ def build_batches(run: FoldRun, data: FoldData) -> Batches:
     dataset = TrainWindows(data.mels, train_table["offset"].to_numpy(np.int64), data.train_usable,
                            data.train_soft, run.window_frames, int(data.train_usable.max(initial=0)),
                            settings, data.pseudo_mels, data.pseudo_labels, data.labelled_mels,
-                           data.labelled_targets, data.teacher, data.wave)
+                           data.labelled_targets, data.teacher, data.wave, run.context_windows,
+                           data.pseudo_chunks, data.labelled_chunks)
     workers = loader_workers(run.threads, run.dev)
     loader = DataLoader(
         dataset,

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from birdclef.common.io import atomic_path
+from birdclef.common.plan_rounds import CONTEXT_WINDOWS
 
 NORMALIZATIONS = ("per_example", "minmax", "none")
 
@@ -71,6 +72,26 @@ class AttentionHead(nn.Module):
         clip_logits = (weights * frame_logits).sum(dim=-1)
         return clip_logits, frame_logits
 
+    def forward_segments(self, features: torch.Tensor, n_segments: int) -> torch.Tensor:
+        """features (B, C, T) -> segment logits (B, n_segments, K): the attention pooling of
+        `forward` restricted to each of `n_segments` consecutive, near-equal spans of the T
+        steps (span s: steps floor(s T / n) .. floor((s + 1) T / n) - 1). One segment is `forward`'s
+        clip logits."""
+        hidden = torch.relu(self.fc(self.dropout(features)))
+        hidden = self.dropout(hidden)
+        attention = torch.tanh(self.att(hidden))
+        frame_logits = self.cla(hidden)
+        steps = int(features.shape[-1])
+        if steps < n_segments:
+            raise ValueError(f"{steps} feature steps cannot be split into {n_segments} segments: "
+                             "the backbone downsamples time too much for this context")
+        segments = []
+        for s in range(n_segments):
+            begin, end = s * steps // n_segments, (s + 1) * steps // n_segments
+            weights = torch.softmax(attention[..., begin:end], dim=-1)
+            segments.append((weights * frame_logits[..., begin:end]).sum(dim=-1))
+        return torch.stack(segments, dim=1)
+
 
 class SEDModel(nn.Module):
     """timm backbone + frequency pooling + attention head."""
@@ -85,8 +106,13 @@ class SEDModel(nn.Module):
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.0,
         normalization: str = "per_example",
+        context_windows: int = 1,
     ) -> None:
         super().__init__()
+        if int(context_windows) not in CONTEXT_WINDOWS:
+            raise ValueError(f"context_windows is {context_windows!r}; expected one of {list(CONTEXT_WINDOWS)} "
+                             "(train.backbones[].context_seconds / mels.window_seconds)")
+        self.context_windows = int(context_windows)
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"mels.normalization is {normalization!r}; expected one of {list(NORMALIZATIONS)}"
@@ -141,18 +167,36 @@ class SEDModel(nn.Module):
         """Log-mel dB -> (clip logits, frame logits)."""
         return self.forward_logits(mel_db)
 
+    def forward_rows(self, mel_db: torch.Tensor) -> torch.Tensor:
+        """Row windows (N, 1, F, T) -> row logits (N, K): how every caller predicts rows.
+
+        One row per example when ``context_windows`` is 1 (the clip logits). Otherwise each
+        run of ``context_windows`` = m consecutive rows (N must be a multiple of m, the rows of
+        one recording in order: `runtime.features.chunk_positions` pads them) is joined along
+        time into one (1, F, m T) example, the model's training input, and row j of the run
+        gets the attention pooling over the j-th m-th of its frames
+        (`AttentionHead.forward_segments`): the prediction spread back to the rows.
+        """
+        m = self.context_windows
+        if m == 1:
+            return self.forward_logits(mel_db)[0]
+        _, channels, n_mels, frames = mel_db.shape
+        chunks = mel_db.reshape(-1, m, channels, n_mels, frames).permute(0, 2, 3, 1, 4)
+        chunks = chunks.reshape(-1, channels, n_mels, m * frames)
+        segments = self.head.forward_segments(self._features(chunks), m)
+        return segments.reshape(-1, segments.shape[-1])
+
 
 class InferenceWrapper(nn.Module):
-    """The exported graph: log-mel dB in, clip-wise probabilities out."""
+    """The exported graph: log-mel dB row windows in, row probabilities out (`SEDModel.forward_rows`)."""
 
     def __init__(self, model: SEDModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, mel_db: torch.Tensor) -> torch.Tensor:
-        """(B, 1, F, T) -> clip probabilities (B, K)."""
-        clip_logits, _ = self.model.forward_logits(mel_db)
-        return torch.sigmoid(clip_logits)
+        """(N, 1, F, T) -> row probabilities (N, K); N a multiple of the model's ``context_windows``."""
+        return torch.sigmoid(self.model.forward_rows(mel_db))
 
 
 # SEDModel's keyword defaults: the one place a spec's missing keys are filled from
@@ -175,6 +219,7 @@ def build_model(spec: Mapping[str, Any]) -> SEDModel:
         drop_rate=float(spec.get("drop_rate", MODEL_DEFAULTS["drop_rate"])),
         drop_path_rate=float(spec.get("drop_path_rate", MODEL_DEFAULTS["drop_path_rate"])),
         normalization=str(spec.get("normalization") or MODEL_DEFAULTS["normalization"]),
+        context_windows=int(spec.get("context_windows", MODEL_DEFAULTS["context_windows"])),
     )
 
 
@@ -204,6 +249,12 @@ def save_checkpoint(path: str | os.PathLike, model: SEDModel, spec: Mapping[str,
     """Save weights plus the spec needed to rebuild the model, atomically."""
     with atomic_path(path) as tmp:
         torch.save({"spec": dict(spec), "state_dict": model.state_dict(), **extra}, tmp)
+
+
+def checkpoint_context(path: str | os.PathLike) -> int:
+    """The ``context_windows`` of a `save_checkpoint` file's model (1 for checkpoints without it)."""
+    spec = torch.load(path, map_location="cpu", weights_only=False)["spec"]
+    return int(spec.get("context_windows", MODEL_DEFAULTS["context_windows"]))
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[SEDModel, dict[str, Any]]:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from birdclef.common.io import write_parquet
+from birdclef.runtime.features import chunk_positions
 from birdclef.soundscapes import soundscape_score
 from birdclef.train.fold_data import Batches, FoldData
 from birdclef.train.loop import finite
@@ -65,9 +66,12 @@ def write_soundscape_preds(run: FoldRun, model: torch.nn.Module, data: FoldData,
     classes = run.classes
     if soundscape_index is None or len(soundscape_index) != len(soundscape_mels):
         raise ValueError("soundscape_index must have one row per soundscape window")
-    logits = predict_windows(model, lambda idx: soundscape_mels[idx],
-                             len(soundscape_mels), run.settings.batch_size * 2, run.dev,
-                             run.amp_dtype, run.progress, desc="soundscapes")
+    # each soundscape's windows in whole chunks of the model's context (one window: as they are)
+    positions, keep = chunk_positions(soundscape_index["soundscape"].astype(str).to_numpy(),
+                                      run.context_windows)
+    logits = predict_windows(model, lambda idx: soundscape_mels[positions[idx]],
+                             len(positions), run.settings.batch_size * 2, run.dev,
+                             run.amp_dtype, run.progress, desc="soundscapes")[keep]
     probs = sigmoid(logits) if len(logits) else np.zeros((0, len(classes)), np.float32)
     preds = soundscape_index[["row_id", "soundscape", "end_s"]].reset_index(drop=True)
     preds = pd.concat([preds, pd.DataFrame(probs, columns=classes)], axis=1)

@@ -37,6 +37,11 @@ class FoldRun:
         return self.model_spec["backbone"]
 
     @property
+    def context_windows(self) -> int:
+        """Rows (windows) one example spans: the model spec's ``context_windows`` (1: one window)."""
+        return int(self.model_spec.get("context_windows", 1))
+
+    @property
     def amp_name(self) -> str | None:
         return {None: None, torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from birdclef.catalog import read_taxonomy, specialist_classes
 from birdclef.common.manifest import StageManifest
+from birdclef.common.plan_rounds import context_windows
 from birdclef.pseudo import recording_soft_labels, soundscape_folds
 from birdclef.runtime.features import frames_per_second
 from birdclef.runtime.features import window_frames as mel_window_frames
@@ -47,7 +48,9 @@ def model_spec_of(backbone: Mapping[str, Any], classes: list[str],
         "drop_path_rate": float(backbone.get("drop_path_rate", MODEL_DEFAULTS["drop_path_rate"])),
         # checked by build_model
         "normalization": mel.get("normalization") or MODEL_DEFAULTS["normalization"],
+        "context_windows": context_windows(backbone, mel["window_seconds"]),
     }
+
 
 
 def _specialist(backbone: Mapping[str, Any], classes: list[str], taxonomy_csv: str,

@@ -36,18 +36,27 @@ def predict_windows(
     progress: bool = False,
     desc: str = "predict",
 ) -> np.ndarray:
-    """Clip logits (n_windows, K) float32 for windows fetched by `windows(indices)`.
+    """Row logits (n_windows, K) float32 (`SEDModel.forward_rows`) for windows fetched by
+    `windows(indices)`.
 
-    `windows` returns float arrays (len(indices), n_mels, window_frames).
+    `windows` returns float arrays (len(indices), n_mels, window_frames). With a model of
+    ``context_windows`` m > 1, n_windows is a multiple of m and the windows come in runs of m
+    consecutive windows of one recording (`birdclef.runtime.features.chunk_positions`); batches
+    hold whole runs.
     """
     model.eval()
     outputs = []
+    m = int(getattr(model, "context_windows", 1))
+    if n_windows % m:
+        raise ValueError(f"{n_windows} windows for a model that joins {m} consecutive windows: "
+                         "expected a multiple (chunk_positions pads each recording)")
+    batch_size = max(m, batch_size - batch_size % m)
     starts = range(0, n_windows, batch_size)
     for start in progress_bar(starts, desc=desc, disable=not progress, leave=False):
         indices = np.arange(start, min(n_windows, start + batch_size))
         batch = torch.from_numpy(np.asarray(windows(indices), dtype=np.float32))[:, None]
         with autocast(device, amp_dtype):
-            logits, _ = model(to_input(batch, device))
+            logits = model.forward_rows(to_input(batch, device))
         outputs.append(logits.float().cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
@@ -60,15 +69,22 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class ValidationWindows:
-    """Every non-overlapping window of each validation recording's first crop_frames_max."""
+    """Every non-overlapping window of each validation recording's first crop_frames_max.
+
+    With `context_windows` m > 1 each recording's count is rounded up to a multiple of m (the
+    extra windows tile the recording, as training does), so a model joining m windows sees
+    whole chunks of one recording; every window counts in the recording's mean.
+    """
 
     def __init__(self, mels: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-                 window_frames: int, crop_frames_max: int) -> None:
+                 window_frames: int, crop_frames_max: int, context_windows: int = 1) -> None:
         self.mels = mels
         self.window_frames = int(window_frames)
         usable = np.minimum(np.asarray(lengths, dtype=np.int64),
                             max(int(crop_frames_max), self.window_frames))
         counts = np.maximum(1, -(-usable // self.window_frames))
+        m = int(context_windows)
+        counts = -(-counts // m) * m
         self.recording = np.repeat(np.arange(len(usable)), counts)
         first = np.cumsum(counts) - counts
         self.start = (np.arange(len(self.recording)) - np.repeat(first, counts)) * window_frames
@@ -100,12 +116,12 @@ class ValidationSet:
 
 def validation_set(mels: np.ndarray, val_table: pd.DataFrame, classes: Sequence[str],
                    settings: TrainSettings, window_frames: int,
-                   frames_per_second: float) -> ValidationSet:
+                   frames_per_second: float, context_windows: int = 1) -> ValidationSet:
     """Windows and targets of the validation recordings `val_table` (see `split_fold`)."""
     soft, binary = build_targets(val_table, classes, settings.secondary_weight)
     usable = usable_frames(val_table, crop_frames(settings, window_frames, frames_per_second))
     windows = ValidationWindows(mels, val_table["offset"].to_numpy(np.int64), usable,
-                                window_frames, int(usable.max(initial=0)))
+                                window_frames, int(usable.max(initial=0)), context_windows)
     return ValidationSet(val_table, windows, soft, binary)
 
 

@@ -15,6 +15,7 @@ compiled ensemble model (`birdclef.runtime.inference.runner`); `load_bundle`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class Member:
     ir: Path
     mel_group: int
     specialist_classes: list[str] | None = None
+    context_windows: int = 1  # consecutive windows its model joins (bundle.json; 1: each alone)
 
 
 @dataclass
@@ -125,6 +127,13 @@ class Bundle:
         return [int(round(seconds * group.sample_rate)) for group in self.mel_groups]
 
     @property
+    def row_multiple(self) -> int:
+        """Windows per file must come in multiples of this: the lcm of the members'
+        ``context_windows`` (1 when every member reads each window alone); `soundscape_windows`
+        pads a file's windows to it."""
+        return math.lcm(*(member.context_windows for member in self.members)) if self.members else 1
+
+    @property
     def tta_views(self) -> int:
         """Views per window: 3 (unshifted, -shift, +shift) with a non-zero `tta_shift_samples`, else 1."""
         return 3 if any(self.tta_shift_samples) else 1
@@ -146,7 +155,9 @@ class Bundle:
         array per mel group (`mel_groups` order; a bare array for a one-group
         bundle), window i of every group the same span of audio; each member
         runs on its group's array, in batches of at most `batch_windows`
-        windows. No combining, no post-processing.
+        windows. No combining, no post-processing. With members that join windows
+        (`row_multiple` > 1) the windows come in runs of `row_multiple` consecutive windows of
+        one file and `batch_windows` is rounded down to a multiple of it.
         """
         parts = self._run(mels, keep_members=True, batch_windows=batch_windows)
         if not parts:
@@ -178,7 +189,11 @@ class Bundle:
     ) -> list[np.ndarray]:
         mels = self._check_mels(mels)
         runner = _Runner(self, keep_members=keep_members, requests=self.student_requests())
-        step = max(1, int(batch_windows))
+        multiple = self.row_multiple
+        if len(mels[0]) % multiple:
+            raise ValueError(f"{len(mels[0])} windows, but the bundle's members join runs of {multiple} "
+                             "consecutive windows: expected a multiple (runtime.features.chunk_positions)")
+        step = max(multiple, int(batch_windows) - int(batch_windows) % multiple)
         jobs = [
             runner.submit([group[begin : begin + step] for group in mels])
             for begin in range(0, len(mels[0]), step)

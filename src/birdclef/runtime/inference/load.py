@@ -198,6 +198,7 @@ def _read_members(
                 ir=ir,
                 mel_group=position[entry["mel_group"]],
                 specialist_classes=_specialist_classes(root, entry, classes),
+                context_windows=_context_windows(entry),
             )
         )
     return members, models
@@ -337,3 +338,12 @@ def _mel_group(root: Path, index: int, settings: dict[str, Any], window_seconds:
             f"hop_length and the bundle's window_seconds give {group.frames}"
         )
     return group
+
+
+def _context_windows(entry: dict[str, Any]) -> int:
+    """A bundle member's ``context_windows`` (absent in bundles written before it: 1), checked."""
+    value = entry.get("context_windows", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2, 4):
+        raise ValueError(f"bundle member {entry.get('name')!r} has context_windows {value!r}; "
+                         "expected 1, 2 or 4 (consecutive windows its model joins)")
+    return value

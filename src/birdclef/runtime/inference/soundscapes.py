@@ -160,8 +160,9 @@ class _Batch:
 
     def flush(self) -> None:
         """Submit the gathered files (if any) as one job; each file learns its job and part."""
-        if self.mels:
-            segments = [(first, len(file.row_ids)) for file, first in self.waiting]
+        if self.mels:  # a file's windows per view: its rows, or more (`SoundscapeWindows.mels`)
+            segments = [(first, len(mels[0]) // self.views) for (_, first), mels in
+                        zip(self.waiting, self.mels, strict=True)]
             mels = [np.concatenate(group) if len(group) > 1 else group[0] for group in zip(*self.mels, strict=True)]
             teacher, teacher_segments = None, None
             if self.teacher:
@@ -223,7 +224,8 @@ def _file_probabilities(files: list[_File], bundle: Bundle, keep_members: bool) 
     """Each decoded file's (n_windows, n_classes) probabilities, the members combined."""
     decoded = [file for file in files if not file.undecodable]
     if keep_members and decoded:  # ranks over the decoded files' windows only
-        members = np.concatenate([file.job.parts[file.part] for file in decoded], axis=1)
+        members = np.concatenate([file.job.parts[file.part][:, : len(file.row_ids)] for file in decoded],
+                                 axis=1)
         combined = combine_members(list(members), bundle.weights, bundle.combine)
         first = 0
         per_file = []
@@ -231,7 +233,7 @@ def _file_probabilities(files: list[_File], bundle: Bundle, keep_members: bool) 
             per_file.append(combined[first : first + len(file.row_ids)])
             first += len(file.row_ids)
     else:
-        per_file = [file.job.parts[file.part] for file in decoded]
+        per_file = [file.job.parts[file.part][: len(file.row_ids)] for file in decoded]
     return per_file
 
 

@@ -49,8 +49,10 @@ def _shifted_windows(
 class SoundscapeWindows:
     """One soundscape ready for the model (`soundscape_windows`).
 
-    `mels` holds one (views * n_windows, 1, n_mels, frames) float32 array per
-    mel group (view-major), `row_ids` its n_windows row ids. `error` says why
+    `mels` holds one (views * n_model, 1, n_mels, frames) float32 array per
+    mel group (view-major), `row_ids` its n_windows row ids; n_model is n_windows rounded
+    up to the bundle's `Bundle.row_multiple` (silent windows past the file's end, whose
+    predictions are dropped), n_windows in the usual case. `error` says why
     the file could not be decoded (None when it was): then `mels` hold no
     windows and the file's rows are predicted as 0 (`predict_soundscapes`).
     `teacher` holds the (n_windows, window samples) audio windows at the
@@ -148,7 +150,8 @@ def soundscape_windows(path: str | os.PathLike, bundle: Bundle) -> SoundscapeWin
     if bundle.teacher is not None:
         teacher_rate = bundle.teacher.sample_rate
         teacher = window_waves(waves[teacher_rate], teacher_rate, seconds, n_windows)
-    mels = _log_mels(waves, n_windows, bundle)
+    # members that join windows see whole runs: the windows past the end are silence
+    mels = _log_mels(waves, -(-n_windows // bundle.row_multiple) * bundle.row_multiple, bundle)
     return SoundscapeWindows(str(path), mels, _row_ids(stem, n_windows, seconds), teacher=teacher)
 
 
