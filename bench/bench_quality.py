@@ -59,6 +59,7 @@ TEACHER_BLEND_WEIGHTS = (0.2, 0.5, 0.8)
 WAVE_FULL = ("+ waveform augmentation (p 0.5: soundscape noise p 0.5 at 3-30 dB, gain +-6 dB, "
              "coloured noise p 0.5, speech p 0.3)")
 WAVE_NOISE = "+ waveform augmentation (p 0.5: soundscape noise only, 3-30 dB)"
+WAVE_TEACHER_NOISE = "+ waveform augmentation (p 0.5: noise = BirdNET's empty train_soundscapes windows, 3-30 dB)"
 CONTEXT_10 = "10 s windows instead of 5 s (context_seconds 10, spread back to the 5 s rows)"
 CONTEXT_20 = "20 s windows instead of 5 s (context_seconds 20, spread back to the 5 s rows)"
 CONTEXT_PAIR = "+ a 10 s model beside the 5 s one (two backbone entries)"
@@ -106,6 +107,10 @@ def variants(base: dict) -> dict[str, dict]:
             "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 0.5, "color_noise_prob": 0.5,
             "speech_prob": 0.3}}},
         WAVE_NOISE: {"train": {"wave_augment": {
+            "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 1.0, "gain_db": [0.0, 0.0]}}},
+        # The same with the teacher on: its empty windows (no mapped class above
+        # wave_augment.empty_threshold) are the noise; nothing distils from it.
+        WAVE_TEACHER_NOISE: {"teacher": TEACHER, "train": {"wave_augment": {
             "prob": 0.5, "noise_source": "soundscapes", "noise_prob": 1.0, "gain_db": [0.0, 0.0]}}},
         # Longer windows: the same backbone sees 10 or 20 s per example (same examples per epoch).
         CONTEXT_10: {"train": {"backbones": [{**b, "context_seconds": 10} for b in base["train"]["backbones"]]}},

@@ -6,6 +6,13 @@ rule export:
         **soundscape_labels_input(None),
         # the teacher in the final blend: its classes are mapped by taxonomy.csv's names
         **({"taxonomy": root_path("taxonomy.csv")} if EXPORT_TEACHER else {}),
+        # with the teacher and the 2026 labels: the bundle is also scored on the held-out
+        # labelled soundscape files through Kaggle's inference path
+        **(
+            {"soundscapes": root_path("train_soundscapes")}
+            if EXPORT_TEACHER and LABELS_FILE
+            else {}
+        ),
         # an ONNX Perch in the blend becomes an IR of the ensemble model: its int8 calibration
         # and accuracy gate read the training recordings' (VAD-cleaned) audio
         **(

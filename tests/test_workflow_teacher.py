@@ -103,6 +103,11 @@ def test_the_onnx_perch_in_the_final_blend_is_compiled_into_the_bundle(teacher_r
     assert any("catalog.parquet" in i["path"] for i in manifest["inputs"])
     log = (workdir / "results/logs/export" / f"{manifest['tag']}.log").read_text()
     assert "teacher gate" in log
+    # the bundle scored on the held-out labelled soundscapes through Kaggle's path, with and without the teacher
+    blend_score = manifest["headline"]["soundscape_auc_blend"]
+    assert blend_score["soundscapes"] > 0 and blend_score["windows"] >= blend_score["soundscapes"]
+    assert 0.0 <= blend_score["students_and_teacher"] <= 1.0 and 0.0 <= blend_score["students"] <= 1.0
+    assert "held-out labelled soundscapes through the bundle" in log
     submission = pd.read_csv(workdir / "results/submission.csv")
     assert len(submission) and np.isfinite(submission.iloc[:, 1:].to_numpy()).all()
 

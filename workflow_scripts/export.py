@@ -21,4 +21,5 @@ export_stage(
     teacher=snakemake.params.teacher,
     taxonomy_csv=snakemake.input.get("taxonomy"),
     catalog_path=snakemake.input.get("catalog"),
+    soundscapes_dir=snakemake.input.get("soundscapes"),
 )

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from birdclef.common.errors import DataError
 from birdclef.common.io import read_json
 from birdclef.common.manifest import StageManifest
 from birdclef.export.bundle import window_frames
@@ -27,7 +28,10 @@ from birdclef.export.windows import (
     gate_windows,
     labelled_soundscape_windows,
 )
+from birdclef.runtime.audio import AUDIO_SUFFIXES
+from birdclef.runtime.inference import load_bundle, predict_soundscapes
 from birdclef.runtime.teacher.perch import PERCH_RATE
+from birdclef.soundscapes import soundscape_score, validation_windows
 from birdclef.train.model import checkpoint_context
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ def export_stage(
     teacher: Mapping[str, Any] | None = None,
     taxonomy_csv: str | None = None,
     catalog_path: str | None = None,
+    soundscapes_dir: str | None = None,
 ) -> dict:
     """The export stage: IR per member, quantization, accuracy gate, manifest.
 
@@ -79,7 +84,11 @@ def export_stage(
     students' gate windows (at most `MAX_TEACHER_EVAL_WINDOWS`) and their
     targets (`birdclef.export.teacher_windows.teacher_audio`); any other
     teacher's files are copied (BirdNET's never). The teacher takes no part
-    in the students' gate.
+    in the students' gate. With a teacher, `labelled_path` and `soundscapes_dir` (the
+    train_soundscapes folder) the written bundle is also scored end to end on the held-out
+    labelled soundscape files, through Kaggle's inference path (`predict_soundscapes`: rank
+    blend with the teacher and post-processing), and once more with the teacher left out
+    (``soundscape_auc_blend`` in the report).
     """
     if isinstance(mels_paths, (str, os.PathLike)) or isinstance(index_paths, (str, os.PathLike)):
         raise TypeError("mels_paths and index_paths must be lists of paths, one per mel group")
@@ -139,6 +148,9 @@ def export_stage(
     if labelled_path and soundscape_mels_paths and soundscape_index_paths:
         _score_soundscapes(report, out_bundle, soundscape_mels_paths, soundscape_index_paths,
                            labelled_path, ensemble["classes"], threads, multiple)
+    if branch is not None and labelled_path and soundscapes_dir:
+        report["soundscape_auc_blend"] = blend_soundscape_score(
+            Path(out_bundle).parent, soundscapes_dir, labelled_path, ensemble["classes"], threads)
     manifest.headline.update(report)
     manifest.write(out_manifest)
     logger.info(
@@ -207,3 +219,36 @@ def _score_soundscapes(
     report["soundscape_windows_scored"] = int(len(targets))
     logger.info("export: labelled-soundscape AUC %s on %d held-out windows",
                 report["soundscape_auc"], len(targets))
+
+
+def blend_soundscape_score(
+    bundle_dir: Path, soundscapes_dir: str, labelled_path: str, classes: Sequence[str], threads: int
+) -> dict[str, Any]:
+    """The bundle's score on the held-out labelled soundscapes, as Kaggle runs it, with and without
+    its teacher: {"students_and_teacher", "students", "windows", "soundscapes"}.
+
+    Each held-out soundscape file (``split == "validation"`` of `labelled_path`, found by stem in
+    `soundscapes_dir`) goes through `predict_soundscapes` (students, the teacher's rank blend,
+    post-processing), scored by `birdclef.soundscapes.soundscape_score`; then again with the
+    bundle's teacher removed. Raises DataError naming the folder when a file is missing.
+    """
+    labelled = pd.read_parquet(labelled_path)
+    names = sorted(validation_windows(labelled)["soundscape"].astype(str).unique())
+    if not names:
+        return {"students_and_teacher": None, "students": None, "windows": 0, "soundscapes": 0}
+    files = {Path(path).stem: path for path in sorted(Path(soundscapes_dir).iterdir())
+             if path.suffix.lower() in AUDIO_SUFFIXES}
+    missing = [name for name in names if name not in files]
+    if missing:
+        raise DataError(f"{soundscapes_dir}: no audio file for the held-out labelled soundscapes {missing[:5]} "
+                        "(train_soundscapes_labels.csv names them): expected <name>.ogg")
+    bundle = load_bundle(bundle_dir, threads=threads)
+    paths = [files[name] for name in names]
+    blended, windows = soundscape_score(predict_soundscapes(paths, bundle, progress=False), labelled, classes)
+    # the same path, the students alone (a compiled teacher: the students-only model's requests)
+    bundle.requests, bundle.teacher = bundle.student_requests(), None
+    students, _ = soundscape_score(predict_soundscapes(paths, bundle, progress=False), labelled, classes)
+    logger.info("export: held-out labelled soundscapes through the bundle: %s with the teacher, %s without "
+                "(%d windows of %d files)", blended, students, windows, len(paths))
+    return {"students_and_teacher": blended, "students": students, "windows": int(windows),
+            "soundscapes": len(paths)}
