@@ -228,6 +228,8 @@ def main() -> None:
             f"{point - raw[FULL]['test_auc']:+.4f} ({np.nanstd(delta):.4f})",
             "labelled soundscapes (held out)": _round(outcome["ensemble"].get("soundscape_auc")),
             "export: soundscapes f32 / chosen": _pair(export.get("soundscape_auc")),
+            # the bundle on the held-out labelled soundscape files (Kaggle's path), with / without the teacher
+            "bundle on held-out soundscapes: with / without teacher": _blend(export.get("soundscape_auc_blend")),
             "OOF (recordings)": _round(outcome["ensemble"].get("oof_auc")),
             "IR": export.get("precision"),
             "wall s": round(outcome["seconds"], 1),
@@ -278,13 +280,19 @@ def teacher_rows(kind: str, data: Path, truth_frame: pd.DataFrame, classes: list
             "vs full (paired sd)": f"{point - macro_roc_auc(truth, full_scores):+.4f} "
                                    f"({np.nanstd(spread - reference):.4f})",
             "labelled soundscapes (held out)": None, "export: soundscapes f32 / chosen": None,
-            "OOF (recordings)": None, "IR": None, "wall s": round(wall, 1),
+            "bundle on held-out soundscapes: with / without teacher": None, "OOF (recordings)": None, "IR": None, "wall s": round(wall, 1),
         })
     return rows
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
+
+
+def _blend(values: dict | None) -> str | None:
+    if not values or values.get("students_and_teacher") is None:
+        return None
+    return f"{values['students_and_teacher']:.4f} / {values['students']:.4f}"
 
 
 def _pair(values: dict | None) -> str | None:
