@@ -63,12 +63,16 @@ class AttentionHead(nn.Module):
         # instead of the base rate (the RetinaNet initialisation).
         nn.init.constant_(self.cla.bias, -math.log(max(n_classes - 1, 1)))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, C, T) -> (clip logits (B, K), frame logits (B, K, T))."""
+    def _attention_and_frames(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, C, T) -> (attention scores before the softmax, frame logits), both (B, K, T)."""
         hidden = torch.relu(self.fc(self.dropout(features)))
         hidden = self.dropout(hidden)
-        weights = torch.softmax(torch.tanh(self.att(hidden)), dim=-1)
-        frame_logits = self.cla(hidden)
+        return torch.tanh(self.att(hidden)), self.cla(hidden)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, C, T) -> (clip logits (B, K), frame logits (B, K, T))."""
+        attention, frame_logits = self._attention_and_frames(features)
+        weights = torch.softmax(attention, dim=-1)
         clip_logits = (weights * frame_logits).sum(dim=-1)
         return clip_logits, frame_logits
 
@@ -77,10 +81,7 @@ class AttentionHead(nn.Module):
         `forward` restricted to each of `n_segments` consecutive, near-equal spans of the T
         steps (span s: steps floor(s T / n) .. floor((s + 1) T / n) - 1). One segment is `forward`'s
         clip logits."""
-        hidden = torch.relu(self.fc(self.dropout(features)))
-        hidden = self.dropout(hidden)
-        attention = torch.tanh(self.att(hidden))
-        frame_logits = self.cla(hidden)
+        attention, frame_logits = self._attention_and_frames(features)
         steps = int(features.shape[-1])
         if steps < n_segments:
             raise ValueError(f"{steps} feature steps cannot be split into {n_segments} segments: "
