@@ -34,7 +34,7 @@ from benchlib import machine, markdown  # noqa: E402
 
 from birdclef.common.metrics import macro_roc_auc  # noqa: E402
 from birdclef.runtime.audio import AUDIO_SUFFIXES, decode_audio  # noqa: E402
-from birdclef.runtime.features import chunk_positions, log_mel, mel_filterbank, window_waves  # noqa: E402
+from birdclef.runtime.features import log_mel, mel_filterbank, window_waves  # noqa: E402
 from birdclef.runtime.inference.windows import window_count  # noqa: E402
 from birdclef.train.model import load_model  # noqa: E402
 
@@ -42,13 +42,14 @@ RULES = ("segment attention", "segment frame max", "chunk clip", "overlapping ch
 
 
 def soundscape_mels(data: Path, mel: dict) -> list[tuple[np.ndarray, list[str]]]:
-    """Each test soundscape's (n_windows, n_mels, frames) log-mels (as the submission cuts them) and row ids."""
+    """Each test soundscape's log-mel windows (as the submission cuts them, plus silent windows past the end up to
+    a multiple of 4, as Kaggle inference pads for a context model) and its row ids."""
     filterbank = mel_filterbank(mel)
     out = []
     for path in sorted(p for p in (data / "test_soundscapes").iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
         wave, _ = decode_audio(path, int(mel["sample_rate"]), repair=True)
         n = window_count(wave.size / int(mel["sample_rate"]), float(mel["window_seconds"]))
-        windows = window_waves(wave, int(mel["sample_rate"]), float(mel["window_seconds"]), n)
+        windows = window_waves(wave, int(mel["sample_rate"]), float(mel["window_seconds"]), -(-n // 4) * 4)
         mels = np.stack([log_mel(w, filterbank, mel["n_fft"], mel["hop_length"], mel["top_db"]) for w in windows])
         out.append((mels.astype(np.float32), [f"{path.stem}_{5 * (i + 1)}" for i in range(n)]))
     return out
@@ -61,11 +62,11 @@ def joined(x: torch.Tensor, m: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def row_probabilities(model, mels: np.ndarray, rule: str) -> np.ndarray:
-    """(n_rows, K) probabilities of one file's windows under `rule`."""
+def row_probabilities(model, mels: np.ndarray, n_rows: int, rule: str) -> np.ndarray:
+    """(n_rows, K) probabilities of one file's windows (`mels`: its rows, then silent windows) under `rule`."""
     m = model.context_windows
-    positions, keep = chunk_positions(np.zeros(len(mels), dtype=int), m)
-    x = torch.from_numpy(mels[positions][:, None])
+    mels = mels[: -(-n_rows // m) * m]
+    x = torch.from_numpy(mels[:, None])
     if rule == "segment attention":
         logits = model.forward_rows(x)
     elif rule == "one 5 s window":
@@ -77,7 +78,8 @@ def row_probabilities(model, mels: np.ndarray, rule: str) -> np.ndarray:
         steps = frames.shape[-1]
         parts = [frames[..., s * steps // m:(s + 1) * steps // m].amax(-1) for s in range(m)]
         logits = torch.stack(parts, 1).reshape(-1, frames.shape[1])
-    else:  # overlapping chunks, stride one window
+    else:  # overlapping chunks, stride one window, over the rows only
+        mels = mels[:n_rows]
         x = torch.from_numpy(mels[:, None])
         total = torch.zeros(len(mels), model.head.cla.out_channels)
         count = torch.zeros(len(mels), 1)
@@ -87,7 +89,7 @@ def row_probabilities(model, mels: np.ndarray, rule: str) -> np.ndarray:
             total[rows] += torch.sigmoid(model(chunk)[0])
             count[rows] += 1
         return (total / count).numpy()
-    return torch.sigmoid(logits).numpy()[keep]
+    return torch.sigmoid(logits).numpy()[:n_rows]
 
 
 def main() -> None:
@@ -108,8 +110,8 @@ def main() -> None:
         models = [load_model(path)[0] for path in paths]
         row = {"train tag": tag, "seconds per example": 5 * models[0].context_windows, "folds": len(models)}
         for rule in RULES:
-            probs = np.concatenate([np.mean([row_probabilities(model, mels, rule) for model in models], axis=0)
-                                    for mels, _ in files])
+            probs = np.concatenate([np.mean([row_probabilities(model, mels, len(rows), rule) for model in models],
+                                            axis=0) for mels, rows in files])
             frame = pd.DataFrame(probs, index=row_ids, columns=classes)
             row[rule] = round(macro_roc_auc(truth.to_numpy(), frame.loc[truth.index, classes].to_numpy()), 4)
         table.append(row)
