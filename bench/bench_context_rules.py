@@ -36,7 +36,7 @@ from birdclef.common.metrics import macro_roc_auc  # noqa: E402
 from birdclef.runtime.audio import AUDIO_SUFFIXES, decode_audio  # noqa: E402
 from birdclef.runtime.features import log_mel, mel_filterbank, window_waves  # noqa: E402
 from birdclef.runtime.inference.windows import window_count  # noqa: E402
-from birdclef.train.model import load_model  # noqa: E402
+from birdclef.train.model import join_rows, load_model  # noqa: E402
 
 RULES = ("segment attention", "segment frame max", "chunk clip", "overlapping chunks", "one 5 s window")
 
@@ -55,12 +55,6 @@ def soundscape_mels(data: Path, mel: dict) -> list[tuple[np.ndarray, list[str]]]
     return out
 
 
-def joined(x: torch.Tensor, m: int) -> torch.Tensor:
-    """(N, 1, F, T) rows, N a multiple of m -> (N / m, 1, F, m T) chunks of consecutive rows."""
-    _, channels, n_mels, frames = x.shape
-    return x.reshape(-1, m, channels, n_mels, frames).permute(0, 2, 3, 1, 4).reshape(-1, channels, n_mels, m * frames)
-
-
 @torch.no_grad()
 def row_probabilities(model, mels: np.ndarray, n_rows: int, rule: str) -> np.ndarray:
     """(n_rows, K) probabilities of one file's windows (`mels`: its rows, then silent windows) under `rule`."""
@@ -72,9 +66,9 @@ def row_probabilities(model, mels: np.ndarray, n_rows: int, rule: str) -> np.nda
     elif rule == "one 5 s window":
         logits = model(x)[0]
     elif rule == "chunk clip":
-        logits = model(joined(x, m))[0].repeat_interleave(m, 0)
+        logits = model(join_rows(x, m))[0].repeat_interleave(m, 0)
     elif rule == "segment frame max":
-        _, frames = model(joined(x, m))
+        _, frames = model(join_rows(x, m))
         steps = frames.shape[-1]
         parts = [frames[..., s * steps // m:(s + 1) * steps // m].amax(-1) for s in range(m)]
         logits = torch.stack(parts, 1).reshape(-1, frames.shape[1])

@@ -32,6 +32,7 @@ from birdclef.train.model import (
     InferenceWrapper,
     SEDModel,
     build_model,
+    join_rows,
     load_model,
     save_checkpoint,
 )
@@ -187,9 +188,7 @@ def member(path, seed: int, context: int, calibration: np.ndarray) -> None:
     model = build_model(spec)
     model.train()
     with torch.no_grad():
-        joined = calibration.reshape(-1, context, *calibration.shape[1:]).transpose(0, 2, 3, 1, 4)
-        model(torch.from_numpy(np.ascontiguousarray(joined).reshape(-1, 1, calibration.shape[2],
-                                                                      context * calibration.shape[3])))
+        model(join_rows(torch.from_numpy(calibration), context))
         model.head.cla.weight.mul_(20.0)
     model.eval()
     save_checkpoint(path, model, spec, classes=CLASSES)

@@ -94,6 +94,14 @@ class AttentionHead(nn.Module):
         return torch.stack(segments, dim=1)
 
 
+def join_rows(mel_db: torch.Tensor, m: int) -> torch.Tensor:
+    """(N, C, F, T) row windows, N a multiple of `m` -> (N / m, C, F, m T): each run of `m`
+    consecutive rows joined along time (the input of a model with ``context_windows`` m)."""
+    _, channels, n_mels, frames = mel_db.shape
+    chunks = mel_db.reshape(-1, m, channels, n_mels, frames).permute(0, 2, 3, 1, 4)
+    return chunks.reshape(-1, channels, n_mels, m * frames)
+
+
 class SEDModel(nn.Module):
     """timm backbone + frequency pooling + attention head."""
 
@@ -181,10 +189,7 @@ class SEDModel(nn.Module):
         m = self.context_windows
         if m == 1:
             return self.forward_logits(mel_db)[0]
-        _, channels, n_mels, frames = mel_db.shape
-        chunks = mel_db.reshape(-1, m, channels, n_mels, frames).permute(0, 2, 3, 1, 4)
-        chunks = chunks.reshape(-1, channels, n_mels, m * frames)
-        segments = self.head.forward_segments(self._features(chunks), m)
+        segments = self.head.forward_segments(self._features(join_rows(mel_db, m)), m)
         return segments.reshape(-1, segments.shape[-1])
 
 
@@ -254,7 +259,8 @@ def save_checkpoint(path: str | os.PathLike, model: SEDModel, spec: Mapping[str,
 
 def checkpoint_context(path: str | os.PathLike) -> int:
     """The ``context_windows`` of a `save_checkpoint` file's model (1 for checkpoints without it)."""
-    spec = torch.load(path, map_location="cpu", weights_only=False)["spec"]
+    # mmap: the spec without reading the weights (the export and the soup load them later)
+    spec = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["spec"]
     return int(spec.get("context_windows", MODEL_DEFAULTS["context_windows"]))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from birdclef.common.plan_rounds import CONTEXT_WINDOWS
 from birdclef.runtime.features import MEL_KEYS, member_mel_group, window_frames
 from birdclef.runtime.inference.bundle import Bundle, MelGroup, Member
 from birdclef.runtime.inference.ensemble import ensemble_model
@@ -343,7 +344,7 @@ def _mel_group(root: Path, index: int, settings: dict[str, Any], window_seconds:
 def _context_windows(entry: dict[str, Any]) -> int:
     """A bundle member's ``context_windows`` (absent in bundles written before it: 1), checked."""
     value = entry.get("context_windows", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2, 4):
+    if isinstance(value, bool) or not isinstance(value, int) or value not in CONTEXT_WINDOWS:
         raise ValueError(f"bundle member {entry.get('name')!r} has context_windows {value!r}; "
-                         "expected 1, 2 or 4 (consecutive windows its model joins)")
+                         f"expected one of {list(CONTEXT_WINDOWS)} (consecutive windows its model joins)")
     return value
