@@ -378,6 +378,72 @@ def agreement(reference: np.ndarray, logits: np.ndarray) -> dict:
     }
 
 
+KERNEL_KINDS = [  # (label, test on (node name, node type, exec type)), the first match wins
+    ("front end: STFT + mel MatMuls, log", lambda n, t, e: n.startswith("/frontend/")),
+    ("classifier Linear(1536, 14795)", lambda n, t, e: n == "label" or n.startswith("/label/")),
+    ("pointwise (1x1) convolutions", lambda n, t, e: t == "Convolution" and "1x1" in e),
+    ("depthwise convolutions", lambda n, t, e: t == "GroupConvolution"),
+    ("other convolutions (stem, 3x3)", lambda n, t, e: t == "Convolution"),
+    ("squeeze-excitation, Swish, pooling (Multiply, ReduceMean, small FCs)",
+     lambda n, t, e: t in ("Multiply", "ReduceMean", "FullyConnected", "Sigmoid", "Swish", "Eltwise")),
+]
+
+
+def kernel_times(xml: Path, windows: np.ndarray, threads: int) -> dict[str, float]:
+    """Milliseconds per kernel kind (KERNEL_KINDS, else 'other') for one call on `windows`: OpenVINO's PERF_COUNT.
+
+    Compiled as PerchTeacher compiles it (1 stream x `threads`, hint f32), the
+    second of two calls; a node's real time, summed by kind.
+    """
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32",
+              "ENABLE_CPU_PINNING": False, "PERF_COUNT": True}
+    request = ov.Core().compile_model(str(xml), "CPU", config).create_infer_request()
+    for _ in range(2):
+        request.infer({0: windows}, share_inputs=True)
+    times: dict[str, float] = {}
+    for node in request.profiling_info:
+        kind = next((label for label, match in KERNEL_KINDS
+                     if match(node.node_name, node.node_type, node.exec_type)), "other")
+        times[kind] = times.get(kind, 0.0) + node.real_time.total_seconds() * 1e3
+    return times
+
+
+def best_layout_rates(folder: Path, windows: np.ndarray, threads: int) -> list[dict]:
+    """Each runtime at its fastest layout here: ORT fp32 at batch 16 / 48; OpenVINO f32 / int8 (MatMul STFT)
+    with 1 stream x `threads` at batch 16 / 48 and `threads` streams x 1 thread (async queue) at batch 8 / 24
+    (whole rounds of batches over the streams)."""
+    import openvino as ov
+
+    audio = 5.0 * len(windows)
+    rows = []
+    for batch in (16, 48):
+        run = ort_runner(folder / "matmul.onnx", threads)
+        predict_windows(run, windows[:batch], batch)
+        timer, _ = best_of(2, lambda r=run, b=batch: predict_windows(r, windows, b))
+        rows.append({"runtime": "ONNX Runtime fp32, framing + MatMul STFT", "layout": f"1 session x {threads} threads",
+                     "batch": batch, "rate": rate_row(audio, timer, threads)})
+    for name in ("matmul_f32", "matmul_int8"):
+        for streams, batch in ((1, 16), (1, 48), (threads, 8), (threads, 24)):
+            config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": streams, "INFERENCE_PRECISION_HINT": "f32",
+                      "ENABLE_CPU_PINNING": False}
+            queue = ov.AsyncInferQueue(ov.Core().compile_model(str(folder / f"{name}.xml"), "CPU", config), 2 * streams)
+
+            def run(q=queue, b=batch):
+                for begin in range(0, len(windows), b):
+                    q.start_async({0: np.ascontiguousarray(windows[begin : begin + b])}, share_inputs=True)
+                q.wait_all()
+
+            run()
+            timer, _ = best_of(2, run)
+            layout = f"{streams} stream{'s' if streams > 1 else ''} x {threads // streams} thread{'s' if threads // streams > 1 else ''}"
+            rows.append({"runtime": f"OpenVINO {name.split('_')[1]} IR, framing + MatMul STFT", "layout": layout,
+                         "batch": batch, "rate": rate_row(audio, timer, threads)})
+            del queue
+    return rows
+
+
 def run_teacher(paths: list[Path], workdir: Path, threads: int, batch: int, count: int, log) -> dict:
     """Model-alone rows of the Perch-sized teacher: ORT fp32 and OpenVINO f32 / int8 IR, both front ends."""
     half = max(1, len(paths) // 2)
@@ -409,8 +475,13 @@ def run_teacher(paths: list[Path], workdir: Path, threads: int, batch: int, coun
     reference = logits[runtimes[0][0]]
     for row in rows[1:]:
         row["agreement"] = agreement(reference, logits[row["name"]])
+    kernels = {name: kernel_times(folder / f"{name}.xml", np.ascontiguousarray(windows[:batch]), threads)
+               for name in ("matmul_f32", "matmul_int8")}
+    log("teacher kernels profiled")
+    layouts = best_layout_rates(folder, windows, threads)
+    log("teacher layouts timed")
     return {"info": info, "rows": rows, "windows": len(windows), "calibration": len(calibration),
-            "batch": batch, "threads": threads, "timed_soundscapes": half}
+            "batch": batch, "threads": threads, "timed_soundscapes": half, "kernels": kernels, "layouts": layouts}
 
 
 def print_teacher(result: dict) -> None:
@@ -468,6 +539,39 @@ def print_teacher(result: dict) -> None:
                        f"{drop:+.4f}", "pass" if drop <= TEACHER_TARGETS["auc_drop"] else "FAIL"])
     print("\n### Targets (issue 16)\n")
     print(markdown([{"target": target, "measured": value, "": verdict} for target, value, verdict in checks]))
+    print_kernels(result)
+
+
+def print_kernels(result: dict) -> None:
+    """Where the teacher's time goes (f32 vs int8 IR, per kernel kind), and each runtime at its best layout."""
+    f32, int8 = result["kernels"]["matmul_f32"], result["kernels"]["matmul_int8"]
+    kinds = [label for label, _ in KERNEL_KINDS] + ["other"]
+    total_f32, total_int8 = sum(f32.values()), sum(int8.values())
+    print(f"\n### Where the teacher's time goes (OpenVINO PERF_COUNT, one call of {result['batch']} windows, framing +"
+          f" MatMul STFT, 1 stream x {result['threads']} threads, hint f32; node real time summed by kind)\n")
+    print(markdown([
+        {"kernels": kind, "f32 IR ms": fmt(f32.get(kind, 0.0), 1), "int8 IR ms": fmt(int8.get(kind, 0.0), 1),
+         "int8 speed-up": f"{f32.get(kind, 0.0) / int8[kind]:.2f}x" if int8.get(kind) else "-",
+         "share of int8 time": f"{100 * int8.get(kind, 0.0) / total_int8:.0f} %"}
+        for kind in kinds if f32.get(kind) or int8.get(kind)
+    ] + [{"kernels": "all", "f32 IR ms": fmt(total_f32, 1), "int8 IR ms": fmt(total_int8, 1),
+          "int8 speed-up": f"{total_f32 / total_int8:.2f}x", "share of int8 time": "100 %"}]))
+    layouts = result["layouts"]
+    best_ort = max(r["rate"]["per_core"] for r in layouts if r["runtime"].startswith("ONNX"))
+    print(f"\nEach runtime at each layout ({result['windows']} windows, {result['threads']} threads, the fastest of 2"
+          f" passes after a warm-up; OpenVINO through an AsyncInferQueue of 2 requests per stream):\n")
+    print(markdown([
+        {"runtime": r["runtime"], "layout": r["layout"], "batch": str(r["batch"]),
+         "x realtime per core": fmt(r["rate"]["per_core"], 1), "x realtime per CPU-s": fmt(r["rate"]["per_cpu_s"], 1),
+         "other processes' CPU (cores)": others_text(r["rate"]),
+         "vs ONNX Runtime fp32 at its best layout": f"{r['rate']['per_core'] / best_ort:.2f}x"}
+        for r in layouts
+    ]))
+    front = int8.get(KERNEL_KINDS[0][0], 0.0)
+    best_int8 = max(r["rate"]["per_core"] for r in layouts if "int8" in r["runtime"])
+    print(f"\nBound: the int8 IR without any front-end cost would run {total_int8 / (total_int8 - front):.2f}x its"
+          f" measured speed, i.e. at most {best_int8 / best_ort * total_int8 / (total_int8 - front):.2f}x ONNX Runtime"
+          f" fp32 at their best layouts (goal {TEACHER_TARGETS['int8_vs_ort']:g}x).")
 
 
 def kaggle_minutes(per_core: float) -> float:

@@ -18,6 +18,7 @@ The ground truth is used for scoring only: nothing is trained, tuned or
 selected on it.
 
 Usage: python bench/bench_quality.py [--data DIR] [--workdir DIR] [--cores 2] [--bootstrap 1000]
+       [--only "A;B"] [--teacher birdnet|none] [--seed N]
 Prints one markdown table for bench/README.md (and writes results.json in the workdir).
 """
 
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="variant names separated by ';' (default: all)")
     parser.add_argument("--teacher", choices=["birdnet", "none"], default="birdnet",
                         help="add the teacher alone (zero-shot) as a reference row")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="train.seed of every variant (default: bench/quality.yaml's); the folds, the held-out "
+                             "soundscape split and the test set stay the same")
     args = parser.parse_args()
     data = args.data.resolve()
     if not (data / "test_ground_truth.csv").is_file():
@@ -201,6 +205,8 @@ def main() -> None:
     copy_workflow(workdir)
     base = yaml.safe_load((REPO / "bench/quality.yaml").read_text())
     base["data"]["root"] = str(data)
+    if args.seed is not None:
+        base["train"]["seed"] = args.seed
 
     truth_frame = pd.read_csv(data / "test_ground_truth.csv", dtype={"row_id": str}).set_index("row_id")
     classes = list(truth_frame.columns)
@@ -250,7 +256,8 @@ def main() -> None:
     positive = int((truth.sum(axis=0) > 0).sum())
     print(f"\nMachine: {machine(['torch', 'openvino'])}; {dt.date.today().isoformat()}; data {data} "
           f"({windows} test windows, {positive} classes with a positive); OpenVINO inference with "
-          f"INFERENCE_PRECISION_HINT=f32; bootstrap {args.bootstrap} resamples of the test windows; "
+          f"INFERENCE_PRECISION_HINT=f32; train.seed {base['train'].get('seed', 0)}; "
+          f"bootstrap {args.bootstrap} resamples of the test windows; "
           f"workdir {workdir}\n")
     print(markdown(rows))
 
