@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from benchlib import Timer, best_of, machine, markdown
+from benchlib import Timer, best_of, load_average, machine, markdown
 
 from birdclef.common.manifest import package_versions
 from birdclef.runtime.audio import write_ogg
@@ -81,13 +81,6 @@ TARGETS = {"int8_vs_torch": 4.0, "one_model": 300.0, "ten_members": 100.0}
 
 
 # ---------------------------------------------------------------- set-up
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def versions() -> str:

@@ -85,6 +85,14 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, "n/a" where the system has none."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def machine_cpu_seconds() -> float | None:
     """CPU seconds every process of the machine has used (busy time in /proc/stat), or None."""
     try:

@@ -632,7 +632,7 @@ def test_export_stage_two_mel_groups(two_groups, tmp_path):
              "out_manifest": str(tmp_path / "blend/manifest.json")}
     report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher,
                           taxonomy_csv=str(taxonomy), **blend)
-    assert report["teacher"] == {"kind": "birdnet", "runtime": "litert", "precision": "f32", "weight": 0.25,
+    assert report["teacher"] == {"kind": "birdnet", "runtime": "openvino", "precision": "f32", "weight": 0.25,
                                  "classes_mapped": 3, "compiled": False}
     entry = json.loads((tmp_path / "blend/bundle.json").read_text())["teacher"]
     assert (entry["model"], entry["labels"], entry["weight"]) == (None, None, 0.25)  # BirdNET: never copied

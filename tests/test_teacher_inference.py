@@ -262,7 +262,7 @@ def test_export_entry_for_tflite_perch_and_birdnet(setup, tmp_path, monkeypatch)
                         "precision_hint": "f32", "genus_fallback": True, "weight": 0.4}
     birdnet, files = teacher_entry(birdnet_settings, write_taxonomy(tmp_path / "tax.csv", BIRDNET_NAMES), CLASSES)
     assert files == {}  # CC BY-NC-SA 4.0: never copied
-    assert (birdnet["kind"], birdnet["runtime"], birdnet["model"], birdnet["labels"]) == ("birdnet", "litert", None, None)
+    assert (birdnet["kind"], birdnet["runtime"], birdnet["model"], birdnet["labels"]) == ("birdnet", "openvino", None, None)
     teacher = load_teacher(birdnet_settings, threads=1)
     blackbird = teacher.scientific_names.index("Turdus merula")
     assert birdnet["mapping"][0] == [blackbird] and birdnet["mapping"][2] == []
@@ -399,7 +399,8 @@ def test_kaggle_bundle_with_teacher_predicts_without_torch(setup, tmp_path):
     with_f32 = pack_bundle(setup["int8"], tmp_path / "with_f32", include_f32=True, data_dir=str(data))
     assert {"teacher/model_f32.xml", "teacher/model_f32.bin"} <= set(with_f32["files"])
     assert sorted(p.name for p in (out / "birdclef" / "runtime" / "teacher").glob("*.py")) == [
-        "__init__.py", "base.py", "birdnet.py", "load.py", "mapping.py", "perch.py", "predict.py", "windows.py"]
+        "__init__.py", "base.py", "birdnet.py", "birdnet_openvino.py", "load.py", "mapping.py", "perch.py", "predict.py",
+        "windows.py"]
     readme = (out / "README.md").read_text()
     assert ("| teacher | perch on openvino (int8 IR compiled into the ensemble model, teacher gate passed), "
             "weight 0.3, 3/4 classes mapped |") in readme
@@ -424,8 +425,9 @@ def test_kaggle_bundle_with_teacher_predicts_without_torch(setup, tmp_path):
 def test_kaggle_bundle_of_a_birdnet_teacher_copies_nothing(setup, tmp_path, monkeypatch):
     compiled = ("ir", "ir_f32", "precision", "gate_status")
     entry = {**{k: v for k, v in setup["entry"].items() if k not in compiled},
-             "kind": "birdnet", "runtime": "litert", "model": None, "labels": None}
+             "kind": "birdnet", "runtime": "openvino", "model": None, "labels": None}
     source = with_teacher(setup["students"], tmp_path / "birdnet", entry, {})
+    # on OpenVINO too, BirdNET's flatbuffer is read with LiteRT's tools: ai-edge-litert is packed
     commands = []
     monkeypatch.setattr(kaggle.subprocess, "run", lambda command, check: commands.append(command))
     summary = pack_bundle(source, tmp_path / "out", wheels=True, data_dir="/kaggle/input/x")

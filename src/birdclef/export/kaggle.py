@@ -35,6 +35,7 @@ from pathlib import Path
 import birdclef
 from birdclef.common.io import atomic_dir
 from birdclef.runtime.submission import KAGGLE_DATA_DIR
+from birdclef.runtime.teacher.load import needs_litert
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def pack_bundle(
             (tmp / "wheels").mkdir()
             try:
                 summary["wheels"] = download_wheels(tmp / "wheels", python_version,
-                                                    litert=teacher.get("runtime") == "litert")
+                                                    litert=bool(teacher) and needs_litert(teacher.get("kind"), teacher.get("runtime")))
             except (OSError, subprocess.CalledProcessError) as error:
                 logger.warning(
                     "could not download the OpenVINO wheels (%s); the bundle has no wheels/: "
@@ -340,7 +341,7 @@ def _teacher_readme(teacher: dict) -> dict[str, str]:
            f"{teacher.get('gate_status')}" if teacher.get("ir") else "f32, not quantized")
     row = (f"{teacher.get('kind')} on {teacher.get('runtime')} ({how}), weight "
            f"{teacher.get('weight')}, {mapped}/{len(teacher.get('mapping', []))} classes mapped")
-    packages = "openvino" + (" ai-edge-litert" if teacher.get("runtime") == "litert" else "")
+    packages = "openvino" + (" ai-edge-litert" if needs_litert(teacher.get("kind"), teacher.get("runtime")) else "")
     if teacher.get("kind") != "birdnet":
         return {"install": "", "packages": packages, "teacher": row, "teacher_notes": ""}
     wheel = BIRDNET_WHEEL.replace("==", "-") + "-py3-none-any.whl"

