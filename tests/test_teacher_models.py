@@ -152,10 +152,9 @@ def test_birdnet_on_openvino_equals_litert(birdnet, birdnet_openvino):
 
 def test_birdnet_openvino_model_names_its_parts():
     """Outputs `label` and `embedding`; the front-end ops carry the prefix NNCF can leave in f32."""
-    from birdclef.runtime.teacher.birdnet_openvino import FRONT_END_PREFIX, birdnet_openvino_model
+    from birdclef.runtime.teacher.birdnet_openvino import FRONT_END_PREFIX
 
-    path, _ = models.birdnet_files(None, None)
-    model = birdnet_openvino_model(path, models.read_birdnet(path)[0], models.BIRDNET_EMBEDDING_TENSOR, "BirdNET")
+    model = models.birdnet_openvino(models.birdnet_files(None, None)[0])
     assert [out.get_any_name() for out in model.outputs] == ["label", "embedding"]
     assert [str(out.get_partial_shape()) for out in model.outputs] == ["[?,6522]", "[?,1024]"]
     assert [str(p.get_partial_shape()) for p in model.get_parameters()] == ["[?,144000]"]

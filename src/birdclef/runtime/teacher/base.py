@@ -116,6 +116,25 @@ def litert_runner(interpreter: Interpreter, input_index: int, embedding_index: i
     return run
 
 
+def openvino_runner(model: ov.Model, path: Path, expected: str, threads: int, precision_hint: str,
+                    embedding: str, label: str) -> Runner:
+    """A batch -> (embeddings, logits) call of `model` compiled for the CPU: 1 stream x `threads`,
+    `precision_hint`, no CPU pinning (it would put every one-thread worker process on the same core);
+    outputs named `embedding` and `label`. A compile failure is a DataError naming `path`."""
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision_hint,
+              "ENABLE_CPU_PINNING": False}
+    with readable(path, "OpenVINO", expected):
+        compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    embedding_output, label_output = compiled.output(embedding), compiled.output(label)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = request.infer({0: batch}, share_inputs=True)
+        return np.array(result[embedding_output]), np.array(result[label_output])
+
+    return run
+
+
 def read_labels(path: Path, count: int, header_allowed: bool) -> list[str]:
     """The labels file's non-empty lines, stripped: `count` of them, after one header line if allowed."""
     if not path.is_file():

@@ -16,7 +16,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import openvino as ov
 
 from birdclef.common.errors import DataError
@@ -28,6 +27,7 @@ from birdclef.runtime.teacher.base import (
     dims,
     litert_interpreter,
     litert_runner,
+    openvino_runner,
     positive,
     read_labels,
     readable,
@@ -95,24 +95,20 @@ def _birdnet_litert(model_path: Path, threads: int) -> tuple[Runner, int]:
 
 def _birdnet_openvino(model_path: Path, threads: int, precision_hint: str) -> tuple[Runner, int]:
     """(runner, number of classes) of BirdNET as one OpenVINO model compiled for the CPU."""
-    model, _ = read_birdnet(model_path)
+    model = birdnet_openvino(model_path)
+    label, embedding = OUTPUT_NAMES
+    run = openvino_runner(model, model_path, BIRDNET_EXPECTED, threads, precision_hint, embedding, label)
+    return run, int(model.output(label).get_partial_shape()[-1].get_length())
+
+
+def birdnet_openvino(model_path: Path) -> ov.Model:
+    """BirdNET's file as one OpenVINO model (outputs ``label``, ``embedding``; `birdnet_openvino_model`),
+    its input checked; a DataError naming the file otherwise."""
+    model, embedding = read_birdnet(model_path)
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1 or list(graph.tensors[graph.inputs[0]].shape[1:]) != [BIRDNET_WINDOW]:
         raise DataError(f"{model_path}: found {len(graph.inputs)} input(s); expected {BIRDNET_EXPECTED}")
-    ov_model = birdnet_openvino_model(model_path, model, BIRDNET_EMBEDDING_TENSOR, BIRDNET_EXPECTED)
-    # no CPU pinning: it would put every one-thread worker process on the same core
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision_hint,
-              "ENABLE_CPU_PINNING": False}
-    with readable(model_path, "OpenVINO", BIRDNET_EXPECTED):
-        compiled = ov.Core().compile_model(ov_model, "CPU", config)
-    request = compiled.create_infer_request()
-    label, embedding = (compiled.output(name) for name in OUTPUT_NAMES)
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = request.infer({0: batch}, share_inputs=True)
-        return np.array(result[embedding]), np.array(result[label])
-
-    return run, int(label.get_partial_shape()[-1].get_length())
+    return birdnet_openvino_model(model_path, model, embedding, BIRDNET_EXPECTED)
 
 
 def birdnet_files(model_path: str | os.PathLike | None, labels_path: str | os.PathLike | None) -> tuple[Path, Path]:

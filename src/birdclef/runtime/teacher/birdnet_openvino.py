@@ -52,23 +52,23 @@ FRONT_END_PREFIX = "birdnet_front_end/"
 FLOAT32, INT32 = 0, 2  # TFLite TensorType codes
 
 
-def birdnet_openvino_model(path: Path, model, embedding_tensor: str, expected: str) -> ov.Model:
+def birdnet_openvino_model(path: Path, model, embedding: int, expected: str) -> ov.Model:
     """BirdNET (the parsed flatbuffer `model` of `path`, whose graph is changed here) as one OpenVINO model.
 
-    Outputs ``label`` (the graph's logits) and ``embedding`` (`embedding_tensor`);
+    Outputs ``label`` (the graph's logits) and ``embedding`` (the tensor of index `embedding`);
     a DataError naming `path` and `expected` when the graph is not BirdNET 2.4's.
     """
     graph = model.subgraphs[0]
     names = {_name(tensor): index for index, tensor in enumerate(graph.tensors)}
-    if BIRDNET_SPECTROGRAM not in names or embedding_tensor not in names:
-        raise DataError(f"{path}: no tensor '{BIRDNET_SPECTROGRAM}' or '{embedding_tensor}' to cut BirdNET's "
-                        f"spectrogram front end from its network; expected {expected}")
+    if BIRDNET_SPECTROGRAM not in names:
+        raise DataError(f"{path}: no tensor '{BIRDNET_SPECTROGRAM}' to cut BirdNET's spectrogram front end from "
+                        f"its network; expected {expected}")
     constants, scaling = front_end_constants(path, model, expected)
     window = int(graph.tensors[graph.inputs[0]].shape[-1])
     frames = {(window - c["frame"]) // c["step"] + 1 for c in constants.values()}
     if len(frames) != 1:
         raise DataError(f"{path}: the two spectrograms have {sorted(frames)} frames; expected one count {expected}")
-    body = _body(path, model, names[BIRDNET_SPECTROGRAM], names[embedding_tensor], (96, frames.pop(), 2), expected)
+    body = _body(path, model, names[BIRDNET_SPECTROGRAM], embedding, (96, frames.pop(), 2), expected)
     waves = ops.parameter([-1, window], np.float32, name="INPUT")
     spectrogram = front_end(waves, constants, scaling, window)
     _name_front_end(spectrogram)
@@ -90,13 +90,18 @@ def front_end_constants(path: Path, model, expected: str) -> tuple[dict, dict]:
     return constants, scaling
 
 
-def front_end(waves, constants: dict, scaling: dict, window: int):
-    """The two spectrograms of `waves` [batch, window], concatenated as BirdNET's [batch, 96, frames, 2]."""
+def scaled_input(waves, scaling: dict):
+    """BirdNET's input scaling of `waves` [batch, samples] to [-1, 1]: ((x - min) / (max + eps) - shift) * scale."""
     low = ops.reduce_min(waves, np.array([1]), True)
     shifted = ops.subtract(waves, low)
     high = ops.add(ops.reduce_max(shifted, np.array([1]), True), np.float32(scaling["eps"]))
-    scaled = ops.multiply(ops.subtract(ops.divide(shifted, high), np.float32(scaling["shift"])),
-                          np.float32(scaling["scale"]))
+    return ops.multiply(ops.subtract(ops.divide(shifted, high), np.float32(scaling["shift"])),
+                        np.float32(scaling["scale"]))
+
+
+def front_end(waves, constants: dict, scaling: dict, window: int):
+    """The two spectrograms of `waves` [batch, window], concatenated as BirdNET's [batch, 96, frames, 2]."""
+    scaled = scaled_input(waves, scaling)
     channels = []
     for c in constants.values():
         count = (window - c["frame"]) // c["step"] + 1

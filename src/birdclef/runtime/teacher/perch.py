@@ -28,6 +28,7 @@ from birdclef.runtime.teacher.base import (
     first_line,
     litert_interpreter,
     litert_runner,
+    openvino_runner,
     positive,
     read_labels,
     readable,
@@ -127,20 +128,9 @@ def _perch_onnxruntime(path: Path, threads: int) -> tuple[Runner, int | None]:
 
 def _perch_openvino(path: Path, threads: int, precision_hint: str) -> tuple[Runner, int | None]:
     """An ONNX Perch compiled by OpenVINO for the CPU; a static batch dimension is made dynamic."""
-    core = ov.Core()
-    model, fixed = read_perch_openvino(core, path)
-    # no CPU pinning: it would put every one-thread worker process on the same core
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision_hint,
-              "ENABLE_CPU_PINNING": False}
-    with readable(path, "OpenVINO", "a Perch v2 model OpenVINO can compile for the CPU"):
-        compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    embedding, label = compiled.output(PERCH_EMBEDDING), compiled.output(PERCH_LABEL)
-
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = request.infer({0: batch}, share_inputs=True)
-        return np.array(result[embedding]), np.array(result[label])
-
+    model, fixed = read_perch_openvino(ov.Core(), path)
+    run = openvino_runner(model, path, "a Perch v2 model OpenVINO can compile for the CPU", threads, precision_hint,
+                          PERCH_EMBEDDING, PERCH_LABEL)
     return run, fixed
 
 
