@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import time
 import warnings
 from pathlib import Path
 
@@ -341,24 +340,3 @@ def test_wrong_label_count(perch, tmp_path):
         with pytest.raises(DataError, match=rf"{labels}: {lines} non-empty lines; expected 14795 labels "
                                             r"\(or 14796 with a header line\)"):
             PerchTeacher(perch["root"] / "perch.onnx", labels, runtime="onnxruntime")
-
-
-# -- timings (printed, not asserted: `pytest -s` shows them)
-
-
-def test_print_timings(birdnet, perch):
-    def audio_seconds_per_second(teacher, n):
-        waves = noise(n, teacher.window_samples, seed=5)
-        teacher.infer(waves[: teacher.batch_windows])  # warm-up
-        start = time.perf_counter()
-        teacher.infer(waves)
-        elapsed = time.perf_counter() - start
-        return n * teacher.window_samples / teacher.sample_rate / elapsed
-
-    rows = [("BirdNET 2.4 FP32, LiteRT, batch 16", audio_seconds_per_second(birdnet, 32))]
-    for runtime, name in (("onnxruntime", "perch.onnx"), ("openvino", "perch.onnx"), ("litert", "perch.tflite")):
-        teacher = PerchTeacher(perch["root"] / name, perch["labels"], runtime=runtime)
-        rows.append((f"Perch stand-in, {runtime}, batch 16", audio_seconds_per_second(teacher, 64)))
-    for what, speed in rows:
-        print(f"{what}: {speed:,.0f} audio-seconds per second (1 thread)")
-    assert all(speed > 0 for _, speed in rows)
