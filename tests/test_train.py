@@ -83,7 +83,7 @@ def run(out_dir, cache, fold=0, **overrides):
     mels, index, folds = cache
     kwargs = {k: overrides.pop(k) for k in list(overrides) if k in (
         "soundscape_mels", "soundscape_index", "pseudo_mels", "pseudo_labels", "epoch_callback",
-        "labelled_windows", "teacher", "specialist")}
+        "labelled_windows", "teacher", "specialist", "inputs_fingerprint")}
     values = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
               "samples_per_epoch": 48, "crop_seconds_max": 2.0, **overrides}
     return train_fold(mels, index, folds, fold, CLASSES, SPEC, TrainSettings(**values), WINDOW,
@@ -185,6 +185,60 @@ def test_killed_job_resumes_to_the_same_result(tmp_path, cache):
     for a, b in zip(straight["epochs"], resumed["epochs"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["oof_auc"] == pytest.approx(b["oof_auc"], abs=1e-6)
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture
+def first_epoch_best(monkeypatch):
+    """Epoch 1 scores best whatever the losses (so the best epoch is not the last one)."""
+    monkeypatch.setattr("birdclef.train.fold.epoch_score", lambda entry, has_val, train_loss: [-entry["epoch"]])
+
+
+def test_a_rerun_without_best_pt_keeps_the_best_epoch(tmp_path, cache, first_epoch_best):
+    """Snakemake deletes best.pt before it reruns a job: the resumed run rewrites it from the best
+    weights kept in last.pt (epoch 1 here), not from the epochs after the resume (the last one)."""
+    straight = run(tmp_path / "straight", cache, epochs=3, samples_per_epoch=32)
+    assert straight["best_epoch"] == 1
+    original = _weights(tmp_path / "straight" / "best.pt")
+    assert original["epoch"] == 1
+
+    # a finished job rerun (its outputs deleted): nothing to train, the same best.pt
+    (tmp_path / "straight" / "best.pt").unlink()
+    again = run(tmp_path / "straight", cache, epochs=3, samples_per_epoch=32)
+    assert again["resumed_from_epoch"] == 3 and again["best_epoch"] == 1
+    rewritten = _weights(tmp_path / "straight" / "best.pt")
+    assert rewritten["epoch"] == 1 and rewritten["history"] == original["history"]
+    for name, value in original["state_dict"].items():
+        assert torch.equal(rewritten["state_dict"][name], value), name
+
+    # a job killed after epoch 2, best.pt deleted as Snakemake does: the same best model as straight
+    def kill_after_two(entry):
+        if entry["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", cache, epochs=3, samples_per_epoch=32, epoch_callback=kill_after_two)
+    (tmp_path / "killed" / "best.pt").unlink()
+    resumed = run(tmp_path / "killed", cache, epochs=3, samples_per_epoch=32)
+    assert resumed["resumed_from_epoch"] == 2 and resumed["best_epoch"] == 1
+    killed = _weights(tmp_path / "killed" / "best.pt")
+    for name, value in original["state_dict"].items():
+        assert torch.allclose(killed["state_dict"][name].float(), value.float(), atol=1e-6), name
+
+
+def test_a_rerun_on_other_inputs_trains_from_scratch(tmp_path, cache):
+    """last.pt continues only on the inputs it was trained on (the stage's manifest description
+    of its files): an input rewritten with other content restarts the run."""
+    before = [{"path": "results/mels/abc/mels.npy", "bytes": 10, "sha256": "0" * 64}]
+    run(tmp_path, cache, epochs=2, samples_per_epoch=16, inputs_fingerprint=before)
+    same = run(tmp_path, cache, epochs=2, samples_per_epoch=16, inputs_fingerprint=before)
+    assert same["resumed_from_epoch"] == 2
+    after = [{**before[0], "sha256": "1" * 64}]
+    rewritten = run(tmp_path, cache, epochs=2, samples_per_epoch=16, inputs_fingerprint=after)
+    assert rewritten["resumed_from_epoch"] == 0 and len(rewritten["epochs"]) == 2
 
 
 def test_changed_settings_restart_from_scratch(tmp_path, cache):

@@ -1,14 +1,18 @@
 """Checkpoints of a fold's run: ``best.pt``, and ``last.pt`` with everything a resumed run needs.
 
-``last.pt`` (model, optimizer, scheduler, grad-scaler, RNG states and history) is
-rewritten after every epoch; a rerun of a killed job with a compatible
-configuration continues after the last finished epoch. ``best.pt`` is written
-with `birdclef.train.model.save_checkpoint`, so `birdclef.train.model.load_model`
-reads it.
+``last.pt`` (model, optimizer, scheduler, grad-scaler, RNG states, history, and
+the best epoch's weights) is rewritten after every epoch; a rerun of a killed job
+with a compatible configuration and the same inputs continues after the last
+finished epoch. ``best.pt`` is written with `birdclef.train.model.save_checkpoint`,
+so `birdclef.train.model.load_model` reads it. Snakemake deletes ``best.pt`` (a
+declared output) before it reruns a job, so a resumed run rewrites it from the
+best weights in ``last.pt``: the rerun ends with the best epoch of the whole run,
+as an uninterrupted run does, not only of the epochs after the resume.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import random
@@ -48,13 +52,19 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
 
 
 def resume_signature(model_spec, settings, fold, classes, window_frames, frames_per_second,
-                     n_train, n_val, n_pseudo, n_labelled=0) -> dict[str, Any]:
-    """What must match for `last.pt` to be continued (everything but the epoch count)."""
+                     n_train, n_val, n_pseudo, n_labelled=0, inputs=None) -> dict[str, Any]:
+    """What must match for `last.pt` to be continued (everything but the epoch count).
+
+    `inputs` (the stage's input files as `birdclef.common.manifest.describe_file`
+    describes them: sha256 of small files, size and mtime of large ones) ties
+    ``last.pt`` to the data it was trained on: a job rerun because an input was
+    rewritten with other content trains from scratch instead of continuing a model
+    of the old data. None (direct calls without files) leaves it out."""
     values = dataclasses.asdict(settings)
     values.pop("epochs")
     for key in settings.unused_keys():  # a last.pt from before these options still resumes
         values.pop(key)
-    return {
+    signature = {
         "format": CHECKPOINT_FORMAT,
         "model_spec": {k: model_spec[k] for k in sorted(model_spec)},
         "settings": values,
@@ -67,6 +77,14 @@ def resume_signature(model_spec, settings, fold, classes, window_frames, frames_
         "n_pseudo": int(n_pseudo),
         "n_labelled": int(n_labelled),
     }
+    if inputs is not None:
+        signature["inputs"] = list(inputs)
+    return signature
+
+
+def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of `model`'s weights (the best epoch's, kept for ``last.pt``)."""
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
 def load_resume(path: Path, signature: Mapping[str, Any], epochs: int) -> dict[str, Any] | None:
@@ -88,11 +106,13 @@ def load_resume(path: Path, signature: Mapping[str, Any], epochs: int) -> dict[s
     return payload
 
 
-def resume(run: FoldRun, opt: Optimization,
-           signature: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, int]:
-    """Restore `opt` and the RNGs from ``last.pt`` when it continues: (history, best, first epoch)."""
+def resume(run: FoldRun, opt: Optimization, signature: Mapping[str, Any]
+           ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, int, dict[str, torch.Tensor] | None]:
+    """Restore `opt` and the RNGs from ``last.pt`` when it continues, and ``best.pt`` when it is
+    missing: (history, best, first epoch, the best epoch's weights)."""
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 1
     payload = load_resume(run.last_path, signature, run.settings.epochs)
     if payload is not None:
@@ -105,14 +125,26 @@ def resume(run: FoldRun, opt: Optimization,
         _set_rng_states(payload["rng"])
         history = list(payload["history"])
         best = payload.get("best")
+        best_state = payload.get("best_state_dict")
         start_epoch = int(payload["epoch"]) + 1
-        if best is not None and not run.best_path.exists():
-            log.warning("%s is missing: the best epoch is chosen again from the epochs to come",
-                        run.best_path)
+        if best is not None and best_state is None:  # a last.pt written before it kept the best weights
+            log.warning("%s has no best weights: the best epoch is chosen again from the epochs to come",
+                        run.last_path)
             best = None
+        elif best is not None and not run.best_path.exists():
+            restore_best(run, opt.model, best_state, int(best["epoch"]), history)
         log.info("resuming %s fold %d from epoch %d of %d", run.backbone, run.fold,
                  start_epoch, run.settings.epochs)
-    return history, best, start_epoch
+    return history, best, start_epoch, best_state
+
+
+def restore_best(run: FoldRun, model: torch.nn.Module, best_state: Mapping[str, torch.Tensor],
+                 epoch: int, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``best.pt`` from ``last.pt``'s best weights, as `save_best` wrote it at `epoch`."""
+    best_model = copy.deepcopy(model)
+    best_model.load_state_dict(best_state)
+    save_best(run, best_model, epoch, history[:epoch])
+    log.info("%s rewritten from the best weights in %s (epoch %d)", run.best_path, run.last_path, epoch)
 
 
 def save_best(run: FoldRun, model: torch.nn.Module, epoch: int,
@@ -124,13 +156,15 @@ def save_best(run: FoldRun, model: torch.nn.Module, epoch: int,
 
 
 def save_last(run: FoldRun, opt: Optimization, signature: Mapping[str, Any], epoch: int,
-              history: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
-    """Write ``last.pt``: everything a resumed run continues from."""
+              history: list[dict[str, Any]], best: dict[str, Any] | None,
+              best_state: Mapping[str, torch.Tensor] | None) -> None:
+    """Write ``last.pt``: everything a resumed run continues from, with the best epoch's weights."""
     save_checkpoint(
         run.last_path, opt.model, run.model_spec,
         format=CHECKPOINT_FORMAT, signature=signature, epoch=epoch,
         optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
         scaler=opt.scaler.state_dict(), rng=_rng_states(), history=history, best=best,
+        best_state_dict=None if best_state is None else dict(best_state),
         classes=run.classes,
         **({"projection": opt.projection.state_dict()} if opt.projection is not None else {}),
     )

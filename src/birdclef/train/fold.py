@@ -3,9 +3,10 @@
 No Snakemake here: `train_fold` takes the cache, the folds, the class list and the
 settings as arguments and writes everything into `out_dir`:
 
-- ``last.pt``: model, optimizer, scheduler, grad-scaler, RNG states and history,
-  rewritten after every epoch. A rerun of a killed job with a compatible
-  configuration continues after the last finished epoch.
+- ``last.pt``: model, optimizer, scheduler, grad-scaler, RNG states, history and
+  the best epoch's weights, rewritten after every epoch. A rerun of a killed job
+  with a compatible configuration and the same inputs continues after the last
+  finished epoch and ends with the same ``best.pt`` as an uninterrupted run.
 - ``best.pt``: the best epoch (highest OOF macro ROC-AUC; lowest training loss when
   there is no validation fold), written with `birdclef.train.model.save_checkpoint`, so
   `birdclef.train.model.load_model` reads it.
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from birdclef.common.io import write_json
-from birdclef.train.checkpoint import resume, resume_signature, save_best, save_last
+from birdclef.train.checkpoint import resume, resume_signature, save_best, save_last, state_copy
 from birdclef.train.distill import TeacherCache
 from birdclef.train.fold_data import Batches, FoldData, build_batches, check_inputs, fold_data
 from birdclef.train.loop import Optimization, build_optimization, epoch_score, log_epoch, run_epoch
@@ -48,8 +49,10 @@ log = logging.getLogger(__name__)
 def _train_epochs(run: FoldRun, opt: Optimization, data: FoldData, batches: Batches,
                   signature: Mapping[str, Any], history: list[dict[str, Any]],
                   best: dict[str, Any] | None, start_epoch: int,
-                  epoch_callback: Callable[[dict[str, Any]], None] | None) -> dict[str, Any] | None:
-    """Epochs `start_epoch`.. of the run, each followed by its checkpoints; the best epoch."""
+                  epoch_callback: Callable[[dict[str, Any]], None] | None,
+                  best_state: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Epochs `start_epoch`.. of the run, each followed by its checkpoints; the best epoch.
+    `best_state` is the best epoch's weights so far (from ``last.pt`` when resumed)."""
     for epoch in range(start_epoch, run.settings.epochs + 1):
         entry, train_loss, val_loss = run_epoch(run, opt, batches.sampler, batches.loader,
                                                 data.validation, epoch)
@@ -58,8 +61,9 @@ def _train_epochs(run: FoldRun, opt: Optimization, data: FoldData, batches: Batc
         improved = best is None or tuple(score) > tuple(best["score"])
         if improved:
             best = {"epoch": epoch, "score": list(score)}
+            best_state = state_copy(opt.model)
             save_best(run, opt.model, epoch, history)
-        save_last(run, opt, signature, epoch, history, best)
+        save_last(run, opt, signature, epoch, history, best, best_state)
         log_epoch(run, entry, train_loss, val_loss, improved)
         if epoch_callback is not None:
             epoch_callback(entry)
@@ -104,13 +108,16 @@ def train_fold(
     recording_pseudo: pd.DataFrame | None = None,
     label_mass_cap: bool = False,
     wave: WaveSources | None = None,
+    inputs_fingerprint: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train one fold of the SED model and write checkpoints, OOF and metrics to `out_dir`.
 
     Trains on recordings whose fold != `fold` (fold -1 rows always train) and
     validates on fold == `fold`; `fold=-1` trains on everything without validation.
     Resumes from `out_dir/last.pt` when it was written with the same model spec,
-    settings (the epoch count aside), fold, classes and data sizes. `epoch_callback`
+    settings (the epoch count aside), fold, classes, data sizes and `inputs_fingerprint`
+    (the stage's input files, `birdclef.common.manifest.describe_file`), and rewrites a
+    missing ``best.pt`` from the best weights kept in ``last.pt``. `epoch_callback`
     (optional) is called with each epoch's history entry after its checkpoints are
     written. `seen_soundscapes` names the soundscapes whose pseudo-labels this
     model trains on; their rows of ``soundscape_preds.parquet`` get
@@ -166,10 +173,10 @@ def train_fold(
     # Resume, train.
     signature = resume_signature(model_spec, settings, fold, classes, window_frames,
                                  frames_per_second, len(data.train_table), len(data.val_table),
-                                 data.n_pseudo, data.n_labelled)
+                                 data.n_pseudo, data.n_labelled, inputs=inputs_fingerprint)
     if columns is not None:  # a specialist resumes only a specialist run of the same classes
         signature["specialist"] = {"columns": columns.tolist(), "upsample": upsample}
-    history, best, start_epoch = resume(run, opt, signature)
+    history, best, start_epoch, best_state = resume(run, opt, signature)
     resumed_from = start_epoch - 1
     log.info("training %s fold %d on %s (amp %s): %d train recordings, %d validation, "
              "%d pseudo windows, %d labelled soundscape windows, %d steps per epoch, "
@@ -177,7 +184,7 @@ def train_fold(
              len(data.train_table), len(data.val_table), data.n_pseudo, data.n_labelled,
              batches.steps_per_epoch, batches.workers)
     best = _train_epochs(run, opt, data, batches, signature, history, best, start_epoch,
-                         epoch_callback)
+                         epoch_callback, best_state)
     best = _ensure_best(run, opt, history, best)
 
     # Final outputs from the best model.

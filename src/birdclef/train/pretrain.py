@@ -69,6 +69,7 @@ def pretrain_stage(
         settings_from_config(settings),
         window_frames=mel_window_frames(mel), frames_per_second=frames_per_second(mel),
         out_dir=out_dir, threads=int(threads), device=device, progress=progress,
+        inputs_fingerprint=manifest.data["inputs"],
     )
     pretrain_only = (
         index["pretrain_only"].astype(bool) if "pretrain_only" in index.columns else pd.Series(False, index=index.index)

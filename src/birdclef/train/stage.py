@@ -166,7 +166,7 @@ def train_stage(
     curve, manifest; every output but the manifest must lie in one folder with
     the names `train_fold` writes. ``last.pt`` (for resuming) is written there too
     and is deliberately not a declared output, so that Snakemake keeps it when a
-    job fails.
+    job fails; it resumes only on the same input files (the manifest's ``inputs``).
     """
     out_dir = _output_dir(outputs)
     manifest = StageManifest("train", tag, {**settings, "backbone": dict(backbone), "fold": fold},
@@ -207,6 +207,7 @@ def train_stage(
         recording_pseudo=recording_pseudo,
         label_mass_cap=bool(settings.get("self_distill_mass_cap", False)),
         wave=wave,
+        inputs_fingerprint=manifest.data["inputs"],
     )
     _headline(manifest, metrics)
     manifest.write(outputs["manifest"])
