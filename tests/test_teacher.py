@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from teacher_standin import build_perch_standin, write_perch_labels
 
-from birdclef.pseudo import label_source, teacher_probabilities
+from birdclef.pseudo import label_source, make_pseudo_labels, teacher_probabilities
 from birdclef.runtime.audio import write_ogg
 from birdclef.runtime.teacher.load import load_teacher
 from birdclef.runtime.teacher.mapping import binomial, map_taxonomy, mapped_logits, mapping_counts
@@ -174,6 +174,26 @@ def test_a_failed_shard_leaves_nothing_behind(perch, tmp_path):
     with pytest.raises(ValueError, match="teacher shard 2 is not in 0..1"):
         teacher_shard_stage(str(tmp_path / "catalog.parquet"), str(tmp_path / "soundscapes"),
                             str(tmp_path / "taxonomy.csv"), str(out_dir), perch, WINDOWS, 2, 2)
+
+
+def test_a_teacher_pseudo_round_counts_the_classes_the_teacher_labels(caplog):
+    """The round's stats count the classes the teacher labels; with none (no class maps onto the
+    teacher) it warns, and the students label every window, as a students round would."""
+    students = pd.DataFrame({"row_id": ["S_5", "S_10"], "soundscape": ["S", "S"], "end_s": [5, 10],
+                             "x": [0.9, 0.2], "y": [0.3, 0.6], "seen_in_training": [False, False]})
+    index = pd.DataFrame({"source": ["soundscape", "soundscape"], "row_id": ["S_5", "S_10"]})
+    settings = {"method": "power", "power": 1.0, "source": "teacher"}
+    one = np.array([[4.0, np.nan], [-4.0, np.nan]], dtype=np.float32)
+    _, stats = make_pseudo_labels([students], ["x", "y"], settings, teacher=(one, index))
+    assert stats["source"] == "teacher" and stats["teacher_classes"] == 1
+    none = np.full((2, 2), np.nan, dtype=np.float32)
+    with caplog.at_level(logging.WARNING, logger="birdclef.pseudo"):
+        labels, stats = make_pseudo_labels([students], ["x", "y"], settings, teacher=(none, index))
+    assert stats["teacher_classes"] == 0
+    assert "the teacher knows none of the 2 classes" in caplog.text
+    by_students, plain = make_pseudo_labels([students], ["x", "y"], {**settings, "source": "students"})
+    pd.testing.assert_frame_equal(labels, by_students)
+    assert plain["teacher_classes"] is None
 
 
 def test_pseudo_rounds_label_from_the_teacher_or_a_blend():

@@ -28,6 +28,7 @@ sum never exceeds sum(y).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,8 @@ from birdclef.common.manifest import StageManifest
 from birdclef.runtime.postprocess import blend_teacher
 from birdclef.runtime.teacher.mapping import probabilities
 from birdclef.soundscapes import soundscape_score
+
+log = logging.getLogger(__name__)
 
 METHODS = ("power", "threshold", "both")
 SOURCES = ("students", "teacher", "blend")
@@ -277,6 +280,12 @@ def make_pseudo_labels(
         labelled_rows = base["row_id"].astype(str).isin(set(labelled["row_id"].astype(str))).to_numpy()
     teacher_probs = None if teacher is None else teacher_probabilities(*teacher, base["row_id"])
     labels = label_source(mean, teacher_probs, round_settings)
+    source = round_settings.get("source", "students")
+    # the classes whose labels come from the teacher (the students label the others)
+    teacher_classes = None if teacher_probs is None else int((~np.isnan(teacher_probs)).any(axis=0).sum())
+    if source != "students" and teacher_classes == 0:
+        log.warning("pseudo round with source %r: the teacher knows none of the %d classes (no class of "
+                    "taxonomy.csv maps onto it), so the students label every window", source, len(classes))
     if method in ("threshold", "both"):
         keep, labels = threshold_labels(
             labels, round_settings.get("keep_threshold", 0.5), round_settings.get("zero_threshold", 0.1)
@@ -298,7 +307,8 @@ def make_pseudo_labels(
         "soundscape_auc": soundscape_auc,
         "soundscape_windows_scored": scored,
         "models": len(predictions),
-        "source": round_settings.get("source", "students"),
+        "source": source,
+        "teacher_classes": teacher_classes,
         "oof_by_soundscape": oof,
         "models_per_window_min": int(used.min()) if len(used) else 0,
         "models_per_window_max": int(used.max()) if len(used) else 0,
